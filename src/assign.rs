@@ -1,0 +1,317 @@
+//! Deterministic variant assignment. Pure: the caller supplies the test's configuration and a
+//! way to look flags up; the same inputs always give the same answer.
+
+use crate::flags::{self, Evaluation, Flag};
+use crate::hash;
+use crate::lifecycle::Status;
+
+pub const ROUTING_FLAG: &str = "ff.ab_routing";
+
+pub fn test_flag_name(test_id: &str) -> String {
+    format!("ff.ab_test_{test_id}")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub name: String,
+    pub weight: f64,
+    pub confidence_threshold: f64,
+}
+
+/// What assignment needs to know about one test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestConfig {
+    pub test_id: String,
+    pub status: Status,
+    /// Champion first, then challengers in configured order.
+    pub variants: Vec<Variant>,
+    pub winner: Option<String>,
+    pub sticky: bool,
+    pub bucket_version: i32,
+    /// The test's own flag `ff.ab_test_<id>`; absent before the test starts.
+    pub flag: Option<Flag>,
+}
+
+impl TestConfig {
+    pub fn champion(&self) -> &Variant {
+        &self.variants[0]
+    }
+    pub fn variant(&self, name: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+}
+
+/// Why a unit got its variant, in the spirit of OpenFeature's resolution reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Inside the rollout; the variant comes from the weighted split.
+    Split,
+    /// Inside the rollout; the variant is the unit's stored (sticky) assignment.
+    Sticky,
+    NotInRollout,
+    /// The test's own flag is switched off.
+    FlagOff,
+    /// `ff.ab_routing` (or a flag it depends on) is off for this unit.
+    RoutingOff,
+    TestNotActive,
+    TestPaused,
+    RolledBack,
+    /// The test is completed; everyone gets the winner.
+    Completed,
+    /// No test was named and none is active: the default champion.
+    DefaultChampion,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Split => "split",
+            Reason::Sticky => "sticky",
+            Reason::NotInRollout => "not_in_rollout",
+            Reason::FlagOff => "flag_off",
+            Reason::RoutingOff => "routing_off",
+            Reason::TestNotActive => "test_not_active",
+            Reason::TestPaused => "test_paused",
+            Reason::RolledBack => "rolled_back",
+            Reason::Completed => "completed",
+            Reason::DefaultChampion => "default_champion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub test_id: String,
+    pub variant: String,
+    pub confidence_threshold: f64,
+    pub in_rollout: bool,
+    pub reason: Reason,
+}
+
+/// Picks a variant for a point in [0, 1): the first variant whose cumulative weight exceeds
+/// `point · total`. Zero-weight variants are never chosen.
+pub fn pick_variant(variants: &[Variant], point: f64) -> &Variant {
+    let total: f64 = variants.iter().map(|v| v.weight).sum();
+    let target = point * total;
+    let mut cumulative = 0.0;
+    for v in variants {
+        cumulative += v.weight;
+        if v.weight > 0.0 && target < cumulative {
+            return v;
+        }
+    }
+    // Rounding can leave the target on the last boundary: take the last weighted variant.
+    variants.iter().rev().find(|v| v.weight > 0.0).unwrap_or(&variants[0])
+}
+
+/// The effective rollout of a test: min(its own percentage, ff.ab_routing's when that exists).
+pub fn effective_rollout(test: &TestConfig, routing: Option<&Flag>) -> i32 {
+    let own = test.flag.as_ref().map(|f| f.rollout_percentage).unwrap_or(0);
+    match routing {
+        Some(r) => own.min(r.rollout_percentage),
+        None => own,
+    }
+}
+
+/// Assigns `unit` in `test`. `lookup` resolves flags by name (ff.ab_routing and what it depends
+/// on). The rollout bucket uses the test flag's hash against the effective percentage, so
+/// lowering ff.ab_routing shrinks every test's rollout without reshuffling anyone.
+pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Flag>) -> Assignment {
+    let champion = |reason| Assignment {
+        test_id: test.test_id.clone(),
+        variant: test.champion().name.clone(),
+        confidence_threshold: test.champion().confidence_threshold,
+        in_rollout: false,
+        reason,
+    };
+    match test.status {
+        Status::Draft => return champion(Reason::TestNotActive),
+        Status::Paused => return champion(Reason::TestPaused),
+        Status::RolledBack => return champion(Reason::RolledBack),
+        Status::Completed => {
+            let v = test.winner.as_deref().and_then(|w| test.variant(w)).unwrap_or(test.champion());
+            return Assignment {
+                test_id: test.test_id.clone(),
+                variant: v.name.clone(),
+                confidence_threshold: v.confidence_threshold,
+                in_rollout: false,
+                reason: Reason::Completed,
+            };
+        }
+        Status::Active => {}
+    }
+    let Some(flag) = test.flag.as_ref().filter(|f| f.enabled) else {
+        return champion(Reason::FlagOff);
+    };
+    let routing = lookup(ROUTING_FLAG);
+    if let Some(r) = &routing {
+        // Routing's own rollout bucket is not applied per unit: its percentage caps the test's
+        // (min rule); its switch and its dependencies gate the unit.
+        let gate = Flag { rollout_percentage: 100, ..r.clone() };
+        if flags::evaluate(&gate, unit, lookup) != Evaluation::On {
+            return champion(Reason::RoutingOff);
+        }
+    }
+    let pct = effective_rollout(test, routing.as_ref());
+    if !hash::in_rollout(&flag.name, unit, pct) {
+        return champion(Reason::NotInRollout);
+    }
+    let v = pick_variant(&test.variants, hash::variant_point(&test.test_id, unit));
+    Assignment {
+        test_id: test.test_id.clone(),
+        variant: v.name.clone(),
+        confidence_threshold: v.confidence_threshold,
+        in_rollout: true,
+        reason: Reason::Split,
+    }
+}
+
+/// The active test a unit belongs to when tests share traffic as mutually exclusive slices:
+/// rendezvous hashing, so starting or stopping one test only moves the units of that test.
+pub fn pick_slice<'a>(active_test_ids: &[&'a str], unit: &str) -> Option<&'a str> {
+    active_test_ids
+        .iter()
+        .copied()
+        .max_by(|a, b| {
+            hash::slice_score(a, unit).cmp(&hash::slice_score(b, unit)).then_with(|| b.cmp(a))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn variant(name: &str, weight: f64) -> Variant {
+        Variant { name: name.into(), weight, confidence_threshold: 0.7 }
+    }
+
+    fn test_config(pct: i32, variants: Vec<Variant>) -> TestConfig {
+        TestConfig {
+            test_id: "t1".into(),
+            status: Status::Active,
+            variants,
+            winner: None,
+            sticky: false,
+            bucket_version: 1,
+            flag: Some(Flag {
+                name: test_flag_name("t1"),
+                rollout_percentage: pct,
+                enabled: true,
+                depends_on: vec![],
+            }),
+        }
+    }
+
+    fn no_flags(_: &str) -> Option<Flag> {
+        None
+    }
+
+    #[test]
+    fn weights_are_honoured() {
+        let t = test_config(100, vec![variant("a", 70.0), variant("b", 20.0), variant("c", 10.0)]);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let n = 100_000;
+        for u in 0..n {
+            *counts.entry(assign(&t, &format!("u{u}"), &no_flags).variant).or_default() += 1;
+        }
+        for (name, w) in [("a", 0.7), ("b", 0.2), ("c", 0.1)] {
+            let share = counts[name] as f64 / n as f64;
+            assert!((share - w).abs() < 0.01, "{name}: {share}");
+        }
+    }
+
+    #[test]
+    fn zero_weight_never_chosen() {
+        let vs = vec![variant("a", 0.0), variant("b", 1.0)];
+        for i in 0..1000 {
+            assert_eq!(pick_variant(&vs, i as f64 / 1000.0).name, "b");
+        }
+        assert_eq!(pick_variant(&vs, 0.999_999_999_999).name, "b");
+    }
+
+    #[test]
+    fn rollout_changes_do_not_reshuffle_variants() {
+        let vs = vec![variant("a", 1.0), variant("b", 1.0)];
+        let small = test_config(10, vs.clone());
+        let big = test_config(50, vs);
+        for u in 0..5000 {
+            let unit = u.to_string();
+            let s = assign(&small, &unit, &no_flags);
+            let b = assign(&big, &unit, &no_flags);
+            if s.in_rollout {
+                assert!(b.in_rollout);
+                assert_eq!(s.variant, b.variant);
+            }
+        }
+    }
+
+    #[test]
+    fn routing_caps_and_gates() {
+        let t = test_config(100, vec![variant("a", 1.0), variant("b", 1.0)]);
+        let mut flags: HashMap<String, Flag> = HashMap::new();
+        let routing = |pct, enabled| Flag {
+            name: ROUTING_FLAG.into(),
+            rollout_percentage: pct,
+            enabled,
+            depends_on: vec!["ff.entity_extraction_v1".into()],
+        };
+        flags.insert(
+            "ff.entity_extraction_v1".into(),
+            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![] },
+        );
+        flags.insert(ROUTING_FLAG.into(), routing(25, true));
+        let n = 20_000;
+        let inside = (0..n)
+            .filter(|u| assign(&t, &u.to_string(), &|f| flags.get(f).cloned()).in_rollout)
+            .count();
+        assert!((inside as f64 / n as f64 - 0.25).abs() < 0.015, "{inside}");
+
+        flags.insert(ROUTING_FLAG.into(), routing(100, false));
+        let a = assign(&t, "u", &|f| flags.get(f).cloned());
+        assert_eq!((a.reason, a.variant.as_str(), a.in_rollout), (Reason::RoutingOff, "a", false));
+
+        flags.insert(ROUTING_FLAG.into(), routing(100, true));
+        flags.get_mut("ff.entity_extraction_v1").unwrap().enabled = false;
+        assert_eq!(assign(&t, "u", &|f| flags.get(f).cloned()).reason, Reason::RoutingOff);
+    }
+
+    #[test]
+    fn inactive_states_get_the_champion() {
+        let mut t = test_config(100, vec![variant("a", 0.0), variant("b", 1.0)]);
+        for (status, reason) in [
+            (Status::Draft, Reason::TestNotActive),
+            (Status::Paused, Reason::TestPaused),
+            (Status::RolledBack, Reason::RolledBack),
+        ] {
+            t.status = status;
+            let a = assign(&t, "u", &no_flags);
+            assert_eq!((a.variant.as_str(), a.reason, a.in_rollout), ("a", reason, false));
+        }
+        t.status = Status::Completed;
+        t.winner = Some("b".into());
+        assert_eq!(assign(&t, "u", &no_flags).variant, "b");
+        t.status = Status::Active;
+        t.flag.as_mut().unwrap().enabled = false;
+        assert_eq!(assign(&t, "u", &no_flags).reason, Reason::FlagOff);
+    }
+
+    #[test]
+    fn slices_are_exclusive_and_stable() {
+        let two = ["t_a", "t_b"];
+        let three = ["t_a", "t_b", "t_c"];
+        let mut counts = HashMap::new();
+        for u in 0..30_000 {
+            let unit = u.to_string();
+            let before = pick_slice(&two, &unit).unwrap();
+            let after = pick_slice(&three, &unit).unwrap();
+            // Adding a test only moves units into the new test.
+            assert!(after == before || after == "t_c");
+            *counts.entry(after).or_insert(0usize) += 1;
+        }
+        for t in three {
+            assert!((counts[t] as f64 / 30_000.0 - 1.0 / 3.0).abs() < 0.015);
+        }
+        assert_eq!(pick_slice(&[], "u"), None);
+    }
+}
