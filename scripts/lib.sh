@@ -1,0 +1,97 @@
+# Shared by scripts/demo.sh and scripts/test.sh: set-up that is safe to repeat, and a private
+# PostgreSQL cluster under the project folder. Source it; do not run it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_CONFIG="$PG_BIN/pg_config"
+PGRX_VERSION=0.18.1
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Runs a command as the owner of the private cluster (initdb refuses root).
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install_packages() {
+    local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo
+                redis-server pkg-config libssl-dev python3-venv build-essential)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian's package starts its own cluster on 5432; we use private clusters, so leave it be.
+}
+
+install_pgrx() {
+    if ! command -v cargo >/dev/null; then
+        echo "cargo not found: install Rust (rustup) first" >&2
+        exit 1
+    fi
+    if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+        log "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
+        cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+    fi
+    if ! grep -q "pg15" "$HOME/.pgrx/config.toml" 2>/dev/null; then
+        log "cargo pgrx init against Debian's PostgreSQL 15"
+        cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+    fi
+}
+
+setup() {
+    install_packages
+    install_pgrx
+}
+
+# Builds the extension and installs it into Debian's PostgreSQL 15.
+install_extension() {
+    local profile=()
+    [ "${1:-}" = release ] && profile=(--release)
+    log "building and installing pg_ab (${1:-debug})"
+    (cd "$ROOT" && if [ "$(id -u)" = 0 ]; then
+        cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" >/dev/null
+    else
+        cargo pgrx install "${profile[@]}" --sudo --pg-config "$PG_CONFIG" >/dev/null
+    fi)
+}
+
+# cluster_start NAME PORT: a private cluster in $ROOT/.run/NAME listening on PORT (socket in the
+# same folder, no TCP beyond localhost).
+cluster_start() {
+    local name=$1 port=$2
+    local dir="$ROOT/.run/$name"
+    mkdir -p "$ROOT/.run"
+    chmod 755 "$ROOT/.run"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+        as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+            -o "-p $port -k $dir -c listen_addresses=localhost -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
+    fi
+    export PGHOST="$dir" PGPORT="$port" PGUSER=postgres
+}
+
+cluster_stop() {
+    local name=$1
+    local dir="$ROOT/.run/$name"
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# psql against the private cluster, quiet and strict.
+q() { psql -X -v ON_ERROR_STOP=1 -q "$@"; }

@@ -1,0 +1,50 @@
+//! Turning errors into PostgreSQL errors with the right SQLSTATE.
+
+use crate::error::{AbError, Kind};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode as Code;
+
+pub fn raise(e: AbError) -> ! {
+    let code = match e.kind {
+        Kind::InvalidParameter => Code::ERRCODE_INVALID_PARAMETER_VALUE,
+        Kind::OutOfRange => Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        Kind::NullValue => Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        Kind::Undefined => Code::ERRCODE_UNDEFINED_OBJECT,
+        Kind::Duplicate => Code::ERRCODE_DUPLICATE_OBJECT,
+        Kind::InvalidDefinition => Code::ERRCODE_INVALID_OBJECT_DEFINITION,
+        Kind::WrongState => Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+    };
+    let mut report = ErrorReport::new(code, e.message, "pg_ab");
+    if let Some(h) = e.hint {
+        report = report.set_hint(h);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// `.or_raise()` on anything that can fail: the error becomes a PostgreSQL ERROR.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, AbError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}
+
+impl<T> OrRaise<T> for Result<T, pgrx::spi::Error> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| {
+            ereport!(ERROR, Code::ERRCODE_INTERNAL_ERROR, format!("pg_ab: SPI failed: {e}"));
+        })
+    }
+}
+
+/// A required argument: NULL is an error that names the argument.
+pub fn required<T>(value: Option<T>, arg: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise(AbError::new(Kind::NullValue, format!("{arg} must not be NULL")))
+    })
+}

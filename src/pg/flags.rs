@@ -1,0 +1,206 @@
+//! SQL API of feature flags.
+
+use super::error::{raise, required, OrRaise};
+use super::store;
+use crate::error::{AbError, Kind};
+use crate::events::FLAG_UPDATE;
+use crate::flags::{self, Evaluation};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// The test a flag belongs to, when it is a test's own flag `ff.ab_test_<id>`.
+fn owning_test(flag: &str) -> Option<&str> {
+    flag.strip_prefix("ff.ab_test_")
+}
+
+fn unknown_flag(name: &str) -> AbError {
+    AbError::undefined(format!("flag \"{name}\" does not exist"))
+        .with_hint("list flags with SELECT name FROM ab.flags, or create it with ab.create_flag")
+}
+
+const FLAG_ROW: &str = "to_jsonb(f) - 'created_at' - 'updated_at'";
+
+/// Applies `set` (an SQL assignment list over ab.flags) to one flag and emits the change.
+/// Returns the flag as it now is.
+fn change_flag(name: &str, set: &str, update_type: &str, extra: Option<pgrx::datum::DatumWithOid>) -> Value {
+    let before = store::json_one(
+        &format!("SELECT {FLAG_ROW} FROM ab.flags f WHERE name = $1 FOR UPDATE"),
+        &[name.into()],
+    )
+    .unwrap_or_else(|| raise(unknown_flag(name)));
+    let mut all_args = vec![name.into()];
+    all_args.extend(extra);
+    let after = store::json_one(
+        &format!("UPDATE ab.flags f SET {set}, updated_at = now() WHERE name = $1 RETURNING {FLAG_ROW}"),
+        &all_args,
+    )
+    .unwrap_or(Value::Null);
+    if before != after {
+        store::emit_event(
+            FLAG_UPDATE,
+            owning_test(name),
+            update_type,
+            json!({"flag": name, "old": before, "new": after}),
+        );
+    }
+    after
+}
+
+/// Creates a flag. A unit is inside it when its rollout bucket is below the percentage and every
+/// flag it depends on is on for that unit.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_flag(
+    name: Option<&str>,
+    description: default!(Option<&str>, "''"),
+    rollout_percentage: default!(Option<i32>, 0),
+    enabled: default!(Option<bool>, true),
+    depends_on: default!(Option<Vec<Option<String>>>, "'{}'"),
+) -> JsonB {
+    let name = required(name, "flag name");
+    flags::validate_name(name).or_raise();
+    let pct = required(rollout_percentage, "rollout_percentage");
+    flags::validate_percentage(pct).or_raise();
+    let deps: Vec<String> = depends_on
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| required(d, "each dependency"))
+        .collect();
+    // Serialise definitions so two concurrent definitions cannot close a cycle between them.
+    store::exec("LOCK TABLE ab.flags IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let existing = store::all_dependencies();
+    if existing.contains_key(name) {
+        raise(AbError::new(Kind::Duplicate, format!("flag \"{name}\" already exists"))
+            .with_hint("change it with ab.update_rollout_percentage, ab.enable_flag or ab.disable_flag"));
+    }
+    flags::validate_dependencies(name, &deps, &|n| existing.get(n).cloned()).or_raise();
+    let flag = store::json_one(
+        &format!(
+            "INSERT INTO ab.flags AS f (name, description, rollout_percentage, enabled, depends_on)
+             VALUES ($1, $2, $3, $4, $5) RETURNING {FLAG_ROW}"
+        ),
+        &[
+            name.into(),
+            description.unwrap_or("").into(),
+            pct.into(),
+            enabled.unwrap_or(true).into(),
+            deps.into(),
+        ],
+    )
+    .unwrap_or(Value::Null);
+    store::emit_event(FLAG_UPDATE, owning_test(name), "flag_created", json!({"flag": name, "new": flag}));
+    JsonB(flag)
+}
+
+/// Replaces a flag's dependency list; a list that would close a cycle is rejected.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_flag_dependencies(name: Option<&str>, depends_on: Option<Vec<Option<String>>>) -> JsonB {
+    let name = required(name, "flag name");
+    let deps: Vec<String> = required(depends_on, "depends_on")
+        .into_iter()
+        .map(|d| required(d, "each dependency"))
+        .collect();
+    store::exec("LOCK TABLE ab.flags IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let existing = store::all_dependencies();
+    if !existing.contains_key(name) {
+        raise(unknown_flag(name));
+    }
+    flags::validate_dependencies(name, &deps, &|n| existing.get(n).cloned()).or_raise();
+    JsonB(change_flag(name, "depends_on = $2", "flag_dependencies_changed", Some(deps.into())))
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn update_rollout_percentage(name: Option<&str>, rollout_percentage: Option<i32>) -> JsonB {
+    let name = required(name, "flag name");
+    let pct = required(rollout_percentage, "rollout_percentage");
+    flags::validate_percentage(pct).or_raise();
+    JsonB(change_flag(name, "rollout_percentage = $2", "flag_rollout_changed", Some(pct.into())))
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn enable_flag(name: Option<&str>) -> JsonB {
+    JsonB(change_flag(required(name, "flag name"), "enabled = true", "flag_enabled", None))
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn disable_flag(name: Option<&str>) -> JsonB {
+    JsonB(change_flag(required(name, "flag name"), "enabled = false", "flag_disabled", None))
+}
+
+/// Disables several flags in one transaction; an unknown name fails the whole call.
+/// Returns how many flags were switched from on to off.
+#[pg_extern(volatile, parallel_unsafe)]
+fn disable_flags(names: Option<Vec<Option<String>>>) -> i32 {
+    let mut switched = 0;
+    for name in required(names, "flag names") {
+        let name = required(name, "each flag name");
+        let before = store::json_one(
+            "SELECT to_jsonb(enabled) FROM ab.flags WHERE name = $1",
+            &[name.as_str().into()],
+        );
+        let after = change_flag(&name, "enabled = false", "flag_disabled", None);
+        if before == Some(Value::Bool(true)) && after["enabled"] == Value::Bool(false) {
+            switched += 1;
+        }
+    }
+    switched
+}
+
+/// Deletes a flag. Refused while another flag depends on it or a test owns it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn delete_flag(name: Option<&str>) -> bool {
+    let name = required(name, "flag name");
+    store::exec("LOCK TABLE ab.flags IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let existing = store::all_dependencies();
+    if !existing.contains_key(name) {
+        raise(unknown_flag(name));
+    }
+    let mut dependents: Vec<&String> =
+        existing.iter().filter(|(_, d)| d.iter().any(|x| x == name)).map(|(n, _)| n).collect();
+    dependents.sort();
+    if !dependents.is_empty() {
+        raise(AbError::new(
+            Kind::WrongState,
+            format!("flag \"{name}\" is required by {dependents:?}"),
+        )
+        .with_hint("remove the dependency with ab.set_flag_dependencies first"));
+    }
+    if let Some(test) = owning_test(name) {
+        if store::json_one("SELECT to_jsonb(1) FROM ab.tests WHERE test_id = $1", &[test.into()]).is_some() {
+            raise(AbError::wrong_state(format!("flag \"{name}\" belongs to test \"{test}\""))
+                .with_hint("delete the test with ab.delete_test instead"));
+        }
+    }
+    store::exec("DELETE FROM ab.flags WHERE name = $1", &[name.into()]);
+    store::emit_event(FLAG_UPDATE, owning_test(name), "flag_deleted", json!({"flag": name}));
+    true
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn get_rollout_percentage(name: Option<&str>) -> i32 {
+    let name = required(name, "flag name");
+    store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name))).rollout_percentage
+}
+
+/// Whether a flag is on for a unit: its switch, its rollout bucket, and all its dependencies.
+#[pg_extern(stable, parallel_safe)]
+fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
+    let name = required(name, "flag name");
+    let unit = required(user_id, "user_id");
+    let flag = store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    flags::evaluate(&flag, unit, &|n| store::load_flag(n)) == Evaluation::On
+}
+
+/// The reason behind `is_enabled`: on, disabled, not_in_rollout or dependency_off.
+#[pg_extern(stable, parallel_safe)]
+fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
+    let name = required(name, "flag name");
+    let unit = required(user_id, "user_id");
+    let flag = store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    match flags::evaluate(&flag, unit, &|n| store::load_flag(n)) {
+        Evaluation::On => "on",
+        Evaluation::Disabled => "disabled",
+        Evaluation::NotInRollout => "not_in_rollout",
+        Evaluation::DependencyOff => "dependency_off",
+    }
+}

@@ -1,0 +1,408 @@
+//! SQL API of the test lifecycle. Every function locks the test's row first, so concurrent
+//! callers on one test run one after the other and each sees the other's result.
+
+use super::error::{raise, required, OrRaise};
+use super::store;
+use crate::assign::{test_flag_name, ROUTING_FLAG};
+use crate::error::{AbError, Kind};
+use crate::events::{FLAG_UPDATE, TEST_UPDATE};
+use crate::lifecycle::{self, Action, Status};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct TestRow {
+    status: String,
+    rollout_stages: Vec<i32>,
+    current_stage: i32,
+    champion: String,
+}
+
+fn unknown_test(test_id: &str) -> AbError {
+    AbError::undefined(format!("test \"{test_id}\" does not exist"))
+        .with_hint("list tests with SELECT test_id, status FROM ab.tests")
+}
+
+/// Locks and reads a test; unknown ids are an error.
+fn lock_test(test_id: &str) -> (TestRow, Status) {
+    let v = store::json_one("SELECT to_jsonb(t) FROM ab.tests t WHERE test_id = $1 FOR UPDATE", &[test_id.into()])
+        .unwrap_or_else(|| raise(unknown_test(test_id)));
+    let row: TestRow = store::deserialize(v, "test");
+    let status = Status::parse(&row.status).or_raise();
+    (row, status)
+}
+
+fn set_status(test_id: &str, status: Status, reason: Option<&str>) {
+    store::exec(
+        "UPDATE ab.tests SET status = $2, status_reason = coalesce($3, status_reason), updated_at = now(),
+                ended_at = CASE WHEN $2 IN ('rolled_back', 'completed') THEN now() ELSE ended_at END
+         WHERE test_id = $1",
+        &[test_id.into(), status.as_str().into(), reason.into()],
+    );
+}
+
+/// Moves the test's own flag to `pct`, keeping `current_stage` in step with it.
+fn set_stage(test_id: &str, pct: i32) {
+    store::exec(
+        "UPDATE ab.tests SET current_stage = $2, updated_at = now() WHERE test_id = $1",
+        &[test_id.into(), pct.into()],
+    );
+    store::exec(
+        "UPDATE ab.flags SET rollout_percentage = $2, updated_at = now() WHERE name = $1",
+        &[test_flag_name(test_id).into(), pct.into()],
+    );
+}
+
+fn set_test_flag_enabled(test_id: &str, enabled: bool) {
+    store::exec(
+        "UPDATE ab.flags SET enabled = $2, updated_at = now() WHERE name = $1",
+        &[test_flag_name(test_id).into(), enabled.into()],
+    );
+}
+
+fn emit(test_id: &str, update_type: &str, data: Value) {
+    store::emit_event(TEST_UPDATE, Some(test_id), update_type, data);
+}
+
+/// Creates a test from a JSON config; returns its test_id. See the README for both forms.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_test(config: Option<JsonB>) -> String {
+    let config = required(config, "config").0;
+    let def = lifecycle::parse_test_config(&config).or_raise();
+    let test_id = match &def.test_id {
+        Some(id) => {
+            if store::json_one("SELECT to_jsonb(1) FROM ab.tests WHERE test_id = $1", &[id.as_str().into()]).is_some() {
+                raise(AbError::new(Kind::Duplicate, format!("test \"{id}\" already exists")));
+            }
+            id.clone()
+        }
+        None => {
+            let suffix = store::json_one(
+                "SELECT to_jsonb(substr(replace(gen_random_uuid()::text, '-', ''), 1, 8))",
+                &[],
+            );
+            format!("{}_{}", lifecycle::slug(&def.test_name), suffix.and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+        }
+    };
+    store::exec(
+        "INSERT INTO ab.tests (test_id, test_name, description, champion, rollout_stages, sticky, log_exposures, config)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            test_id.as_str().into(),
+            def.test_name.as_str().into(),
+            def.description.as_str().into(),
+            def.champion().into(),
+            def.rollout_stages.clone().into(),
+            def.sticky.into(),
+            def.log_exposures.into(),
+            JsonB(config).into(),
+        ],
+    );
+    for (i, v) in def.variants.iter().enumerate() {
+        store::exec(
+            "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[test_id.as_str().into(), v.name.as_str().into(), (i as i32).into(), v.weight.into(), v.confidence_threshold.into()],
+        );
+    }
+    emit(
+        &test_id,
+        "created",
+        json!({
+            "test_name": def.test_name,
+            "champion": def.champion(),
+            "variants": def.variants.iter().map(|v| json!({"name": v.name, "weight": v.weight,
+                "confidence_threshold": v.confidence_threshold})).collect::<Vec<_>>(),
+            "rollout_stages": def.rollout_stages,
+        }),
+    );
+    test_id
+}
+
+/// Starts a draft test: creates its flag `ff.ab_test_<id>` at 0 %, marks it active and moves it to
+/// the first rollout stage, all in the caller's transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn start_test(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let (row, status) = lock_test(test_id);
+    lifecycle::transition(status, Action::Start, test_id).or_raise();
+    let flag = test_flag_name(test_id);
+    let flag_exists = store::json_one("SELECT to_jsonb(1) FROM ab.flags WHERE name = $1", &[flag.as_str().into()]);
+    if flag_exists.is_some() {
+        raise(AbError::new(Kind::Duplicate, format!("flag \"{flag}\" already exists"))
+            .with_hint("a test's flag is created by ab.start_test; delete the stray flag with ab.delete_flag"));
+    }
+    store::exec(
+        "INSERT INTO ab.flags (name, description, rollout_percentage, enabled) VALUES ($1, $2, 0, true)",
+        &[flag.as_str().into(), format!("A/B test {test_id} traffic routing").into()],
+    );
+    store::emit_event(FLAG_UPDATE, Some(test_id), "flag_created", json!({"flag": flag, "rollout_percentage": 0}));
+    store::exec(
+        "UPDATE ab.tests SET status = 'active', started_at = now(), updated_at = now() WHERE test_id = $1",
+        &[test_id.into()],
+    );
+    let first = lifecycle::next_stage(&row.rollout_stages, 0).unwrap_or(100);
+    set_stage(test_id, first);
+    emit(test_id, "started", json!({"from_stage": 0, "to_stage": first}));
+    JsonB(json!({"status": "started", "test_id": test_id, "to_stage": first}))
+}
+
+/// Moves an active test to its next rollout stage.
+#[pg_extern(volatile, parallel_unsafe)]
+fn progress_rollout(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let (row, status) = lock_test(test_id);
+    lifecycle::transition(status, Action::Progress, test_id).or_raise();
+    match lifecycle::next_stage(&row.rollout_stages, row.current_stage) {
+        None => JsonB(json!({
+            "status": "completed",
+            "message": "Test already at maximum rollout",
+            "test_id": test_id,
+            "stage": row.current_stage,
+        })),
+        Some(next) => {
+            set_stage(test_id, next);
+            let data = json!({"from_stage": row.current_stage, "to_stage": next});
+            emit(test_id, "progressed", data);
+            JsonB(json!({"status": "progressed", "from_stage": row.current_stage, "to_stage": next, "test_id": test_id}))
+        }
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn pause_test(test_id: Option<&str>, reason: default!(Option<&str>, "'manual'")) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let reason = reason.unwrap_or("manual");
+    let (_, status) = lock_test(test_id);
+    let to = lifecycle::transition(status, Action::Pause, test_id).or_raise();
+    set_status(test_id, to, Some(reason));
+    emit(test_id, "paused", json!({"reason": reason}));
+    JsonB(json!({"status": "paused", "test_id": test_id, "reason": reason}))
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn resume_test(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let (row, status) = lock_test(test_id);
+    let to = lifecycle::transition(status, Action::Resume, test_id).or_raise();
+    set_status(test_id, to, None);
+    emit(test_id, "resumed", json!({"stage": row.current_stage}));
+    JsonB(json!({"status": "active", "test_id": test_id, "stage": row.current_stage}))
+}
+
+/// Rolls a test back: disables its flag first, then records the status and reason and emits the
+/// event, all in one transaction. Everyone gets the champion from the next statement on.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rollback_test(test_id: Option<&str>, reason: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let reason = required(reason, "reason");
+    if reason.trim().is_empty() {
+        raise(AbError::invalid("a rollback needs a reason that is not blank"));
+    }
+    let (row, status) = lock_test(test_id);
+    let to = lifecycle::transition(status, Action::Rollback, test_id).or_raise();
+    set_test_flag_enabled(test_id, false);
+    set_status(test_id, to, Some(reason));
+    emit(test_id, "rolled_back", json!({"reason": reason, "stage": row.current_stage, "champion": row.champion}));
+    JsonB(json!({"status": "rolled_back", "test_id": test_id, "reason": reason}))
+}
+
+/// Completes a test; with a winner, everyone gets the winner from then on.
+#[pg_extern(volatile, parallel_unsafe)]
+fn complete_test(test_id: Option<&str>, winner: default!(Option<&str>, "NULL")) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let (row, status) = lock_test(test_id);
+    let to = lifecycle::transition(status, Action::Complete, test_id).or_raise();
+    let winner = winner.unwrap_or(&row.champion);
+    let known = store::json_one(
+        "SELECT to_jsonb(1) FROM ab.variants WHERE test_id = $1 AND variant = $2",
+        &[test_id.into(), winner.into()],
+    );
+    if known.is_none() {
+        raise(AbError::invalid(format!("\"{winner}\" is not a variant of test \"{test_id}\"")));
+    }
+    store::exec("UPDATE ab.tests SET winner = $2 WHERE test_id = $1", &[test_id.into(), winner.into()]);
+    set_status(test_id, to, Some("completed"));
+    emit(test_id, "completed", json!({"winner": winner}));
+    JsonB(json!({"status": "completed", "test_id": test_id, "winner": winner}))
+}
+
+/// Deletes a test with its variants, sticky assignments, exposures and its flag. Its events stay.
+#[pg_extern(volatile, parallel_unsafe)]
+fn delete_test(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let (row, _) = lock_test(test_id);
+    store::exec("DELETE FROM ab.tests WHERE test_id = $1", &[test_id.into()]);
+    store::exec("DELETE FROM ab.flags WHERE name = $1", &[test_flag_name(test_id).into()]);
+    emit(test_id, "deleted", json!({"status": row.status}));
+    JsonB(json!({"status": "deleted", "test_id": test_id}))
+}
+
+/// Changes variant weights, e.g. `'{"baseline": 80, "llm_v2": 20}'`. Units with a sticky
+/// assignment keep it until ab.bump_bucket_version.
+#[pg_extern(volatile, parallel_unsafe)]
+fn update_weights(test_id: Option<&str>, weights: Option<JsonB>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let weights = required(weights, "weights").0;
+    let (_, status) = lock_test(test_id);
+    if matches!(status, Status::RolledBack | Status::Completed) {
+        raise(AbError::wrong_state(format!("test \"{test_id}\" is {}; its weights are final", status.as_str())));
+    }
+    let current: Vec<(String, f64)> = store::deserialize(
+        store::json_one(
+            "SELECT jsonb_agg(jsonb_build_array(variant, weight) ORDER BY ordinal) FROM ab.variants WHERE test_id = $1",
+            &[test_id.into()],
+        )
+        .unwrap_or(Value::Null),
+        "variants",
+    );
+    let obj = weights.as_object().unwrap_or_else(|| raise(AbError::invalid("weights must be a JSON object {variant: weight}")));
+    let mut new: Vec<(String, f64)> = current.clone();
+    for (name, w) in obj {
+        let Some(slot) = new.iter_mut().find(|(n, _)| n == name) else {
+            raise(AbError::invalid(format!("\"{name}\" is not a variant of test \"{test_id}\"")));
+        };
+        slot.1 = w.as_f64().unwrap_or_else(|| raise(AbError::invalid(format!("weight of \"{name}\" must be a number"))));
+    }
+    lifecycle::validate_weights(&new.iter().map(|(_, w)| *w).collect::<Vec<_>>()).or_raise();
+    for (name, w) in &new {
+        store::exec(
+            "UPDATE ab.variants SET weight = $3 WHERE test_id = $1 AND variant = $2 AND weight IS DISTINCT FROM $3",
+            &[test_id.into(), name.as_str().into(), (*w).into()],
+        );
+    }
+    let as_json = |ws: &Vec<(String, f64)>| ws.iter().map(|(n, w)| (n.clone(), json!(w))).collect::<serde_json::Map<_, _>>();
+    emit(test_id, "weights_changed", json!({"old": as_json(&current), "new": as_json(&new)}));
+    JsonB(json!({"status": "weights_changed", "test_id": test_id, "weights": as_json(&new)}))
+}
+
+/// Starts a new bucketing epoch for sticky assignments: units are re-split on their next call.
+#[pg_extern(volatile, parallel_unsafe)]
+fn bump_bucket_version(test_id: Option<&str>) -> i32 {
+    let test_id = required(test_id, "test_id");
+    lock_test(test_id);
+    let v = store::json_one(
+        "UPDATE ab.tests SET bucket_version = bucket_version + 1, updated_at = now() WHERE test_id = $1
+         RETURNING to_jsonb(bucket_version)",
+        &[test_id.into()],
+    )
+    .and_then(|v| v.as_i64())
+    .unwrap_or_default() as i32;
+    emit(test_id, "bucket_version_bumped", json!({"bucket_version": v}));
+    v
+}
+
+/// Makes a test the default one, whose champion ab.get_champion_assignment() serves.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_default_test(test_id: Option<&str>) -> bool {
+    let test_id = required(test_id, "test_id");
+    lock_test(test_id);
+    store::exec("UPDATE ab.tests SET is_default = false WHERE is_default AND test_id <> $1", &[test_id.into()]);
+    store::exec("UPDATE ab.tests SET is_default = true WHERE test_id = $1 AND NOT is_default", &[test_id.into()]);
+    emit(test_id, "default_set", json!({}));
+    true
+}
+
+/// A test's current state as one JSON object (what a dashboard or the relay shows on subscribe).
+#[pg_extern(stable, parallel_safe)]
+fn get_test(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    JsonB(
+        store::json_one_ro(
+            "SELECT to_jsonb(t) - 'config' || jsonb_build_object(
+                 'variants', (SELECT jsonb_agg(to_jsonb(v) - 'test_id' ORDER BY ordinal)
+                              FROM ab.variants v WHERE v.test_id = t.test_id),
+                 'flag', (SELECT to_jsonb(f) - 'created_at' - 'updated_at'
+                          FROM ab.flags f WHERE f.name = 'ff.ab_test_' || t.test_id))
+             FROM ab.tests t WHERE test_id = $1",
+            &[test_id.into()],
+        )
+        .unwrap_or_else(|| raise(unknown_test(test_id))),
+    )
+}
+
+/// The active tests with their stage and effective rollout (min of the stage and ff.ab_routing).
+#[pg_extern(stable, parallel_safe)]
+fn get_active_tests() -> TableIterator<
+    'static,
+    (
+        name!(test_id, String),
+        name!(test_name, String),
+        name!(champion, String),
+        name!(variants, Vec<String>),
+        name!(current_stage, i32),
+        name!(effective_rollout, i32),
+        name!(started_at, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let rows = Spi::connect(|c| {
+        let table = c.select(
+            "SELECT t.test_id, t.test_name, t.champion,
+                    ARRAY(SELECT v.variant FROM ab.variants v WHERE v.test_id = t.test_id ORDER BY v.ordinal),
+                    t.current_stage,
+                    least(coalesce(f.rollout_percentage, 0),
+                          coalesce((SELECT r.rollout_percentage FROM ab.flags r WHERE r.name = $1), 100)),
+                    t.started_at
+             FROM ab.tests t LEFT JOIN ab.flags f ON f.name = 'ff.ab_test_' || t.test_id
+             WHERE t.status = 'active'
+             ORDER BY t.started_at, t.test_id",
+            None,
+            &[ROUTING_FLAG.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in table {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<Vec<String>>(4)?.unwrap_or_default(),
+                r.get::<i32>(5)?.unwrap_or_default(),
+                r.get::<i32>(6)?.unwrap_or_default(),
+                r.get::<TimestampWithTimeZone>(7)?,
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .or_raise();
+    TableIterator::new(rows)
+}
+
+/// The seed's emergency switch: disables ff.ab_routing, ff.ab_auto_rollback and
+/// ff.ab_risk_monitoring (those that exist) and pauses every active test, in one transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn integration_rollback(reason: Option<&str>) -> JsonB {
+    let reason = required(reason, "reason");
+    let mut disabled = Vec::new();
+    for flag in [ROUTING_FLAG, "ff.ab_auto_rollback", "ff.ab_risk_monitoring"] {
+        let changed = store::json_one(
+            "UPDATE ab.flags SET enabled = false, updated_at = now() WHERE name = $1 AND enabled
+             RETURNING to_jsonb(name)",
+            &[flag.into()],
+        );
+        if changed.is_some() {
+            store::emit_event(FLAG_UPDATE, None, "flag_disabled", json!({"flag": flag, "reason": reason}));
+            disabled.push(flag);
+        }
+    }
+    let active: Vec<String> = store::deserialize(
+        store::json_one(
+            "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM
+               (SELECT test_id FROM ab.tests WHERE status = 'active' ORDER BY test_id FOR UPDATE) t",
+            &[],
+        )
+        .unwrap_or(Value::Null),
+        "active tests",
+    );
+    for test_id in &active {
+        set_status(test_id, Status::Paused, Some(reason));
+        emit(test_id, "paused", json!({"reason": reason, "integration_rollback": true}));
+    }
+    JsonB(json!({
+        "status": "rolled_back",
+        "reason": reason,
+        "disabled_flags": disabled,
+        "paused_tests": active,
+    }))
+}

@@ -1,0 +1,145 @@
+//! Reading and writing the configuration tables through SPI. Everything that touches a table
+//! goes through here, so the SQL the extension runs can be read in one place.
+
+use super::error::OrRaise;
+use crate::assign::{test_flag_name, TestConfig, Variant};
+use crate::error::AbError;
+use crate::events;
+use crate::flags::Flag;
+use crate::lifecycle::Status;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn first_json(table: pgrx::spi::SpiTupleTable) -> pgrx::spi::Result<Option<Value>> {
+    if table.is_empty() {
+        return Ok(None);
+    }
+    Ok(table.first().get_one::<JsonB>()?.map(|j| j.0))
+}
+
+/// Runs a statement that yields at most one jsonb value (read-write).
+pub fn json_one(sql: &str, args: &[DatumWithOid]) -> Option<Value> {
+    Spi::connect_mut(|c| first_json(c.update(sql, Some(1), args)?)).or_raise()
+}
+
+/// Runs a read-only query that yields at most one jsonb value; usable from STABLE functions.
+pub fn json_one_ro(sql: &str, args: &[DatumWithOid]) -> Option<Value> {
+    Spi::connect(|c| first_json(c.select(sql, Some(1), args)?)).or_raise()
+}
+
+pub fn exec(sql: &str, args: &[DatumWithOid]) {
+    Spi::connect_mut(|c| c.update(sql, None, args).map(|_| ())).or_raise()
+}
+
+/// Number of rows a statement touched.
+pub fn exec_count(sql: &str, args: &[DatumWithOid]) -> usize {
+    Spi::connect_mut(|c| c.update(sql, None, args).map(|t| t.len())).or_raise()
+}
+
+pub fn deserialize<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> T {
+    serde_json::from_value(v)
+        .map_err(|e| AbError::invalid(format!("pg_ab: unreadable {what}: {e}")))
+        .or_raise()
+}
+
+#[derive(Deserialize)]
+struct FlagRow {
+    name: String,
+    rollout_percentage: i32,
+    enabled: bool,
+    depends_on: Vec<String>,
+}
+
+impl From<FlagRow> for Flag {
+    fn from(r: FlagRow) -> Flag {
+        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on }
+    }
+}
+
+const FLAG_JSON: &str = "SELECT jsonb_build_object('name', name, 'rollout_percentage', rollout_percentage, \
+     'enabled', enabled, 'depends_on', depends_on) FROM ab.flags WHERE name = $1";
+
+pub fn load_flag(name: &str) -> Option<Flag> {
+    json_one_ro(FLAG_JSON, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
+}
+
+/// Every flag's dependency list, for cycle checks.
+pub fn all_dependencies() -> std::collections::HashMap<String, Vec<String>> {
+    let v = json_one_ro(
+        "SELECT coalesce(jsonb_object_agg(name, depends_on), '{}') FROM ab.flags",
+        &[],
+    )
+    .unwrap_or(Value::Null);
+    deserialize(v, "flag dependencies")
+}
+
+#[derive(Deserialize)]
+struct TestRow {
+    status: String,
+    winner: Option<String>,
+    sticky: bool,
+    bucket_version: i32,
+    variants: Vec<(String, f64, f64)>,
+    flag: Option<(i32, bool)>,
+}
+
+const TEST_CONFIG_JSON: &str = "\
+SELECT jsonb_build_object(
+    'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'bucket_version', t.bucket_version,
+    'variants', (SELECT jsonb_agg(jsonb_build_array(v.variant, v.weight, v.confidence_threshold)
+                                  ORDER BY v.ordinal)
+                 FROM ab.variants v WHERE v.test_id = t.test_id),
+    'flag', (SELECT jsonb_build_array(f.rollout_percentage, f.enabled)
+             FROM ab.flags f WHERE f.name = 'ff.ab_test_' || t.test_id))
+FROM ab.tests t WHERE t.test_id = $1";
+
+/// What assignment needs about a test, or `None` for an unknown test.
+pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
+    let row: TestRow = deserialize(json_one_ro(TEST_CONFIG_JSON, &[test_id.into()])?, "test");
+    let flag_name = test_flag_name(test_id);
+    Some(TestConfig {
+        test_id: test_id.to_string(),
+        status: Status::parse(&row.status).or_raise(),
+        variants: row
+            .variants
+            .into_iter()
+            .map(|(name, weight, confidence_threshold)| Variant { name, weight, confidence_threshold })
+            .collect(),
+        winner: row.winner,
+        sticky: row.sticky,
+        bucket_version: row.bucket_version,
+        flag: row.flag.map(|(pct, enabled)| Flag {
+            name: flag_name,
+            rollout_percentage: pct,
+            enabled,
+            depends_on: vec![],
+        }),
+    })
+}
+
+/// Seconds since the Unix epoch at the start of the transaction (PostgreSQL's `now()`), so every
+/// event of one change carries the same time.
+pub fn transaction_epoch() -> f64 {
+    const UNIX_TO_POSTGRES_EPOCH_SECONDS: f64 = 946_684_800.0;
+    let micros = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    micros as f64 / 1e6 + UNIX_TO_POSTGRES_EPOCH_SECONDS
+}
+
+/// Appends an event to the outbox; its trigger sends `NOTIFY pg_ab_events, '<id>'`.
+pub fn emit_event(kind: &str, test_id: Option<&str>, update_type: &str, data: Value) -> i64 {
+    let payload = events::payload(kind, test_id, update_type, data, transaction_epoch());
+    Spi::connect_mut(|c| {
+        c.update(
+            "INSERT INTO ab.events (test_id, type, payload) VALUES ($1, $2, $3) RETURNING id",
+            Some(1),
+            &[test_id.into(), update_type.into(), JsonB(payload).into()],
+        )?
+        .first()
+        .get_one::<i64>()
+    })
+    .or_raise()
+    .unwrap_or_default()
+}
