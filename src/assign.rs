@@ -4,6 +4,7 @@
 use crate::flags::{self, Evaluation, Flag};
 use crate::hash;
 use crate::lifecycle::Status;
+use std::rc::Rc;
 
 pub const ROUTING_FLAG: &str = "ff.ab_routing";
 
@@ -116,7 +117,7 @@ pub fn effective_rollout(test: &TestConfig, routing: Option<&Flag>) -> i32 {
 /// Assigns `unit` in `test`. `lookup` resolves flags by name (ff.ab_routing and what it depends
 /// on). The rollout bucket uses the test flag's hash against the effective percentage, so
 /// lowering ff.ab_routing shrinks every test's rollout without reshuffling anyone.
-pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Flag>) -> Assignment {
+pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Assignment {
     let champion = |reason| Assignment {
         test_id: test.test_id.clone(),
         variant: test.champion().name.clone(),
@@ -147,12 +148,11 @@ pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Fla
     if let Some(r) = &routing {
         // Routing's own rollout bucket is not applied per unit: its percentage caps the test's
         // (min rule); its switch and its dependencies gate the unit.
-        let gate = Flag { rollout_percentage: 100, ..r.clone() };
-        if flags::evaluate(&gate, unit, lookup) != Evaluation::On {
+        if flags::evaluate_gate(r, unit, lookup) != Evaluation::On {
             return champion(Reason::RoutingOff);
         }
     }
-    let pct = effective_rollout(test, routing.as_ref());
+    let pct = effective_rollout(test, routing.as_deref());
     if !hash::in_rollout(&flag.name, unit, pct) {
         return champion(Reason::NotInRollout);
     }
@@ -203,7 +203,7 @@ mod tests {
         }
     }
 
-    fn no_flags(_: &str) -> Option<Flag> {
+    fn no_flags(_: &str) -> Option<Rc<Flag>> {
         None
     }
 
@@ -263,17 +263,17 @@ mod tests {
         flags.insert(ROUTING_FLAG.into(), routing(25, true));
         let n = 20_000;
         let inside = (0..n)
-            .filter(|u| assign(&t, &u.to_string(), &|f| flags.get(f).cloned()).in_rollout)
+            .filter(|u| assign(&t, &u.to_string(), &|f| flags.get(f).cloned().map(Rc::new)).in_rollout)
             .count();
         assert!((inside as f64 / n as f64 - 0.25).abs() < 0.015, "{inside}");
 
         flags.insert(ROUTING_FLAG.into(), routing(100, false));
-        let a = assign(&t, "u", &|f| flags.get(f).cloned());
+        let a = assign(&t, "u", &|f| flags.get(f).cloned().map(Rc::new));
         assert_eq!((a.reason, a.variant.as_str(), a.in_rollout), (Reason::RoutingOff, "a", false));
 
         flags.insert(ROUTING_FLAG.into(), routing(100, true));
         flags.get_mut("ff.entity_extraction_v1").unwrap().enabled = false;
-        assert_eq!(assign(&t, "u", &|f| flags.get(f).cloned()).reason, Reason::RoutingOff);
+        assert_eq!(assign(&t, "u", &|f| flags.get(f).cloned().map(Rc::new)).reason, Reason::RoutingOff);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::error::{AbError, AbResult, Kind};
 use crate::hash;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// The part of a flag that evaluation needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,49 +100,54 @@ pub enum Evaluation {
 
 /// Evaluates a flag for a unit: its switch, its rollout bucket, then every dependency
 /// (transitively). `lookup` resolves dependency names; a missing dependency counts as off.
-pub fn evaluate(flag: &Flag, unit: &str, lookup: &dyn Fn(&str) -> Option<Flag>) -> Evaluation {
-    let mut visiting = Vec::new();
-    evaluate_inner(flag, unit, lookup, &mut visiting)
+pub fn evaluate(flag: &Flag, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Evaluation {
+    evaluate_inner(flag, unit, lookup, true, 0)
 }
+
+/// Like `evaluate` but ignores the flag's own rollout percentage: its switch and dependencies
+/// only. A test uses ff.ab_routing this way, because routing's percentage caps the test's instead.
+pub fn evaluate_gate(flag: &Flag, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Evaluation {
+    evaluate_inner(flag, unit, lookup, false, 0)
+}
+
+/// Cycles are rejected on write; the depth limit only keeps a hand-edited table from recursing
+/// forever.
+const MAX_DEPTH: usize = 64;
 
 fn evaluate_inner(
     flag: &Flag,
     unit: &str,
-    lookup: &dyn Fn(&str) -> Option<Flag>,
-    visiting: &mut Vec<String>,
+    lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
+    check_rollout: bool,
+    depth: usize,
 ) -> Evaluation {
     if !flag.enabled {
         return Evaluation::Disabled;
     }
-    if !hash::in_rollout(&flag.name, unit, flag.rollout_percentage) {
+    if check_rollout && !hash::in_rollout(&flag.name, unit, flag.rollout_percentage) {
         return Evaluation::NotInRollout;
     }
     if flag.depends_on.is_empty() {
         return Evaluation::On;
     }
-    // Cycles are rejected on write; this guard keeps a corrupted table from recursing forever.
-    if visiting.iter().any(|v| v == &flag.name) {
+    if depth >= MAX_DEPTH {
         return Evaluation::DependencyOff;
     }
-    visiting.push(flag.name.clone());
-    let mut result = Evaluation::On;
     for dep in &flag.depends_on {
         let on = lookup(dep)
-            .map(|d| evaluate_inner(&d, unit, lookup, visiting) == Evaluation::On)
+            .map(|d| evaluate_inner(&d, unit, lookup, true, depth + 1) == Evaluation::On)
             .unwrap_or(false);
         if !on {
-            result = Evaluation::DependencyOff;
-            break;
+            return Evaluation::DependencyOff;
         }
     }
-    visiting.pop();
-    result
+    Evaluation::On
 }
 
 /// Convenience for tests and callers holding all flags in a map.
 pub fn evaluate_in(flags: &HashMap<String, Flag>, name: &str, unit: &str) -> Option<Evaluation> {
     let f = flags.get(name)?;
-    Some(evaluate(f, unit, &|n| flags.get(n).cloned()))
+    Some(evaluate(f, unit, &|n| flags.get(n).cloned().map(Rc::new)))
 }
 
 #[cfg(test)]

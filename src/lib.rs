@@ -3,6 +3,7 @@
 //! Plain Rust modules hold the logic and their unit tests; `pg` is the thin pgrx layer.
 
 pub mod assign;
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod flags;
@@ -13,10 +14,12 @@ pub mod pg;
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", finalize);
 
-#[cfg(any(test, feature = "pg_test"))]
-#[pgrx::pg_schema]
-mod tests;
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pg::cache::init();
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! SQL API of assignment: the read-only hot path and its logging companion.
 
 use super::error::raise;
+use super::cache;
 use super::store;
 use crate::assign::{self as logic, Assignment, Reason, TestConfig};
 use crate::error::{AbError, Kind};
+use std::rc::Rc;
 use pgrx::prelude::*;
 
 // pgrx reads SQL signatures from tokens, so #[pg_extern] functions spell this type out.
@@ -30,8 +32,8 @@ fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str
     })
 }
 
-fn load_test(test_id: &str) -> TestConfig {
-    store::load_test_config(test_id).unwrap_or_else(|| {
+fn load_test(test_id: &str) -> Rc<TestConfig> {
+    cache::test(test_id).unwrap_or_else(|| {
         raise(AbError::undefined(format!("test \"{test_id}\" does not exist"))
             .with_hint("list tests with SELECT test_id, status FROM ab.tests"))
     })
@@ -57,7 +59,7 @@ fn with_variant(test: &TestConfig, mut a: Assignment, variant: &str, reason: Rea
 
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
 fn decide(test: &TestConfig, unit: &str) -> Assignment {
-    let a = logic::assign(test, unit, &|f| store::load_flag(f));
+    let a = logic::assign(test, unit, &cache::flag);
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
             return with_variant(test, a, &stored, Reason::Sticky);
@@ -80,6 +82,7 @@ fn assign(test_id: Option<&str>, user_id: Option<&str>, session_id: default!(Opt
 > {
     let test_id = super::error::required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
+    cache::accept_invalidations();
     row(decide(&load_test(test_id), unit))
 }
 
@@ -137,18 +140,8 @@ fn assign_and_log(test_id: Option<&str>, user_id: Option<&str>, session_id: defa
     row(a)
 }
 
-fn active_test_ids() -> Vec<String> {
-    store::deserialize(
-        store::json_one_ro(
-            "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'",
-            &[],
-        )
-        .unwrap_or(serde_json::Value::Null),
-        "active tests",
-    )
-}
-
 fn champion_assignment() -> AssignmentRow {
+    cache::accept_invalidations();
     let default_test = store::json_one_ro(
         "SELECT to_jsonb(test_id) FROM ab.tests
          ORDER BY is_default DESC, (status = 'active') DESC, started_at NULLS LAST, created_at, test_id
@@ -196,7 +189,8 @@ fn get_assignment(user_id: Option<&str>, session_id: default!(Option<&str>, "NUL
     ),
 > {
     let unit = unit_of(user_id, session_id);
-    let ids = active_test_ids();
+    cache::accept_invalidations();
+    let ids = cache::active_tests();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     match logic::pick_slice(&refs, unit) {
         Some(test_id) => row(decide(&load_test(test_id), unit)),

@@ -1,6 +1,7 @@
 //! SQL API of feature flags.
 
 use super::error::{raise, required, OrRaise};
+use super::cache;
 use super::store;
 use crate::error::{AbError, Kind};
 use crate::events::FLAG_UPDATE;
@@ -179,7 +180,8 @@ fn delete_flag(name: Option<&str>) -> bool {
 #[pg_extern(stable, parallel_safe)]
 fn get_rollout_percentage(name: Option<&str>) -> i32 {
     let name = required(name, "flag name");
-    store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name))).rollout_percentage
+    cache::accept_invalidations();
+    cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name))).rollout_percentage
 }
 
 /// Whether a flag is on for a unit: its switch, its rollout bucket, and all its dependencies.
@@ -187,8 +189,9 @@ fn get_rollout_percentage(name: Option<&str>) -> i32 {
 fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    let flag = store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
-    flags::evaluate(&flag, unit, &|n| store::load_flag(n)) == Evaluation::On
+    cache::accept_invalidations();
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On
 }
 
 /// The reason behind `is_enabled`: on, disabled, not_in_rollout or dependency_off.
@@ -196,8 +199,9 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    let flag = store::load_flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
-    match flags::evaluate(&flag, unit, &|n| store::load_flag(n)) {
+    cache::accept_invalidations();
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    match flags::evaluate(&flag, unit, &cache::flag) {
         Evaluation::On => "on",
         Evaluation::Disabled => "disabled",
         Evaluation::NotInRollout => "not_in_rollout",

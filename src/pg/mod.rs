@@ -1,7 +1,11 @@
 //! The pgrx layer: `#[pg_extern]` wrappers, SPI and errors. Logic lives in the plain modules.
 
 pub mod assign;
+pub mod cache;
 pub mod error;
 pub mod flags;
 pub mod lifecycle;
 pub mod store;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;

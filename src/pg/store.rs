@@ -120,6 +120,32 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
     })
 }
 
+/// OIDs of ab.flags, ab.tests and ab.variants: the tables whose changes invalidate the cache.
+pub fn config_table_oids() -> [pg_sys::Oid; 3] {
+    Spi::connect(|c| {
+        let t = c.select("SELECT 'ab.flags'::regclass::oid, 'ab.tests'::regclass::oid, 'ab.variants'::regclass::oid", Some(1), &[])?;
+        let r = t.first();
+        Ok::<_, pgrx::spi::Error>([
+            r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+            r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+        ])
+    })
+    .or_raise()
+}
+
+/// Ids of the active tests, sorted.
+pub fn active_test_ids() -> Vec<String> {
+    deserialize(
+        json_one_ro(
+            "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'",
+            &[],
+        )
+        .unwrap_or(Value::Null),
+        "active tests",
+    )
+}
+
 /// Seconds since the Unix epoch at the start of the transaction (PostgreSQL's `now()`), so every
 /// event of one change carries the same time.
 pub fn transaction_epoch() -> f64 {

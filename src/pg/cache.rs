@@ -1,0 +1,195 @@
+//! Keeps the L1 configuration cache (src/cache.rs) true: PostgreSQL's relcache invalidation
+//! delivers every committed change of ab.flags, ab.tests and ab.variants to every backend, and a
+//! statement-level trigger on those tables raises that invalidation. No shared memory, so no
+//! `shared_preload_libraries`.
+//!
+//! - Inside the changing transaction the invalidation is processed at the next command, so the
+//!   change is visible at once; on abort it is processed locally too, so nothing aborted stays.
+//! - Other backends process it when they start their next transaction, and `assign` also polls
+//!   for it at each call, so a statement inside an open transaction block sees it too.
+//! - Misses load with the latest snapshot (like the catalog caches), so an entry filled just
+//!   after an invalidation can never hold data older than that invalidation.
+
+use super::store;
+use crate::assign::TestConfig;
+use crate::cache::ConfigCache;
+use crate::flags::Flag;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+pub static CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static LOG_STATS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+thread_local! {
+    static CACHE: RefCell<ConfigCache> = RefCell::new(ConfigCache::new(1024));
+    /// Set by the relcache callback; the cache is cleared at its next use. The callback only
+    /// touches this flag: it runs inside PostgreSQL's invalidation processing and must not fail.
+    static DIRTY: Cell<bool> = const { Cell::new(false) };
+    /// OIDs of the configuration tables, resolved on the first fill after each clear.
+    static WATCHED: Cell<[pg_sys::Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
+}
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"pg_ab.cache_size",
+        c"Entries in each backend's pg_ab configuration cache.",
+        c"Tests and flags together; the least recently used entries are evicted beyond it.",
+        &CACHE_SIZE,
+        2,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_ab.log_cache_stats",
+        c"Log this backend's pg_ab cache statistics when it exits.",
+        c"Used by the benchmarks to add up hit rates over many connections.",
+        &LOG_STATS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0));
+        pg_sys::on_proc_exit(Some(on_backend_exit), pg_sys::Datum::from(0));
+    }
+}
+
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let watched = WATCHED.with(|w| w.get());
+    if relid == pg_sys::InvalidOid || watched.contains(&relid) || watched[0] == pg_sys::InvalidOid {
+        DIRTY.with(|d| d.set(true));
+    }
+}
+
+unsafe extern "C-unwind" fn on_backend_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    if !LOG_STATS.get() {
+        return;
+    }
+    // Formatting only; no allocation in PostgreSQL memory, no error paths.
+    let line = CACHE.with(|c| {
+        c.try_borrow().ok().map(|c| {
+            let s = c.stats;
+            format!("pg_ab cache stats: hits={} misses={} evictions={} invalidations={}", s.hits, s.misses, s.evictions, s.invalidations)
+        })
+    });
+    if let Some(line) = line {
+        eprintln!("{line}");
+    }
+}
+
+/// Runs `f` on the cache after applying any pending invalidation and the configured capacity.
+fn with_cache<R>(f: impl FnOnce(&mut ConfigCache) -> R) -> R {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if DIRTY.with(|d| d.replace(false)) {
+            c.clear();
+            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 3]));
+        }
+        let cap = CACHE_SIZE.get().max(2) as usize;
+        if c.capacity() != cap {
+            c.resize(cap);
+        }
+        f(&mut c)
+    })
+}
+
+/// Polls for invalidations sent by other backends' commits. Cheap when there are none (one
+/// unlocked read of the shared queue's flag).
+pub fn accept_invalidations() {
+    unsafe { pg_sys::AcceptInvalidationMessages() }
+}
+
+/// Whether entries loaded now may be kept: not under a transaction snapshot (REPEATABLE READ and
+/// SERIALIZABLE read the configuration as of their snapshot, uncached) and not in a parallel
+/// worker (no fresh snapshot can be taken there).
+fn may_cache() -> bool {
+    unsafe { pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 && !pg_sys::IsInParallelMode() }
+}
+
+/// Loads with the latest committed data (plus this transaction's own changes).
+fn fresh<T>(load: impl FnOnce() -> T) -> T {
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let out = load();
+    unsafe { pg_sys::PopActiveSnapshot() };
+    out
+}
+
+fn ensure_watched() {
+    if WATCHED.with(|w| w.get()[0]) == pg_sys::InvalidOid {
+        let oids = store::config_table_oids();
+        WATCHED.with(|w| w.set(oids));
+    }
+}
+
+pub fn test(test_id: &str) -> Option<Rc<TestConfig>> {
+    if !may_cache() {
+        return store::load_test_config(test_id).map(Rc::new);
+    }
+    with_cache(|c| {
+        c.test(test_id, || {
+            ensure_watched();
+            fresh(|| store::load_test_config(test_id))
+        })
+    })
+}
+
+pub fn flag(name: &str) -> Option<Rc<Flag>> {
+    if !may_cache() {
+        return store::load_flag(name).map(Rc::new);
+    }
+    with_cache(|c| {
+        c.flag(name, || {
+            ensure_watched();
+            fresh(|| store::load_flag(name))
+        })
+    })
+}
+
+pub fn active_tests() -> Rc<Vec<String>> {
+    if !may_cache() {
+        return Rc::new(store::active_test_ids());
+    }
+    with_cache(|c| {
+        c.active_tests(|| {
+            ensure_watched();
+            fresh(store::active_test_ids)
+        })
+    })
+}
+
+/// Raises a relcache invalidation for a configuration table; delivered to every backend when
+/// the transaction commits (and to this one at its next command). Called by the tables'
+/// statement triggers (sql/cache.sql).
+#[pg_extern(volatile, parallel_unsafe)]
+fn invalidate_config_cache(relid: pg_sys::Oid) {
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+}
+
+/// This backend's cache counters.
+#[pg_extern(volatile, parallel_safe)]
+fn cache_stats() -> TableIterator<
+    'static,
+    (
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(evictions, i64),
+        name!(invalidations, i64),
+        name!(entries, i32),
+        name!(capacity, i32),
+        name!(hit_rate, f64),
+    ),
+> {
+    let row = with_cache(|c| {
+        let s = c.stats;
+        (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, c.len() as i32, c.capacity() as i32, s.hit_rate())
+    });
+    TableIterator::once(row)
+}
+
+/// Zeroes this backend's cache counters (entries stay).
+#[pg_extern(volatile, parallel_safe)]
+fn reset_cache_stats() {
+    with_cache(|c| c.stats = Default::default());
+}
