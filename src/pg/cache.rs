@@ -193,3 +193,4 @@ fn cache_stats() -> TableIterator<
 fn reset_cache_stats() {
     with_cache(|c| c.stats = Default::default());
 }
+

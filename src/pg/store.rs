@@ -22,7 +22,9 @@ fn first_json(table: pgrx::spi::SpiTupleTable) -> pgrx::spi::Result<Option<Value
 
 /// Runs a statement that yields at most one jsonb value (read-write).
 pub fn json_one(sql: &str, args: &[DatumWithOid]) -> Option<Value> {
-    Spi::connect_mut(|c| first_json(c.update(sql, Some(1), args)?)).or_raise()
+    // No row limit: a limit stops UPDATE … RETURNING early, and PostgreSQL then never fires
+    // the statement-level triggers that invalidate the cache.
+    Spi::connect_mut(|c| first_json(c.update(sql, None, args)?)).or_raise()
 }
 
 /// Runs a read-only query that yields at most one jsonb value; usable from STABLE functions.
@@ -160,7 +162,7 @@ pub fn emit_event(kind: &str, test_id: Option<&str>, update_type: &str, data: Va
     Spi::connect_mut(|c| {
         c.update(
             "INSERT INTO ab.events (test_id, type, payload) VALUES ($1, $2, $3) RETURNING id",
-            Some(1),
+            None,
             &[test_id.into(), update_type.into(), JsonB(payload).into()],
         )?
         .first()

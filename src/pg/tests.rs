@@ -1,11 +1,403 @@
-//! `#[pg_test]` tests: each runs inside PostgreSQL with the extension installed.
+//! `#[pg_test]` tests: each runs inside PostgreSQL with the extension installed, in a
+//! transaction of its own. Error paths check the SQLSTATE and that the call changed nothing.
 
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).unwrap_or_else(|| panic!("{sql}: NULL"))
+    }
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A fingerprint of every table the extension writes.
+    fn state() -> String {
+        one::<String>(
+            "SELECT md5(concat_ws('|',
+                (SELECT string_agg(to_jsonb(f)::text, ',' ORDER BY name) FROM ab.flags f),
+                (SELECT string_agg(to_jsonb(t)::text, ',' ORDER BY test_id) FROM ab.tests t),
+                (SELECT string_agg(to_jsonb(v)::text, ',' ORDER BY test_id, variant) FROM ab.variants v),
+                (SELECT string_agg(to_jsonb(a)::text, ',' ORDER BY test_id, unit_id) FROM ab.assignments a),
+                (SELECT count(*) FROM ab.exposures), (SELECT count(*) FROM ab.events),
+                (SELECT count(*) FROM ab.audit)))",
+        )
+    }
+
+    /// Runs `call` (an SQL expression) and requires it to fail with `sqlstate`, leaving every
+    /// table as it was. The DO block's exception handler is a subtransaction, like a client's
+    /// failed statement.
+    fn expect_error(call: &str, sqlstate: &str) {
+        let before = state();
+        run(&format!(
+            "DO $do$ BEGIN
+                PERFORM {call};
+                RAISE EXCEPTION 'expected SQLSTATE {sqlstate}, but the call succeeded' USING ERRCODE = 'XX000';
+             EXCEPTION WHEN SQLSTATE '{sqlstate}' THEN NULL;
+             END $do$"
+        ));
+        assert_eq!(before, state(), "{call} changed something");
+    }
+
+    fn seed_routing() {
+        run("SELECT ab.create_flag('ff.entity_extraction_v1', 'extraction', 100)");
+        run("SELECT ab.create_flag('ff.ab_routing', 'routing', 100, true, ARRAY['ff.entity_extraction_v1'])");
+    }
+
+    fn started_test(id: &str, extra: &str) {
+        run(&format!(
+            r#"SELECT ab.create_test('{{"test_name": "{id}", "test_id": "{id}", "champion_variant": "baseline_rule_based", "challenger_variant": "llm_v2"{extra}}}')"#
+        ));
+        run(&format!("SELECT ab.start_test('{id}')"));
+    }
+
+    // ---- flags -------------------------------------------------------------------------
+
     #[pg_test]
-    fn smoke() {
-        assert_eq!(Spi::get_one::<i32>("SELECT 1").unwrap(), Some(1));
+    fn create_flag_defaults_and_audit() {
+        let f = one::<pgrx::JsonB>("SELECT ab.create_flag('ff.x')").0;
+        assert_eq!(f["rollout_percentage"], 0);
+        assert_eq!(f["enabled"], true);
+        assert_eq!(one::<i32>("SELECT ab.get_rollout_percentage('ff.x')"), 0);
+        run("SELECT ab.update_rollout_percentage('ff.x', 40)");
+        assert_eq!(one::<i32>("SELECT ab.get_rollout_percentage('ff.x')"), 40);
+        let audit = one::<pgrx::JsonB>(
+            "SELECT jsonb_build_object('old', old_value->'rollout_percentage', 'new', new_value->'rollout_percentage',
+                                       'who', changed_by = current_user)
+             FROM ab.audit WHERE table_name = 'flags' AND row_key = 'ff.x' AND action = 'UPDATE' ORDER BY id DESC LIMIT 1",
+        )
+        .0;
+        assert_eq!(audit, serde_json::json!({"old": 0, "new": 40, "who": true}));
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.events WHERE payload->'data'->>'flag' = 'ff.x'"), 2);
+    }
+
+    #[pg_test]
+    fn flag_errors() {
+        run("SELECT ab.create_flag('ff.a', 'a', 50)");
+        expect_error("ab.create_flag('ff.a')", "42710");
+        expect_error("ab.create_flag('ff.b', '', 150)", "22003");
+        expect_error("ab.create_flag('ff.b', '', -1)", "22003");
+        expect_error("ab.create_flag(NULL)", "22004");
+        expect_error("ab.create_flag('')", "22023");
+        expect_error("ab.create_flag('bad name')", "22023");
+        expect_error(&format!("ab.create_flag('{}')", "x".repeat(10_000)), "22023");
+        expect_error("ab.create_flag('ff.b', '', 10, true, ARRAY['ff.nope'])", "42704");
+        expect_error("ab.create_flag('ff.b', '', 10, true, ARRAY['ff.b'])", "42P17");
+        expect_error("ab.create_flag('ff.b', '', 10, true, ARRAY[NULL])", "22004");
+        expect_error("ab.update_rollout_percentage('ff.nope', 10)", "42704");
+        expect_error("ab.update_rollout_percentage('ff.a', 101)", "22003");
+        expect_error("ab.update_rollout_percentage('ff.a', NULL)", "22004");
+        expect_error("ab.enable_flag('ff.nope')", "42704");
+        expect_error("ab.is_enabled('ff.nope', 'u')", "42704");
+        expect_error("ab.is_enabled('ff.a', NULL)", "22004");
+        expect_error("ab.get_rollout_percentage('ff.nope')", "42704");
+        // One unknown name fails the whole call: ff.a stays enabled.
+        expect_error("ab.disable_flags(ARRAY['ff.a', 'ff.nope'])", "42704");
+        assert!(one::<bool>("SELECT enabled FROM ab.flags WHERE name = 'ff.a'"));
+    }
+
+    #[pg_test]
+    fn dependency_cycles_are_rejected() {
+        run("SELECT ab.create_flag('ff.a')");
+        run("SELECT ab.create_flag('ff.b', '', 0, true, ARRAY['ff.a'])");
+        run("SELECT ab.create_flag('ff.c', '', 0, true, ARRAY['ff.b'])");
+        expect_error("ab.set_flag_dependencies('ff.a', ARRAY['ff.c'])", "42P17");
+        expect_error("ab.delete_flag('ff.a')", "55000");
+        run("SELECT ab.set_flag_dependencies('ff.b', '{}')");
+        assert!(one::<bool>("SELECT ab.delete_flag('ff.a')"));
+    }
+
+    #[pg_test]
+    fn rollout_increases_keep_everyone_in() {
+        run("SELECT ab.create_flag('ff.r', '', 10)");
+        run("CREATE TEMP TABLE seen AS SELECT i FROM generate_series(1, 20000) i WHERE ab.is_enabled('ff.r', i::text)");
+        let at10 = one::<i64>("SELECT count(*) FROM seen");
+        assert!((at10 as f64 / 20000.0 - 0.10).abs() < 0.01, "{at10}");
+        for pct in [25, 50, 100] {
+            run(&format!("SELECT ab.update_rollout_percentage('ff.r', {pct})"));
+            let lost = one::<i64>("SELECT count(*) FROM seen WHERE NOT ab.is_enabled('ff.r', i::text)");
+            assert_eq!(lost, 0, "users left the rollout at {pct}%");
+            let now = one::<i64>("SELECT count(*) FROM generate_series(1, 20000) i WHERE ab.is_enabled('ff.r', i::text)");
+            assert!((now as f64 / 20000.0 - pct as f64 / 100.0).abs() < 0.015, "{pct}%: {now}");
+            run("TRUNCATE seen; INSERT INTO seen SELECT i FROM generate_series(1, 20000) i WHERE ab.is_enabled('ff.r', i::text)");
+        }
+    }
+
+    #[pg_test]
+    fn dependencies_gate_is_enabled() {
+        seed_routing();
+        assert!(one::<bool>("SELECT ab.is_enabled('ff.ab_routing', 'u1')"));
+        run("SELECT ab.disable_flag('ff.entity_extraction_v1')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM generate_series(1, 1000) i WHERE ab.is_enabled('ff.ab_routing', i::text)"), 0);
+        assert_eq!(one::<String>("SELECT ab.explain_flag('ff.ab_routing', 'u1')"), "dependency_off");
+        run("SELECT ab.enable_flag('ff.entity_extraction_v1')");
+        run("SELECT ab.update_rollout_percentage('ff.entity_extraction_v1', 30)");
+        let on = one::<i64>("SELECT count(*) FROM generate_series(1, 10000) i WHERE ab.is_enabled('ff.ab_routing', i::text)");
+        assert!((on as f64 / 10000.0 - 0.30).abs() < 0.015, "{on}");
+        assert_eq!(one::<i32>("SELECT ab.disable_flags(ARRAY['ff.ab_routing', 'ff.entity_extraction_v1'])"), 2);
+        assert_eq!(one::<i32>("SELECT ab.disable_flags(ARRAY['ff.ab_routing'])"), 0);
+    }
+
+    // ---- tests and their lifecycle -----------------------------------------------------
+
+    #[pg_test]
+    fn create_test_forms() {
+        let id = one::<String>(
+            r#"SELECT ab.create_test('{"test_name": "integration_test", "champion_variant": "baseline_rule_based", "challenger_variant": "llm_v2"}')"#,
+        );
+        assert!(id.starts_with("integration_test_"), "{id}");
+        assert_eq!(one::<String>(&format!("SELECT status FROM ab.tests WHERE test_id = '{id}'")), "draft");
+        run(r#"SELECT ab.create_test('{"test_name": "full", "test_id": "full",
+               "champion": {"name": "a", "weight": 60, "confidence_threshold": 0.5},
+               "challengers": [{"name": "b", "weight": 30}, {"name": "c", "weight": 10, "confidence_threshold": 0.9}],
+               "rollout_stages": [5, 20, 100]}')"#);
+        assert_eq!(
+            one::<pgrx::JsonB>("SELECT jsonb_agg(jsonb_build_array(variant, weight, confidence_threshold) ORDER BY ordinal) FROM ab.variants WHERE test_id = 'full'").0,
+            serde_json::json!([["a", 60, 0.5], ["b", 30, 0.7], ["c", 10, 0.9]])
+        );
+        assert_eq!(one::<Vec<i32>>("SELECT rollout_stages FROM ab.tests WHERE test_id = 'full'"), vec![5, 20, 100]);
+    }
+
+    #[pg_test]
+    fn create_test_errors() {
+        run(r#"SELECT ab.create_test('{"test_name": "x", "test_id": "dup", "champion_variant": "a", "challenger_variant": "b"}')"#);
+        expect_error(r#"ab.create_test('{"test_name": "x", "test_id": "dup", "champion_variant": "a", "challenger_variant": "b"}')"#, "42710");
+        expect_error("ab.create_test(NULL)", "22004");
+        expect_error("ab.create_test('[]')", "22023");
+        for bad in [
+            r#"{"test_name": "x", "champion_variant": "a", "challenger_variant": "a"}"#,
+            r#"{"test_name": "x", "champion_variant": "a"}"#,
+            r#"{"test_name": "x", "champion": {"name": "a", "weight": -1}, "challengers": [{"name": "b", "weight": 1}]}"#,
+            r#"{"test_name": "x", "champion": {"name": "a", "weight": 0}, "challengers": [{"name": "b", "weight": 0}]}"#,
+            r#"{"test_name": "x", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [50, 25]}"#,
+            r#"{"test_name": "x", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [10, 10]}"#,
+            r#"{"test_name": "x", "champion_variant": "a", "challenger_variant": "b", "unknown": 1}"#,
+            r#"{"test_name": "x", "champion": {"name": "a", "weight": "NaN"}, "challengers": [{"name": "b", "weight": 1}]}"#,
+        ] {
+            expect_error(&format!("ab.create_test('{bad}')"), "22023");
+        }
+        expect_error(r#"ab.create_test('{"test_name": "x", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [0, 100]}')"#, "22003");
+        expect_error(r#"ab.create_test('{"test_name": "x", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [10, 101]}')"#, "22003");
+        expect_error(r#"ab.create_test('{"champion_variant": "a", "challenger_variant": "b"}')"#, "22004");
+    }
+
+    #[pg_test]
+    fn lifecycle_and_stages() {
+        started_test("t1", "");
+        assert_eq!(one::<i32>("SELECT ab.get_rollout_percentage('ff.ab_test_t1')"), 10);
+        assert_eq!(one::<String>("SELECT status FROM ab.tests WHERE test_id = 't1'"), "active");
+        let p = one::<pgrx::JsonB>("SELECT ab.progress_rollout('t1')").0;
+        assert_eq!(p, serde_json::json!({"status": "progressed", "from_stage": 10, "to_stage": 25, "test_id": "t1"}));
+        run("SELECT ab.progress_rollout('t1'), ab.progress_rollout('t1')");
+        assert_eq!(one::<i32>("SELECT current_stage FROM ab.tests WHERE test_id = 't1'"), 100);
+        let done = one::<pgrx::JsonB>("SELECT ab.progress_rollout('t1')").0;
+        assert_eq!(done["status"], "completed");
+        // An unknown current stage restarts at the first.
+        run("UPDATE ab.tests SET current_stage = 33 WHERE test_id = 't1'");
+        assert_eq!(one::<pgrx::JsonB>("SELECT ab.progress_rollout('t1')").0["to_stage"], 10);
+
+        expect_error("ab.start_test('t1')", "55000");
+        expect_error("ab.resume_test('t1')", "55000");
+        run("SELECT ab.pause_test('t1', 'investigating')");
+        expect_error("ab.progress_rollout('t1')", "55000");
+        assert_eq!(one::<String>("SELECT reason FROM ab.assign('t1', 'u1')"), "test_paused");
+        run("SELECT ab.resume_test('t1')");
+        expect_error("ab.rollback_test('t1', NULL)", "22004");
+        expect_error("ab.rollback_test('t1', '  ')", "22023");
+        expect_error("ab.rollback_test('nope', 'x')", "42704");
+        let r = one::<pgrx::JsonB>("SELECT ab.rollback_test('t1', 'p95 latency')").0;
+        assert_eq!(r, serde_json::json!({"status": "rolled_back", "test_id": "t1", "reason": "p95 latency"}));
+        assert!(!one::<bool>("SELECT enabled FROM ab.flags WHERE name = 'ff.ab_test_t1'"));
+        assert_eq!(one::<String>("SELECT status_reason FROM ab.tests WHERE test_id = 't1'"), "p95 latency");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 1000) i, ab.assign('t1', i::text) a WHERE a.variant <> 'baseline_rule_based'"),
+            0
+        );
+        expect_error("ab.resume_test('t1')", "55000");
+        expect_error("ab.complete_test('t1')", "55000");
+    }
+
+    #[pg_test]
+    fn complete_and_delete() {
+        started_test("t2", "");
+        expect_error("ab.complete_test('t2', 'nope')", "22023");
+        run("SELECT ab.complete_test('t2', 'llm_v2')");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 500) i, ab.assign('t2', i::text) a WHERE a.variant = 'llm_v2' AND a.reason = 'completed'"),
+            500
+        );
+        let events_before = one::<i64>("SELECT count(*) FROM ab.events WHERE test_id = 't2'");
+        run("SELECT ab.delete_test('t2')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.flags WHERE name = 'ff.ab_test_t2'"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.variants WHERE test_id = 't2'"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.events WHERE test_id = 't2'"), events_before + 1);
+        expect_error("ab.assign('t2', 'u')", "42704");
+        expect_error("ab.delete_test('t2')", "42704");
+    }
+
+    #[pg_test]
+    fn events_follow_the_seed_shape() {
+        started_test("t3", "");
+        run("SELECT ab.progress_rollout('t3')");
+        run("SELECT ab.rollback_test('t3', 'errors')");
+        let types = one::<Vec<String>>("SELECT array_agg(type ORDER BY id) FROM ab.events WHERE test_id = 't3' AND payload->>'type' = 'ab_test_update'");
+        assert_eq!(types, vec!["created", "started", "progressed", "rolled_back"]);
+        let p = one::<pgrx::JsonB>("SELECT payload FROM ab.events WHERE test_id = 't3' AND type = 'rolled_back'").0;
+        let mut keys: Vec<_> = p.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["data", "test_id", "timestamp", "type", "update_type"]);
+        assert_eq!(p["data"]["reason"], "errors");
+        assert!(one::<bool>("SELECT abs((payload->>'timestamp')::float8 - extract(epoch FROM now())) < 1 FROM ab.events WHERE test_id = 't3' AND type = 'rolled_back'"));
+    }
+
+    #[pg_test]
+    fn integration_rollback_pauses_everything() {
+        seed_routing();
+        run("SELECT ab.create_flag('ff.ab_auto_rollback', '', 100)");
+        started_test("ta", "");
+        started_test("tb", "");
+        let r = one::<pgrx::JsonB>("SELECT ab.integration_rollback('incident 42')").0;
+        assert_eq!(r["paused_tests"], serde_json::json!(["ta", "tb"]));
+        assert_eq!(r["disabled_flags"], serde_json::json!(["ff.ab_routing", "ff.ab_auto_rollback"]));
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.get_active_tests()"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.tests WHERE status = 'paused' AND status_reason = 'incident 42'"), 2);
+    }
+
+    // ---- assignment --------------------------------------------------------------------
+
+    #[pg_test]
+    fn weights_split_100k_users_within_one_percent() {
+        run(r#"SELECT ab.create_test('{"test_name": "w", "test_id": "w", "champion": {"name": "a", "weight": 50},
+               "challengers": [{"name": "b", "weight": 30}, {"name": "c", "weight": 20}], "rollout_stages": [100]}')"#);
+        run("SELECT ab.start_test('w')");
+        let shares = one::<pgrx::JsonB>(
+            "SELECT jsonb_object_agg(variant, n / 100000.0) FROM
+               (SELECT variant, count(*) n FROM generate_series(1, 100000) i, ab.assign('w', 'user-' || i) GROUP BY 1) s",
+        )
+        .0;
+        for (v, w) in [("a", 0.5), ("b", 0.3), ("c", 0.2)] {
+            let share = shares[v].as_f64().unwrap();
+            assert!((share - w).abs() <= 0.01, "{v}: {share}");
+        }
+        // Deterministic: the same inputs give the same variant.
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 2000) i WHERE (SELECT variant FROM ab.assign('w', i::text)) <> (SELECT variant FROM ab.assign('w', i::text))"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn routing_caps_the_rollout_and_gates_it() {
+        seed_routing();
+        started_test("r", r#", "rollout_stages": [100]"#);
+        run("SELECT ab.update_rollout_percentage('ff.ab_routing', 25)");
+        let inside = one::<i64>("SELECT count(*) FROM generate_series(1, 20000) i, ab.assign('r', i::text) a WHERE a.in_rollout");
+        assert!((inside as f64 / 20000.0 - 0.25).abs() < 0.015, "{inside}");
+        assert_eq!(one::<i32>("SELECT effective_rollout FROM ab.get_active_tests() WHERE test_id = 'r'"), 25);
+        run("SELECT ab.disable_flag('ff.entity_extraction_v1')");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 1000) i, ab.assign('r', i::text) a WHERE a.reason = 'routing_off' AND a.variant = 'baseline_rule_based'"),
+            1000
+        );
+    }
+
+    #[pg_test]
+    fn assign_argument_errors() {
+        started_test("e", "");
+        expect_error("ab.assign('nope', 'u')", "42704");
+        expect_error("ab.assign(NULL, 'u')", "22004");
+        expect_error("ab.assign('e', NULL, NULL)", "22004");
+        // Anonymous traffic is bucketed by session.
+        assert_eq!(
+            one::<String>("SELECT variant FROM ab.assign('e', NULL, 's1')"),
+            one::<String>("SELECT variant FROM ab.assign('e', 's1')")
+        );
+        // Huge ids are fine.
+        run(&format!("SELECT * FROM ab.assign('e', '{}')", "u".repeat(100_000)));
+    }
+
+    #[pg_test]
+    fn get_assignment_slices_are_exclusive() {
+        started_test("s1", r#", "rollout_stages": [100]"#);
+        started_test("s2", r#", "rollout_stages": [100]"#);
+        let per_test = one::<pgrx::JsonB>(
+            "SELECT jsonb_object_agg(test_id, n) FROM
+               (SELECT test_id, count(*) n FROM generate_series(1, 10000) i, ab.get_assignment(i::text, 'sess') GROUP BY 1) s",
+        )
+        .0;
+        for t in ["s1", "s2"] {
+            let n = per_test[t].as_i64().unwrap();
+            assert!((n as f64 / 10000.0 - 0.5).abs() < 0.02, "{t}: {n}");
+        }
+        // The slice's assignment is the test's own assignment for that user.
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 2000) i, ab.get_assignment(i::text) g, ab.assign(g.test_id, i::text) a WHERE a.variant <> g.variant"),
+            0
+        );
+        run("SELECT ab.pause_test('s1'), ab.pause_test('s2')");
+        let champ = one::<String>("SELECT reason FROM ab.get_assignment('u1')");
+        assert_eq!(champ, "default_champion");
+        run("SELECT ab.set_default_test('s2')");
+        assert_eq!(one::<String>("SELECT test_id FROM ab.get_champion_assignment()"), "s2");
+    }
+
+    #[pg_test]
+    fn champion_assignment_without_tests() {
+        assert_eq!(one::<String>("SELECT reason FROM ab.get_champion_assignment()"), "no_test");
+        assert_eq!(one::<String>("SELECT reason FROM ab.get_assignment('u')"), "no_test");
+    }
+
+    #[pg_test]
+    fn sticky_assignments_survive_weight_changes_until_the_version_moves() {
+        run(r#"SELECT ab.create_test('{"test_name": "st", "test_id": "st", "sticky": true, "log_exposures": true,
+               "champion": {"name": "a", "weight": 1}, "challengers": [{"name": "b", "weight": 1}], "rollout_stages": [100]}')"#);
+        run("SELECT ab.start_test('st')");
+        run("CREATE TEMP TABLE first AS SELECT i, (ab.assign_and_log('st', i::text, 'sess')).variant FROM generate_series(1, 2000) i");
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.assignments WHERE test_id = 'st'"), 2000);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.exposures WHERE test_id = 'st'"), 2000);
+        run(r#"SELECT ab.update_weights('st', '{"a": 0, "b": 1}')"#);
+        // Stored units keep their variant; new units follow the new weights.
+        assert_eq!(one::<i64>("SELECT count(*) FROM first f, ab.assign('st', f.i::text) a WHERE a.variant <> f.variant"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM generate_series(5001, 6000) i, ab.assign('st', i::text) a WHERE a.variant <> 'b'"), 0);
+        run("SELECT ab.bump_bucket_version('st')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM first f, ab.assign_and_log('st', f.i::text) a WHERE a.variant <> 'b'"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.assignments WHERE test_id = 'st' AND bucket_version = 2"), 2000);
+        // ab.assign itself never writes.
+        let exposures = one::<i64>("SELECT count(*) FROM ab.exposures");
+        run("SELECT * FROM ab.assign('st', 'new-user')");
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.exposures"), exposures);
+        expect_error(r#"ab.update_weights('st', '{"a": 0, "b": 0}')"#, "22023");
+        expect_error(r#"ab.update_weights('st', '{"zzz": 1}')"#, "22023");
+    }
+
+    // ---- the cache ---------------------------------------------------------------------
+
+    #[pg_test]
+    fn cache_sees_own_changes_and_forgets_aborted_ones() {
+        started_test("c", r#", "rollout_stages": [100]"#);
+        assert_eq!(one::<String>("SELECT reason FROM ab.assign('c', 'u1')"), "split");
+        // An aborted rollback (a subtransaction here) is never seen.
+        run("DO $$ BEGIN PERFORM ab.rollback_test('c', 'oops'); RAISE EXCEPTION 'abort'; EXCEPTION WHEN raise_exception THEN NULL; END $$");
+        assert_eq!(one::<String>("SELECT reason FROM ab.assign('c', 'u1')"), "split");
+        // A change in this transaction is seen by its next statement.
+        run("SELECT ab.rollback_test('c', 'real')");
+        assert_eq!(one::<String>("SELECT reason FROM ab.assign('c', 'u1')"), "rolled_back");
+        let hits = one::<i64>("SELECT hits FROM ab.cache_stats()");
+        run("SELECT * FROM ab.assign('c', 'u2')");
+        assert!(one::<i64>("SELECT hits FROM ab.cache_stats()") > hits);
+    }
+
+    #[pg_test]
+    fn cache_stays_bounded() {
+        run("SET pg_ab.cache_size = 8");
+        for i in 0..50 {
+            run(&format!("SELECT ab.create_flag('ff.many_{i}', '', 50)"));
+        }
+        run("SELECT count(*) FROM generate_series(0, 49) i WHERE ab.is_enabled('ff.many_' || i, 'u')");
+        let (entries, evictions) = (one::<i32>("SELECT entries FROM ab.cache_stats()"), one::<i64>("SELECT evictions FROM ab.cache_stats()"));
+        assert!(entries <= 8, "{entries}");
+        assert!(evictions >= 40, "{evictions}");
     }
 }
