@@ -58,11 +58,14 @@ install_extension() {
     local profile=()
     [ "${1:-}" = release ] && profile=(--release)
     log "building and installing pg_ab (${1:-debug})"
-    (cd "$ROOT" && if [ "$(id -u)" = 0 ]; then
-        cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG" >/dev/null
-    else
-        cargo pgrx install "${profile[@]}" --sudo --pg-config "$PG_CONFIG" >/dev/null
-    fi)
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(--sudo)
+    mkdir -p "$ROOT/.run"
+    if ! (cd "$ROOT" && cargo pgrx install "${profile[@]}" "${sudo[@]}" --pg-config "$PG_CONFIG" \
+            >"$ROOT/.run/install.log" 2>&1); then
+        cat "$ROOT/.run/install.log" >&2
+        exit 1
+    fi
 }
 
 # cluster_start NAME PORT: a private cluster in $ROOT/.run/NAME listening on PORT (socket in the

@@ -4,6 +4,7 @@ pub mod assign;
 pub mod cache;
 pub mod error;
 pub mod flags;
+pub mod hash;
 pub mod lifecycle;
 pub mod store;
 

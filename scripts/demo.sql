@@ -1,0 +1,78 @@
+-- The pg_ab story, run by scripts/demo.sh.
+\pset footer off
+\set QUIET on
+CREATE EXTENSION pg_ab CASCADE;
+
+\echo
+\echo '== 1. Feature flags ==================================================================='
+\echo 'ff.ab_routing depends on ff.entity_extraction_v1; both fully rolled out.'
+SELECT ab.create_flag('ff.entity_extraction_v1', 'Entity extraction v1', 100) \gset
+SELECT ab.create_flag('ff.ab_routing', 'Route traffic to A/B tests', 100, true,
+                      ARRAY['ff.entity_extraction_v1']) \gset
+SELECT ab.create_flag('ff.ab_auto_rollback', 'Roll back critical tests automatically', 100) \gset
+SELECT ab.create_flag('ff.ab_risk_monitoring', 'Emit risk alerts', 100) \gset
+SELECT name, rollout_percentage AS pct, enabled, depends_on, description FROM ab.flags ORDER BY name;
+
+\echo 'Switching off the dependency switches routing off for everyone:'
+SELECT ab.disable_flag('ff.entity_extraction_v1') \gset
+SELECT ab.is_enabled('ff.ab_routing', 'user-1') AS routing_for_user_1,
+       ab.explain_flag('ff.ab_routing', 'user-1') AS why;
+SELECT ab.enable_flag('ff.entity_extraction_v1') \gset
+SELECT ab.is_enabled('ff.ab_routing', 'user-1') AS routing_for_user_1_again;
+
+\echo
+\echo '== 2. A test: baseline_rule_based (champion) vs llm_v2 ================================'
+SELECT ab.create_test('{"test_name": "extraction llm_v2", "test_id": "extraction_llm_v2",
+                        "champion": {"name": "baseline_rule_based", "weight": 50, "confidence_threshold": 0.7},
+                        "challengers": [{"name": "llm_v2", "weight": 50, "confidence_threshold": 0.8}]}')
+       AS test_id \gset
+\echo 'created' :test_id
+SELECT ab.start_test(:'test_id') AS started;
+
+\echo
+\echo '== 3. Rollout: 10 -> 25 -> 50 -> 100 ================================================='
+CREATE TEMP TABLE stages (stage int, users_in_rollout bigint);
+CREATE TEMP VIEW record_stage AS
+    SELECT current_stage,
+           (SELECT count(*) FROM generate_series(1, 10000) i, ab.assign(t.test_id, 'user-' || i) a
+             WHERE a.in_rollout) AS users
+    FROM ab.tests t WHERE status = 'active';
+INSERT INTO stages SELECT * FROM record_stage;
+SELECT ab.progress_rollout(:'test_id') \gset
+INSERT INTO stages SELECT * FROM record_stage;
+SELECT ab.progress_rollout(:'test_id') \gset
+INSERT INTO stages SELECT * FROM record_stage;
+SELECT ab.progress_rollout(:'test_id') \gset
+INSERT INTO stages SELECT * FROM record_stage;
+SELECT stage AS "stage %", users_in_rollout AS "users in rollout (of 10,000)" FROM stages;
+\echo 'Buckets are monotone: everyone inside at 10 % stays inside at 25, 50 and 100 %.'
+SELECT ab.progress_rollout(:'test_id') ->> 'message' AS at_the_last_stage;
+
+\echo
+\echo '== 4. 100,000 users assigned ========================================================='
+\timing on
+SELECT variant, reason, count(*) AS users, round(100.0 * count(*) / 100000, 2) AS pct
+FROM generate_series(1, 100000) i, ab.assign(:'test_id', 'user-' || i)
+GROUP BY 1, 2 ORDER BY 1;
+\timing off
+\echo 'The same user always gets the same variant:'
+SELECT a.variant AS first_call, b.variant AS second_call
+FROM ab.assign(:'test_id', 'user-42') a, ab.assign(:'test_id', 'user-42') b;
+\echo 'Cache of this session:'
+SELECT hits, misses, entries, round(hit_rate::numeric, 6) AS hit_rate FROM ab.cache_stats();
+
+\echo
+\echo '== 5. Rollback ========================================================================'
+SELECT ab.rollback_test(:'test_id', 'p95 latency above 1.25 ms budget') AS rollback;
+SELECT variant, reason, count(*) AS users
+FROM generate_series(1, 100000) i, ab.assign(:'test_id', 'user-' || i) GROUP BY 1, 2;
+
+\echo
+\echo '== 6. The events outbox (what the relay forwards) ===================================='
+SELECT id, type, payload->>'type' AS message, payload->'data' AS data
+FROM ab.events WHERE test_id = :'test_id' ORDER BY id;
+\echo
+\echo '== 7. Audit trail of the test flag ====================================================='
+SELECT action, old_value->'rollout_percentage' AS old_pct, new_value->'rollout_percentage' AS new_pct,
+       old_value->'enabled' AS old_on, new_value->'enabled' AS new_on, changed_by
+FROM ab.audit WHERE table_name = 'flags' AND row_key = 'ff.ab_test_' || :'test_id' ORDER BY id;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: the Rust unit tests and #[pg_test]s (cargo pgrx test),
+# then the integration tests against a private PostgreSQL cluster with pg_ab installed.
+# Safe to run again; stops what it started.
+source "$(dirname "$0")/lib.sh"
+setup
+
+log "cargo pgrx test (unit tests and #[pg_test] inside PostgreSQL 15)"
+cd "$ROOT"
+if [ "$(id -u)" = 0 ]; then
+    # initdb refuses root: run the test cluster as postgres, in a folder it owns, fresh each run.
+    mkdir -p "$ROOT/.run/pgrx" && chmod 755 "$ROOT/.run"
+    rm -rf "$ROOT/.run/pgrx/data"
+    chown postgres:postgres "$ROOT/.run/pgrx"
+    cargo pgrx test pg15 --runas postgres --pgdata "$ROOT/.run/pgrx/data"
+else
+    cargo pgrx test pg15
+fi
+
+install_extension
+trap 'cluster_stop test' EXIT
+cluster_start test 54330
+
+log "integration tests (pytest, real sessions)"
+VENV="$ROOT/.run/venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
+"$VENV/bin/python" -m pytest -q "$ROOT/tests/integration"
