@@ -80,10 +80,11 @@ impl Reason {
     }
 }
 
+/// An assignment borrows its names from the test's configuration: no allocation on the hot path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub test_id: String,
-    pub variant: String,
+pub struct Assignment<'a> {
+    pub test_id: &'a str,
+    pub variant: &'a str,
     pub confidence_threshold: f64,
     pub in_rollout: bool,
     pub reason: Reason,
@@ -117,10 +118,10 @@ pub fn effective_rollout(test: &TestConfig, routing: Option<&Flag>) -> i32 {
 /// Assigns `unit` in `test`. `lookup` resolves flags by name (ff.ab_routing and what it depends
 /// on). The rollout bucket uses the test flag's hash against the effective percentage, so
 /// lowering ff.ab_routing shrinks every test's rollout without reshuffling anyone.
-pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Assignment {
+pub fn assign<'a>(test: &'a TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Assignment<'a> {
     let champion = |reason| Assignment {
-        test_id: test.test_id.clone(),
-        variant: test.champion().name.clone(),
+        test_id: &test.test_id,
+        variant: &test.champion().name,
         confidence_threshold: test.champion().confidence_threshold,
         in_rollout: false,
         reason,
@@ -132,8 +133,8 @@ pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<
         Status::Completed => {
             let v = test.winner.as_deref().and_then(|w| test.variant(w)).unwrap_or(test.champion());
             return Assignment {
-                test_id: test.test_id.clone(),
-                variant: v.name.clone(),
+                test_id: &test.test_id,
+                variant: &v.name,
                 confidence_threshold: v.confidence_threshold,
                 in_rollout: false,
                 reason: Reason::Completed,
@@ -158,8 +159,8 @@ pub fn assign(test: &TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<
     }
     let v = pick_variant(&test.variants, hash::variant_point(&test.test_id, unit));
     Assignment {
-        test_id: test.test_id.clone(),
-        variant: v.name.clone(),
+        test_id: &test.test_id,
+        variant: &v.name,
         confidence_threshold: v.confidence_threshold,
         in_rollout: true,
         reason: Reason::Split,
@@ -213,7 +214,7 @@ mod tests {
         let mut counts: HashMap<String, usize> = HashMap::new();
         let n = 100_000;
         for u in 0..n {
-            *counts.entry(assign(&t, &format!("u{u}"), &no_flags).variant).or_default() += 1;
+            *counts.entry(assign(&t, &format!("u{u}"), &no_flags).variant.to_string()).or_default() += 1;
         }
         for (name, w) in [("a", 0.7), ("b", 0.2), ("c", 0.1)] {
             let share = counts[name] as f64 / n as f64;
@@ -269,7 +270,7 @@ mod tests {
 
         flags.insert(ROUTING_FLAG.into(), routing(100, false));
         let a = assign(&t, "u", &|f| flags.get(f).cloned().map(Rc::new));
-        assert_eq!((a.reason, a.variant.as_str(), a.in_rollout), (Reason::RoutingOff, "a", false));
+        assert_eq!((a.reason, a.variant, a.in_rollout), (Reason::RoutingOff, "a", false));
 
         flags.insert(ROUTING_FLAG.into(), routing(100, true));
         flags.get_mut("ff.entity_extraction_v1").unwrap().enabled = false;
@@ -286,7 +287,7 @@ mod tests {
         ] {
             t.status = status;
             let a = assign(&t, "u", &no_flags);
-            assert_eq!((a.variant.as_str(), a.reason, a.in_rollout), ("a", reason, false));
+            assert_eq!((a.variant, a.reason, a.in_rollout), ("a", reason, false));
         }
         t.status = Status::Completed;
         t.winner = Some("b".into());

@@ -23,6 +23,19 @@ impl Stats {
     }
 }
 
+/// What a miss loaded, and whether it may be kept (it may not when it was read under a snapshot
+/// that could predate an invalidation already processed).
+pub struct Loaded<T> {
+    pub value: Option<T>,
+    pub keep: bool,
+}
+
+impl<T> Loaded<T> {
+    pub fn keep(value: Option<T>) -> Self {
+        Loaded { value, keep: true }
+    }
+}
+
 pub struct ConfigCache {
     tests: LruCache<String, Rc<TestConfig>>,
     /// `None` values remember that a flag does not exist (ff.ab_routing often does not).
@@ -81,42 +94,47 @@ impl ConfigCache {
         self.stats.invalidations += 1;
     }
 
-    /// A test's configuration; `load` runs on a miss. Unknown tests are not remembered, so a test
-    /// created later is found at once (creating it invalidates anyway).
-    pub fn test(&mut self, test_id: &str, load: impl FnOnce() -> Option<TestConfig>) -> Option<Rc<TestConfig>> {
+    /// A test's configuration; `load` runs on a miss and says whether its result may be kept.
+    /// Unknown tests are not remembered, so a test created later is found at once.
+    pub fn test(&mut self, test_id: &str, load: impl FnOnce() -> Loaded<TestConfig>) -> Option<Rc<TestConfig>> {
         if let Some(t) = self.tests.get(test_id) {
             self.stats.hits += 1;
             return Some(t.clone());
         }
         self.stats.misses += 1;
-        let t = Rc::new(load()?);
-        if self.tests.push(test_id.to_string(), t.clone()).is_some_and(|(k, _)| k != test_id) {
+        let loaded = load();
+        let t = Rc::new(loaded.value?);
+        if loaded.keep && self.tests.push(test_id.to_string(), t.clone()).is_some_and(|(k, _)| k != test_id) {
             self.stats.evictions += 1;
         }
         Some(t)
     }
 
-    pub fn flag(&mut self, name: &str, load: impl FnOnce() -> Option<Flag>) -> Option<Rc<Flag>> {
+    pub fn flag(&mut self, name: &str, load: impl FnOnce() -> Loaded<Flag>) -> Option<Rc<Flag>> {
         if let Some(f) = self.flags.get(name) {
             self.stats.hits += 1;
             return f.clone();
         }
         self.stats.misses += 1;
-        let f = load().map(Rc::new);
-        if self.flags.push(name.to_string(), f.clone()).is_some_and(|(k, _)| k != name) {
+        let loaded = load();
+        let f = loaded.value.map(Rc::new);
+        if loaded.keep && self.flags.push(name.to_string(), f.clone()).is_some_and(|(k, _)| k != name) {
             self.stats.evictions += 1;
         }
         f
     }
 
-    pub fn active_tests(&mut self, load: impl FnOnce() -> Vec<String>) -> Rc<Vec<String>> {
+    pub fn active_tests(&mut self, load: impl FnOnce() -> Loaded<Vec<String>>) -> Rc<Vec<String>> {
         if let Some(a) = &self.active {
             self.stats.hits += 1;
             return a.clone();
         }
         self.stats.misses += 1;
-        let a = Rc::new(load());
-        self.active = Some(a.clone());
+        let loaded = load();
+        let a = Rc::new(loaded.value.unwrap_or_default());
+        if loaded.keep {
+            self.active = Some(a.clone());
+        }
         a
     }
 }
@@ -136,14 +154,22 @@ mod tests {
         for _ in 0..3 {
             c.flag("ff.a", || {
                 loads += 1;
-                Some(flag("ff.a"))
+                Loaded::keep(Some(flag("ff.a")))
             });
         }
         assert_eq!(loads, 1);
-        assert!(c.flag("ff.missing", || None).is_none());
+        assert!(c.flag("ff.missing", || Loaded::keep(None)).is_none());
         assert!(c.flag("ff.missing", || panic!("negative entry not used")).is_none());
-        assert_eq!((c.stats.hits, c.stats.misses), (3, 2));
-        assert!((c.stats.hit_rate() - 0.6).abs() < 1e-12);
+        // A value that may not be kept is served once and loaded again next time.
+        c.flag("ff.once", || Loaded { value: Some(flag("ff.once")), keep: false });
+        let mut again = false;
+        c.flag("ff.once", || {
+            again = true;
+            Loaded::keep(None)
+        });
+        assert!(again);
+        assert_eq!((c.stats.hits, c.stats.misses), (3, 4));
+        assert!((c.stats.hit_rate() - 3.0 / 7.0).abs() < 1e-12);
     }
 
     #[test]
@@ -151,7 +177,7 @@ mod tests {
         let mut c = ConfigCache::new(8);
         for i in 0..100 {
             let n = format!("ff.{i}");
-            c.flag(&n, || Some(flag(&n)));
+            c.flag(&n, || Loaded::keep(Some(flag(&n))));
         }
         assert_eq!(c.len(), 4);
         assert_eq!(c.stats.evictions, 96);
@@ -163,14 +189,14 @@ mod tests {
     #[test]
     fn clear_forgets_everything() {
         let mut c = ConfigCache::new(8);
-        c.flag("ff.a", || Some(flag("ff.a")));
-        c.active_tests(|| vec!["t".into()]);
+        c.flag("ff.a", || Loaded::keep(Some(flag("ff.a"))));
+        c.active_tests(|| Loaded::keep(Some(vec!["t".into()])));
         c.clear();
         assert!(c.is_empty());
         let mut loaded = false;
         c.flag("ff.a", || {
             loaded = true;
-            None
+            Loaded::keep(None)
         });
         assert!(loaded);
     }

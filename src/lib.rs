@@ -14,6 +14,7 @@ pub mod pg;
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!("../sql/assign.sql", name = "assign", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", finalize);
 
 #[pgrx::pg_guard]

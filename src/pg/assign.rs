@@ -1,28 +1,115 @@
 //! SQL API of assignment: the read-only hot path and its logging companion.
 
-use super::error::raise;
+use super::error::{raise, required};
 use super::cache;
 use super::store;
 use crate::assign::{self as logic, Assignment, Reason, TestConfig};
 use crate::error::{AbError, Kind};
 use std::rc::Rc;
-use pgrx::prelude::*;
+use pgrx::pg_sys;
+use pgrx::pg_guard;
 
 // pgrx reads SQL signatures from tokens, so #[pg_extern] functions spell this type out.
-type AssignmentRow = TableIterator<
-    'static,
-    (
-        name!(test_id, Option<String>),
-        name!(variant, Option<String>),
-        name!(confidence_threshold, Option<f64>),
-        name!(in_rollout, bool),
-        name!(reason, String),
-    ),
->;
+/// The `ab.assignment` composite (sql/assign.sql), built by hand: pgrx's set-returning path
+/// costs over a microsecond a call, more than everything else in an assignment together.
+mod composite {
+    use crate::assign::Assignment;
+    use pgrx::pg_sys;
+    use std::cell::Cell;
 
-fn row(a: Assignment) -> AssignmentRow {
-    TableIterator::once((Some(a.test_id), Some(a.variant), Some(a.confidence_threshold), a.in_rollout, a.reason.as_str().to_string()))
+    thread_local! {
+        /// The row type's descriptor, copied into TopMemoryContext once per backend and type.
+        static TUPDESC: Cell<(pg_sys::Oid, pg_sys::TupleDesc)> =
+            const { Cell::new((pg_sys::InvalidOid, std::ptr::null_mut())) };
+    }
+
+    unsafe fn tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
+        let typoid = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
+        let (cached_oid, cached) = TUPDESC.with(|t| t.get());
+        if cached_oid == typoid && !cached.is_null() {
+            return cached;
+        }
+        let desc = unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+            let d = pg_sys::lookup_rowtype_tupdesc_copy(typoid, -1);
+            pg_sys::MemoryContextSwitchTo(old);
+            d
+        };
+        TUPDESC.with(|t| t.set((typoid, desc)));
+        desc
+    }
+
+    /// Lays `s` out as a varlena with a 4-byte header in `buf` (u32 words keep it aligned).
+    /// heap_form_tuple copies the bytes, so the buffer only has to outlive that call.
+    fn varlena(buf: &mut Vec<u32>, s: &str) -> usize {
+        let start = buf.len();
+        let total = 4 + s.len();
+        buf.resize(start + total.div_ceil(4), 0);
+        let bytes: &mut [u8] = bytemuck_words(&mut buf[start..]);
+        // SET_VARSIZE on little- and big-endian builds alike: PostgreSQL's 4-byte header.
+        let header = if cfg!(target_endian = "little") { (total as u32) << 2 } else { total as u32 & 0x3FFF_FFFF };
+        bytes[..4].copy_from_slice(&header.to_ne_bytes());
+        bytes[4..total].copy_from_slice(s.as_bytes());
+        start
+    }
+
+    fn bytemuck_words(words: &mut [u32]) -> &mut [u8] {
+        // SAFETY: u32 has no padding and u8 has alignment 1.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
+    }
+
+    /// (test_id, variant, confidence_threshold, in_rollout, reason); `None` gives a row of NULLs
+    /// with the reason only.
+    pub unsafe fn datum(fcinfo: pg_sys::FunctionCallInfo, a: Option<&Assignment>, reason: &str) -> pg_sys::Datum {
+        let desc = unsafe { tupdesc(fcinfo) };
+        let mut buf: Vec<u32> = Vec::with_capacity(64);
+        let mut values = [pg_sys::Datum::from(0usize); 5];
+        let mut nulls = [true, true, true, false, false];
+        let mut offsets = [usize::MAX; 3];
+        if let Some(a) = a {
+            offsets[0] = varlena(&mut buf, a.test_id);
+            offsets[1] = varlena(&mut buf, a.variant);
+            values[2] = pg_sys::Datum::from(a.confidence_threshold.to_bits() as usize);
+            values[3] = pg_sys::Datum::from(a.in_rollout);
+            nulls = [false; 5];
+        } else {
+            values[3] = pg_sys::Datum::from(false);
+        }
+        offsets[2] = varlena(&mut buf, reason);
+        // Pointers are taken only once the buffer has stopped growing.
+        for (slot, off) in [(0, offsets[0]), (1, offsets[1]), (4, offsets[2])] {
+            if off != usize::MAX {
+                values[slot] = pg_sys::Datum::from(buf[off..].as_ptr());
+            }
+        }
+        unsafe {
+            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+        }
+    }
 }
+
+/// Reads a text argument; NULL gives `None`.
+unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
+    unsafe { pgrx::fcinfo::pg_getarg::<&str>(fcinfo, n) }
+}
+
+fn row(fcinfo: pg_sys::FunctionCallInfo, a: &Assignment) -> pg_sys::Datum {
+    unsafe { composite::datum(fcinfo, Some(a), a.reason.as_str()) }
+}
+
+/// `PG_FUNCTION_INFO_V1` for the hand-written functions below.
+macro_rules! finfo_v1 {
+    ($($finfo:ident),*) => {$(
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    )*};
+}
+finfo_v1!(pg_finfo_pg_ab_assign, pg_finfo_pg_ab_assign_and_log, pg_finfo_pg_ab_get_assignment, pg_finfo_pg_ab_get_champion_assignment);
 
 /// The unit being assigned: the user, or the session for anonymous traffic.
 fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
@@ -48,9 +135,9 @@ fn stored_variant(test: &TestConfig, unit: &str) -> Option<String> {
     .and_then(|v| v.as_str().map(String::from))
 }
 
-fn with_variant(test: &TestConfig, mut a: Assignment, variant: &str, reason: Reason) -> Assignment {
+fn with_variant<'a>(test: &'a TestConfig, mut a: Assignment<'a>, variant: &str, reason: Reason) -> Assignment<'a> {
     if let Some(v) = test.variant(variant) {
-        a.variant = v.name.clone();
+        a.variant = &v.name;
         a.confidence_threshold = v.confidence_threshold;
         a.reason = reason;
     }
@@ -58,7 +145,7 @@ fn with_variant(test: &TestConfig, mut a: Assignment, variant: &str, reason: Rea
 }
 
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
-fn decide(test: &TestConfig, unit: &str) -> Assignment {
+fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
     let a = logic::assign(test, unit, &cache::flag);
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
@@ -68,40 +155,7 @@ fn decide(test: &TestConfig, unit: &str) -> Assignment {
     a
 }
 
-/// Assigns a unit to a variant of a test. Deterministic and read-only.
-#[pg_extern(stable, parallel_safe)]
-fn assign(test_id: Option<&str>, user_id: Option<&str>, session_id: default!(Option<&str>, "NULL")) -> TableIterator<
-    'static,
-    (
-        name!(test_id, Option<String>),
-        name!(variant, Option<String>),
-        name!(confidence_threshold, Option<f64>),
-        name!(in_rollout, bool),
-        name!(reason, String),
-    ),
-> {
-    let test_id = super::error::required(test_id, "test_id");
-    let unit = unit_of(user_id, session_id);
-    cache::accept_invalidations();
-    row(decide(&load_test(test_id), unit))
-}
-
-/// `ab.assign` that also writes: stores the first assignment of a sticky test and logs the
-/// exposure (when the test asks for it) in the caller's transaction, so assignments and their
-/// log cannot drift apart.
-#[pg_extern(volatile, parallel_unsafe)]
-fn assign_and_log(test_id: Option<&str>, user_id: Option<&str>, session_id: default!(Option<&str>, "NULL")) -> TableIterator<
-    'static,
-    (
-        name!(test_id, Option<String>),
-        name!(variant, Option<String>),
-        name!(confidence_threshold, Option<f64>),
-        name!(in_rollout, bool),
-        name!(reason, String),
-    ),
-> {
-    let test_id = super::error::required(test_id, "test_id");
-    let unit = unit_of(user_id, session_id);
+fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &str, session_id: Option<&str>) -> pg_sys::Datum {
     let test = load_test(test_id);
     let mut a = decide(&test, unit);
     if a.reason == Reason::Split && test.sticky {
@@ -113,7 +167,7 @@ fn assign_and_log(test_id: Option<&str>, user_id: Option<&str>, session_id: defa
                 SET variant = EXCLUDED.variant, bucket_version = EXCLUDED.bucket_version, assigned_at = now()
                 WHERE a.bucket_version < EXCLUDED.bucket_version
              RETURNING to_jsonb(variant)",
-            &[test_id.into(), unit.into(), a.variant.as_str().into(), test.bucket_version.into()],
+            &[test_id.into(), unit.into(), a.variant.into(), test.bucket_version.into()],
         );
         if kept.is_none() {
             // A concurrent caller stored this unit first: follow it.
@@ -127,74 +181,94 @@ fn assign_and_log(test_id: Option<&str>, user_id: Option<&str>, session_id: defa
             }
         }
     }
-    let log_exposures = store::json_one_ro("SELECT to_jsonb(log_exposures) FROM ab.tests WHERE test_id = $1", &[test_id.into()])
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    let log_exposures = store::json_one(
+        "SELECT to_jsonb(log_exposures) FROM ab.tests WHERE test_id = $1",
+        &[test_id.into()],
+    )
+    .and_then(|v| v.as_bool())
+    .unwrap_or(false);
     if log_exposures {
         store::exec(
             "INSERT INTO ab.exposures (test_id, unit_id, session_id, variant, in_rollout, reason)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[test_id.into(), unit.into(), session_id.into(), a.variant.as_str().into(), a.in_rollout.into(), a.reason.as_str().into()],
+            &[test_id.into(), unit.into(), session_id.into(), a.variant.into(), a.in_rollout.into(), a.reason.as_str().into()],
         );
     }
-    row(a)
+    row(fcinfo, &a)
 }
 
-fn champion_assignment() -> AssignmentRow {
+/// The champion of the default test (ab.set_default_test; else the oldest active test; else the
+/// oldest test); with no test at all, NULLs and reason `no_test`.
+fn champion_row(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     cache::accept_invalidations();
-    let default_test = store::json_one_ro(
+    let id = store::json_one_ro(
         "SELECT to_jsonb(test_id) FROM ab.tests
          ORDER BY is_default DESC, (status = 'active') DESC, started_at NULLS LAST, created_at, test_id
          LIMIT 1",
         &[],
     )
     .and_then(|v| v.as_str().map(String::from));
-    match default_test {
-        Some(id) => {
-            let t = load_test(&id);
-            let c = t.champion();
-            TableIterator::once((Some(id), Some(c.name.clone()), Some(c.confidence_threshold), false, Reason::DefaultChampion.as_str().into()))
-        }
-        None => TableIterator::once((None, None, None, false, "no_test".into())),
-    }
+    let Some(id) = id else {
+        return unsafe { composite::datum(fcinfo, None, "no_test") };
+    };
+    let t = load_test(&id);
+    let c = t.champion();
+    row(
+        fcinfo,
+        &Assignment {
+            test_id: &t.test_id,
+            variant: &c.name,
+            confidence_threshold: c.confidence_threshold,
+            in_rollout: false,
+            reason: Reason::DefaultChampion,
+        },
+    )
 }
 
-/// The champion of the default test (ab.set_default_test; else the oldest active test; else the
-/// oldest test). With no test at all: a row of NULLs with reason `no_test`.
-#[pg_extern(stable, parallel_safe)]
-fn get_champion_assignment() -> TableIterator<
-    'static,
-    (
-        name!(test_id, Option<String>),
-        name!(variant, Option<String>),
-        name!(confidence_threshold, Option<f64>),
-        name!(in_rollout, bool),
-        name!(reason, String),
-    ),
-> {
-    champion_assignment()
+/// `ab.assign(test_id, user_id, session_id)`: deterministic and read-only.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_assign(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    cache::accept_invalidations();
+    row(fcinfo, &decide(&load_test(test_id), unit))
 }
 
-/// The seed's call without a test: active tests share traffic as mutually exclusive slices
-/// (rendezvous hashing on the unit), and the unit is assigned within its slice's test.
-#[pg_extern(stable, parallel_safe)]
-fn get_assignment(user_id: Option<&str>, session_id: default!(Option<&str>, "NULL")) -> TableIterator<
-    'static,
-    (
-        name!(test_id, Option<String>),
-        name!(variant, Option<String>),
-        name!(confidence_threshold, Option<f64>),
-        name!(in_rollout, bool),
-        name!(reason, String),
-    ),
-> {
+/// `ab.assign_and_log(...)`: stores the first assignment of a sticky test and logs the exposure
+/// (when the test asks for it) in the caller's transaction, so assignments and their log cannot
+/// drift apart.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_assign_and_log(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    cache::accept_invalidations();
+    assign_and_log_inner(fcinfo, test_id, unit, session_id)
+}
+
+/// `ab.get_assignment(user_id, session_id)`: the seed's call without a test. Active tests share
+/// traffic as mutually exclusive slices (rendezvous hashing on the unit).
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_get_assignment(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let (user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1)) };
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
     let ids = cache::active_tests();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     match logic::pick_slice(&refs, unit) {
-        Some(test_id) => row(decide(&load_test(test_id), unit)),
-        None => champion_assignment(),
+        Some(test_id) => row(fcinfo, &decide(&load_test(test_id), unit)),
+        None => champion_row(fcinfo),
     }
 }
 
+/// `ab.get_champion_assignment()`: the default test's champion (ab.set_default_test; else the
+/// oldest active test; else the oldest test); with no test, NULLs and reason `no_test`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_get_champion_assignment(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    champion_row(fcinfo)
+}

@@ -12,7 +12,7 @@
 
 use super::store;
 use crate::assign::TestConfig;
-use crate::cache::ConfigCache;
+use crate::cache::{ConfigCache, Loaded};
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
@@ -101,19 +101,24 @@ pub fn accept_invalidations() {
     unsafe { pg_sys::AcceptInvalidationMessages() }
 }
 
-/// Whether entries loaded now may be kept: not under a transaction snapshot (REPEATABLE READ and
-/// SERIALIZABLE read the configuration as of their snapshot, uncached) and not in a parallel
-/// worker (no fresh snapshot can be taken there).
-fn may_cache() -> bool {
-    unsafe { pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 && !pg_sys::IsInParallelMode() }
+/// REPEATABLE READ and SERIALIZABLE read the configuration as of their snapshot, uncached.
+/// A static read: this is checked on every lookup.
+fn snapshot_isolation() -> bool {
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
 }
 
-/// Loads with the latest committed data (plus this transaction's own changes).
-fn fresh<T>(load: impl FnOnce() -> T) -> T {
+/// Loads on a miss with the latest committed data (plus this transaction's own changes), so the
+/// entry is at least as new as any invalidation already processed. In parallel mode no new
+/// snapshot can be taken: the value is read with the statement's snapshot and not kept.
+fn load_fresh<T>(load: impl FnOnce() -> Option<T>) -> Loaded<T> {
+    if unsafe { pg_sys::IsInParallelMode() } {
+        return Loaded { value: load(), keep: false };
+    }
+    ensure_watched();
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let out = load();
+    let value = load();
     unsafe { pg_sys::PopActiveSnapshot() };
-    out
+    Loaded::keep(value)
 }
 
 fn ensure_watched() {
@@ -124,39 +129,24 @@ fn ensure_watched() {
 }
 
 pub fn test(test_id: &str) -> Option<Rc<TestConfig>> {
-    if !may_cache() {
+    if snapshot_isolation() {
         return store::load_test_config(test_id).map(Rc::new);
     }
-    with_cache(|c| {
-        c.test(test_id, || {
-            ensure_watched();
-            fresh(|| store::load_test_config(test_id))
-        })
-    })
+    with_cache(|c| c.test(test_id, || load_fresh(|| store::load_test_config(test_id))))
 }
 
 pub fn flag(name: &str) -> Option<Rc<Flag>> {
-    if !may_cache() {
+    if snapshot_isolation() {
         return store::load_flag(name).map(Rc::new);
     }
-    with_cache(|c| {
-        c.flag(name, || {
-            ensure_watched();
-            fresh(|| store::load_flag(name))
-        })
-    })
+    with_cache(|c| c.flag(name, || load_fresh(|| store::load_flag(name))))
 }
 
 pub fn active_tests() -> Rc<Vec<String>> {
-    if !may_cache() {
+    if snapshot_isolation() {
         return Rc::new(store::active_test_ids());
     }
-    with_cache(|c| {
-        c.active_tests(|| {
-            ensure_watched();
-            fresh(store::active_test_ids)
-        })
-    })
+    with_cache(|c| c.active_tests(|| load_fresh(|| Some(store::active_test_ids()))))
 }
 
 /// Raises a relcache invalidation for a configuration table; delivered to every backend when

@@ -1,0 +1,148 @@
+"""pg_ab benchmarks: every figure is printed next to a baseline measured in the same run.
+
+Run through bench/run.sh, which starts the private cluster and sets PGHOST/PGPORT.
+Environment: BENCH_SECONDS (pgbench duration per script, default 15), BENCH_DB.
+"""
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+DB = os.environ.get("BENCH_DB", "pg_ab_bench")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+SERVER_LOG = os.environ.get("BENCH_SERVER_LOG")
+ROWS = 1_000_000
+
+
+def prepare(conn):
+    conn.execute("DROP EXTENSION IF EXISTS pg_ab CASCADE")
+    conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS ltree")
+    conn.execute("CREATE EXTENSION pg_ab")
+    conn.execute("SELECT ab.create_flag('ff.entity_extraction_v1', '', 100)")
+    conn.execute("SELECT ab.create_flag('ff.ab_routing', '', 100, true, ARRAY['ff.entity_extraction_v1'])")
+    conn.execute(
+        """SELECT ab.create_test('{"test_name": "bench", "test_id": "bench",
+           "champion": {"name": "baseline_rule_based", "weight": 50},
+           "challengers": [{"name": "llm_v2", "weight": 50}], "rollout_stages": [50]}')"""
+    )
+    conn.execute("SELECT ab.start_test('bench')")
+    conn.execute((HERE / "baseline.sql").read_text())
+
+
+def pgbench(script, options=None):
+    env = dict(os.environ)
+    if options:
+        env["PGOPTIONS"] = options
+    out = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(SECONDS),
+         "-f", str(HERE / "pgbench" / script), DB],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if not m:
+        sys.exit(f"pgbench {script}: no tps in output:\n{out}")
+    return float(m.group(1))
+
+
+def cache_stats_from_log(offset):
+    """Adds up the per-backend cache counters that pgbench's connections logged at exit."""
+    if not SERVER_LOG:
+        return None
+    text = Path(SERVER_LOG).read_text(errors="replace")[offset:]
+    hits = misses = 0
+    backends = 0
+    for m in re.finditer(r"pg_ab cache stats: hits=(\d+) misses=(\d+)", text):
+        hits += int(m.group(1))
+        misses += int(m.group(2))
+        backends += 1
+    return hits, misses, backends
+
+
+def change_config_every_second(stop, changes):
+    """Weight changes during the run, so the hit rate includes real invalidations."""
+    with psycopg.connect(dbname=DB, autocommit=True) as c:
+        flip = False
+        while not stop.wait(1.0):
+            flip = not flip
+            w = '{"baseline_rule_based": 50, "llm_v2": 50}' if flip else '{"baseline_rule_based": 51, "llm_v2": 49}'
+            c.execute("SELECT ab.update_weights('bench', %s)", (w,))
+            changes.append(time.time())
+
+
+def timed(conn, sql, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        conn.execute(sql).fetchall()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        prepare(conn)
+        # Same answer from both implementations' shape: a smoke check that the baseline works.
+        conn.execute("SELECT * FROM bench.plpgsql_assign('bench', 'u1')").fetchall()
+
+    results = {}
+    print(f"pgbench: -M prepared -c 4 -j 2 -T {SECONDS}, random user ids (1..10M)", flush=True)
+    results["select1"] = pgbench("select1.sql")
+    print(f"  SELECT 1                     {results['select1']:>10.0f} tps", flush=True)
+
+    log_offset = Path(SERVER_LOG).stat().st_size if SERVER_LOG else 0
+    stop, changes = threading.Event(), []
+    changer = threading.Thread(target=change_config_every_second, args=(stop, changes))
+    changer.start()
+    try:
+        results["assign"] = pgbench("assign.sql", "-c pg_ab.log_cache_stats=on")
+    finally:
+        stop.set()
+        changer.join()
+    time.sleep(0.5)  # backends write their exit line after the client disconnects
+    stats = cache_stats_from_log(log_offset)
+    print(f"  ab.assign                    {results['assign']:>10.0f} tps  "
+          f"({len(changes)} weight changes during the run)", flush=True)
+    results["is_enabled"] = pgbench("is_enabled.sql")
+    print(f"  ab.is_enabled                {results['is_enabled']:>10.0f} tps", flush=True)
+    results["plpgsql"] = pgbench("plpgsql_assign.sql")
+    print(f"  PL/pgSQL assign (baseline)   {results['plpgsql']:>10.0f} tps", flush=True)
+
+    print(f"\nper call inside one statement ({ROWS:,} rows, best of 3)", flush=True)
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        base_srf = timed(conn, f"SELECT count(*) FROM generate_series(1, {ROWS}) i, LATERAL (SELECT i::text AS u) x")
+        t_assign = timed(conn, f"SELECT count(*) FROM generate_series(1, {ROWS}) i, LATERAL ab.assign('bench', i::text) a")
+        base_where = timed(conn, f"SELECT count(*) FROM generate_series(1, {ROWS}) i WHERE i::text <> ''")
+        t_enabled = timed(conn, f"SELECT count(*) FROM generate_series(1, {ROWS}) i WHERE ab.is_enabled('ff.ab_routing', i::text)")
+        pl_rows = ROWS // 10
+        base_pl = timed(conn, f"SELECT count(*) FROM generate_series(1, {pl_rows}) i, LATERAL (SELECT i::text AS u) x")
+        t_pl = timed(conn, f"SELECT count(*) FROM generate_series(1, {pl_rows}) i, LATERAL bench.plpgsql_assign('bench', i::text) a")
+    per_assign = (t_assign - base_srf) / ROWS * 1e9
+    per_enabled = (t_enabled - base_where) / ROWS * 1e9
+    per_pl = (t_pl - base_pl) / pl_rows * 1e9
+    print(f"  ab.assign        {per_assign:8.0f} ns/call   (query {t_assign:.3f} s - baseline {base_srf:.3f} s)")
+    print(f"  ab.is_enabled    {per_enabled:8.0f} ns/call   (query {t_enabled:.3f} s - baseline {base_where:.3f} s)")
+    print(f"  PL/pgSQL assign  {per_pl:8.0f} ns/call   (query {t_pl:.3f} s - baseline {base_pl:.3f} s, {pl_rows:,} rows)")
+
+    print("\nsummary                                   measured      target")
+    r1 = results["assign"] / results["select1"]
+    print(f"  assign tps / SELECT 1 tps               {r1:8.1%}      >= 85 %")
+    print(f"  is_enabled tps / SELECT 1 tps           {results['is_enabled'] / results['select1']:8.1%}")
+    print(f"  assign cost per call                    {per_assign / 1000:8.3f} us   <= 1 us")
+    print(f"  PL/pgSQL / pg_ab per call               {per_pl / per_assign:8.1f} x     >= 20 x")
+    print(f"  pg_ab / PL/pgSQL tps (pgbench)          {results['assign'] / results['plpgsql']:8.1f} x")
+    if stats:
+        hits, misses, backends = stats
+        rate = hits / (hits + misses) if hits + misses else 0.0
+        print(f"  cache hit rate under pgbench            {rate:8.4%}      >= 99.2 %   "
+              f"({hits:,} hits, {misses:,} misses, {backends} backends)")
+
+
+if __name__ == "__main__":
+    main()
