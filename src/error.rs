@@ -19,6 +19,8 @@ pub enum Kind {
     InvalidDefinition,
     /// 55000 object_not_in_prerequisite_state (e.g. pausing a draft test)
     WrongState,
+    /// 54000 program_limit_exceeded (e.g. oversize content)
+    TooLarge,
 }
 
 #[derive(Debug, Clone, PartialEq)]

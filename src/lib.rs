@@ -4,11 +4,16 @@
 
 pub mod assign;
 pub mod cache;
+pub mod calibration;
+pub mod dedup;
+pub mod entities;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod flags;
 pub mod hash;
 pub mod lifecycle;
+pub mod temporal;
 pub mod pg;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -14,6 +14,7 @@ pub fn raise(e: AbError) -> ! {
         Kind::Duplicate => Code::ERRCODE_DUPLICATE_OBJECT,
         Kind::InvalidDefinition => Code::ERRCODE_INVALID_OBJECT_DEFINITION,
         Kind::WrongState => Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Kind::TooLarge => Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
     };
     let mut report = ErrorReport::new(code, e.message, "pg_ab");
     if let Some(h) = e.hint {

@@ -1,0 +1,154 @@
+//! Deduplication: entities of the same 5-W type whose texts are similar enough are merged under
+//! one canonical key.
+//!
+//! - Similarity: Jaro–Winkler (prefix scale 0.1, prefix up to 4) of the normalised texts (lower
+//!   case, punctuation dropped, spaces collapsed); 1.0 for equal normalised texts.
+//! - Groups: single linkage — two entities are in one group when a chain of pairs at or above
+//!   the threshold joins them.
+//! - Canonical member: the highest confidence; ties go to the longer text, then to the earlier
+//!   entity. Its key is `<5-W type>:<normalised text>`.
+
+use crate::calibration::normalize;
+use crate::entities::{self, Entity};
+use crate::error::{AbError, AbResult, Kind};
+use serde_json::{json, Value};
+
+pub const DEFAULT_THRESHOLD: f64 = 0.8;
+
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (normalize(a), normalize(b));
+    if a == b {
+        return 1.0;
+    }
+    strsim::jaro_winkler(&a, &b)
+}
+
+pub fn validate_threshold(t: f64) -> AbResult<()> {
+    if !(t > 0.0 && t <= 1.0) {
+        return Err(AbError::new(Kind::OutOfRange, format!("similarity_threshold must be in (0, 1], got {t}")));
+    }
+    Ok(())
+}
+
+pub struct Deduplicated {
+    pub entities: Vec<Entity>,
+    pub input_count: usize,
+    pub rate: f64,
+}
+
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+/// Merges duplicates; kept entities carry `metadata.canonical_key`, `metadata.merged_count` and
+/// `metadata.merged_texts` (the other members' texts). Order: first occurrence of each group.
+pub fn deduplicate(all: Vec<Entity>, threshold: f64) -> Deduplicated {
+    let n = all.len();
+    let kinds: Vec<&'static str> = all.iter().map(entities::five_w_of).collect();
+    let norms: Vec<String> = all.iter().map(|e| normalize(entities::text_of(e))).collect();
+    let mut parent: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        for j in (i + 1)..n {
+            if kinds[i] != kinds[j] {
+                continue;
+            }
+            let sim = if norms[i] == norms[j] { 1.0 } else { strsim::jaro_winkler(&norms[i], &norms[j]) };
+            if sim >= threshold {
+                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+                if ri != rj {
+                    parent[rj.max(ri)] = ri.min(rj);
+                }
+            }
+        }
+    }
+    let conf = |i: usize| all[i].get("confidence").and_then(Value::as_f64).unwrap_or(0.0);
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for i in 0..n {
+        let r = find(&mut parent, i);
+        match groups.iter_mut().find(|(root, _)| *root == r) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((r, vec![i])),
+        }
+    }
+    let mut kept = Vec::with_capacity(groups.len());
+    for (_, members) in &groups {
+        let canonical = *members
+            .iter()
+            .max_by(|&&a, &&b| {
+                conf(a)
+                    .total_cmp(&conf(b))
+                    .then(norms[a].chars().count().cmp(&norms[b].chars().count()))
+                    .then(b.cmp(&a))
+            })
+            .unwrap_or(&members[0]);
+        let mut e = all[canonical].clone();
+        let merged: Vec<&str> = members.iter().filter(|&&m| m != canonical).map(|&m| entities::text_of(&all[m])).collect();
+        let key = format!("{}:{}", kinds[canonical], norms[canonical]);
+        let m = entities::metadata_mut(&mut e);
+        m.insert("canonical_key".into(), json!(key));
+        m.insert("merged_count".into(), json!(members.len()));
+        m.insert("merged_texts".into(), json!(merged));
+        kept.push(e);
+    }
+    let rate = if n == 0 { 0.0 } else { (n - kept.len()) as f64 / n as f64 };
+    Deduplicated { entities: kept, input_count: n, rate }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn jaro_winkler_matches_published_values() {
+        // Winkler (1990) / the textbook examples.
+        assert!((strsim::jaro_winkler("martha", "marhta") - 0.9611).abs() < 1e-4);
+        assert!((strsim::jaro_winkler("dwayne", "duane") - 0.84).abs() < 1e-4);
+        assert!((strsim::jaro_winkler("dixon", "dicksonx") - 0.8133).abs() < 1e-4);
+        assert_eq!(similarity("Washington, D.C.", "washington d c"), 1.0);
+    }
+
+    fn ents(v: Value) -> Vec<Entity> {
+        let mut es = entities::parse(&v).unwrap();
+        entities::apply_5w(&mut es);
+        es
+    }
+
+    #[test]
+    fn merges_similar_entities_of_the_same_type_only() {
+        let es = ents(json!([
+            {"text": "Joe Biden", "entity_type": "person", "confidence": 0.7},
+            {"text": "Joe Bidenn", "entity_type": "person", "confidence": 0.9},
+            {"text": "joe biden", "entity_type": "organization", "confidence": 0.5},
+            {"text": "Joe Biden", "entity_type": "city", "confidence": 0.6},
+            {"text": "Kamala Harris", "entity_type": "person", "confidence": 0.8},
+        ]));
+        let d = deduplicate(es, 0.8);
+        // Three 'who' Bidens merge (organization is 'who' too); the city stays apart.
+        assert_eq!(d.entities.len(), 3);
+        assert!((d.rate - 0.4).abs() < 1e-12);
+        let first = &d.entities[0];
+        assert_eq!(first["text"], "Joe Bidenn", "highest confidence is canonical");
+        assert_eq!(first["metadata"]["canonical_key"], "who:joe bidenn");
+        assert_eq!(first["metadata"]["merged_count"], 3);
+        assert_eq!(d.entities[1]["metadata"]["canonical_key"], "where:joe biden");
+    }
+
+    #[test]
+    fn threshold_one_merges_only_equal_texts() {
+        let es = ents(json!([
+            {"text": "Paris", "entity_type": "city", "confidence": 0.5},
+            {"text": "PARIS!", "entity_type": "city", "confidence": 0.5},
+            {"text": "Pariss", "entity_type": "city", "confidence": 0.5},
+        ]));
+        let d = deduplicate(es, 1.0);
+        assert_eq!(d.entities.len(), 2);
+        assert_eq!(d.entities[0]["text"], "Paris", "tie on confidence and length: the earlier");
+        assert!(validate_threshold(f64::NAN).is_err() && validate_threshold(0.0).is_err() && validate_threshold(1.5).is_err());
+        assert_eq!(deduplicate(vec![], 0.8).rate, 0.0);
+    }
+}
