@@ -61,6 +61,8 @@ pub enum Reason {
     Completed,
     /// No test was named and none is active: the default champion.
     DefaultChampion,
+    /// The caller passed the assignment in (the variant ran outside the database).
+    Given,
 }
 
 impl Reason {
@@ -76,6 +78,7 @@ impl Reason {
             Reason::RolledBack => "rolled_back",
             Reason::Completed => "completed",
             Reason::DefaultChampion => "default_champion",
+            Reason::Given => "given",
         }
     }
 }

@@ -16,10 +16,12 @@ pub mod lifecycle;
 pub mod temporal;
 pub mod pg;
 
+
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/assign.sql", name = "assign", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/entities.sql", name = "entities", requires = ["schema", pg::entities::place_keys]);
 pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", finalize);
 
 #[pgrx::pg_guard]

@@ -112,14 +112,14 @@ macro_rules! finfo_v1 {
 finfo_v1!(pg_finfo_pg_ab_assign, pg_finfo_pg_ab_assign_and_log, pg_finfo_pg_ab_get_assignment, pg_finfo_pg_ab_get_champion_assignment);
 
 /// The unit being assigned: the user, or the session for anonymous traffic.
-fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
+pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
     user_id.or(session_id).unwrap_or_else(|| {
         raise(AbError::new(Kind::NullValue, "user_id and session_id are both NULL")
             .with_hint("pass a user id, or a session id for anonymous traffic"))
     })
 }
 
-fn load_test(test_id: &str) -> Rc<TestConfig> {
+pub(crate) fn load_test(test_id: &str) -> Rc<TestConfig> {
     cache::test(test_id).unwrap_or_else(|| {
         raise(AbError::undefined(format!("test \"{test_id}\" does not exist"))
             .with_hint("list tests with SELECT test_id, status FROM ab.tests"))
@@ -145,7 +145,7 @@ fn with_variant<'a>(test: &'a TestConfig, mut a: Assignment<'a>, variant: &str, 
 }
 
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
-fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
+pub(crate) fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
     let a = logic::assign(test, unit, &cache::flag);
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
@@ -197,21 +197,31 @@ fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &
     row(fcinfo, &a)
 }
 
-/// The champion of the default test (ab.set_default_test; else the oldest active test; else the
-/// oldest test); with no test at all, NULLs and reason `no_test`.
-fn champion_row(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    cache::accept_invalidations();
+/// The active test whose traffic slice holds this unit (rendezvous hashing), if any.
+pub(crate) fn slice_test(unit: &str) -> Option<Rc<TestConfig>> {
+    let ids = cache::active_tests();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    logic::pick_slice(&refs, unit).map(load_test)
+}
+
+/// The default test (ab.set_default_test; else the oldest active test; else the oldest test).
+pub(crate) fn default_test() -> Option<Rc<TestConfig>> {
     let id = store::json_one_ro(
         "SELECT to_jsonb(test_id) FROM ab.tests
          ORDER BY is_default DESC, (status = 'active') DESC, started_at NULLS LAST, created_at, test_id
          LIMIT 1",
         &[],
     )
-    .and_then(|v| v.as_str().map(String::from));
-    let Some(id) = id else {
+    .and_then(|v| v.as_str().map(String::from))?;
+    Some(load_test(&id))
+}
+
+/// The default test's champion; with no test at all, NULLs and reason `no_test`.
+fn champion_row(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    cache::accept_invalidations();
+    let Some(t) = default_test() else {
         return unsafe { composite::datum(fcinfo, None, "no_test") };
     };
-    let t = load_test(&id);
     let c = t.champion();
     row(
         fcinfo,
@@ -257,10 +267,8 @@ pub unsafe extern "C-unwind" fn pg_ab_get_assignment(fcinfo: pg_sys::FunctionCal
     let (user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1)) };
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
-    let ids = cache::active_tests();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    match logic::pick_slice(&refs, unit) {
-        Some(test_id) => row(fcinfo, &decide(&load_test(test_id), unit)),
+    match slice_test(unit) {
+        Some(test) => row(fcinfo, &decide(&test, unit)),
         None => champion_row(fcinfo),
     }
 }

@@ -178,6 +178,11 @@ fn cache_stats() -> TableIterator<
     TableIterator::once(row)
 }
 
+/// This backend's hit rate so far (0 before the first lookup).
+pub fn hit_rate() -> f64 {
+    with_cache(|c| c.stats.hit_rate())
+}
+
 /// Zeroes this backend's cache counters (entries stay).
 #[pg_extern(volatile, parallel_safe)]
 fn reset_cache_stats() {

@@ -2,6 +2,7 @@
 
 pub mod assign;
 pub mod cache;
+pub mod entities;
 pub mod error;
 pub mod flags;
 pub mod hash;

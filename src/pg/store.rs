@@ -20,6 +20,31 @@ fn first_json(table: pgrx::spi::SpiTupleTable) -> pgrx::spi::Result<Option<Value
     Ok(table.first().get_one::<JsonB>()?.map(|j| j.0))
 }
 
+thread_local! {
+    /// Plans kept for the backend's lifetime for statements on per-request paths; PostgreSQL's
+    /// plan cache revalidates them after DDL.
+    static PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, std::rc::Rc<pgrx::spi::OwnedPreparedStatement>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `sql` through a plan prepared once per backend; yields at most one jsonb value.
+pub fn kept_json(sql: &'static str, types: &[pgrx::PgOid], mutating: bool, args: &[DatumWithOid]) -> Option<Value> {
+    Spi::connect_mut(|c| {
+        let plan = match PLANS.with(|p| p.borrow().get(sql).cloned()) {
+            Some(plan) => plan,
+            None => {
+                let prepared = if mutating { c.prepare_mut(sql, types)? } else { c.prepare(sql, types)? };
+                let plan = std::rc::Rc::new(prepared.keep());
+                PLANS.with(|p| p.borrow_mut().insert(sql, plan.clone()));
+                plan
+            }
+        };
+        let table = if mutating { c.update(&*plan, None, args)? } else { c.select(&*plan, None, args)? };
+        first_json(table)
+    })
+    .or_raise()
+}
+
 /// Runs a statement that yields at most one jsonb value (read-write).
 pub fn json_one(sql: &str, args: &[DatumWithOid]) -> Option<Value> {
     // No row limit: a limit stops UPDATE … RETURNING early, and PostgreSQL then never fires

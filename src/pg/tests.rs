@@ -22,7 +22,9 @@ mod tests {
                 (SELECT string_agg(to_jsonb(v)::text, ',' ORDER BY test_id, variant) FROM ab.variants v),
                 (SELECT string_agg(to_jsonb(a)::text, ',' ORDER BY test_id, unit_id) FROM ab.assignments a),
                 (SELECT count(*) FROM ab.exposures), (SELECT count(*) FROM ab.events),
-                (SELECT count(*) FROM ab.audit)))",
+                (SELECT count(*) FROM ab.audit), (SELECT count(*) FROM ab.metrics),
+                (SELECT string_agg(to_jsonb(s)::text, ',' ORDER BY source_id) FROM ab.sources s),
+                (SELECT to_jsonb(w)::text FROM ab.calibration_weights w)))",
         )
     }
 
@@ -399,5 +401,179 @@ mod tests {
         let (entries, evictions) = (one::<i32>("SELECT entries FROM ab.cache_stats()"), one::<i64>("SELECT evictions FROM ab.cache_stats()"));
         assert!(entries <= 8, "{entries}");
         assert!(evictions >= 40, "{evictions}");
+    }
+
+    // ---- entity post-processing --------------------------------------------------------
+
+    fn json(sql: &str) -> serde_json::Value {
+        one::<pgrx::JsonB>(sql).0
+    }
+
+    const SEED_TEXT: &str = "President Biden announced new climate policies in Washington DC yesterday";
+
+    #[pg_test]
+    fn five_w_rules_and_errors() {
+        for (t, w) in [("person", "who"), ("organization", "who"), ("event", "what"), ("city", "where"),
+                       ("date", "when"), ("motive", "why"), ("gadget", "what")] {
+            assert_eq!(one::<String>(&format!("SELECT ab.classify_5w('{t}')")), w);
+        }
+        expect_error("ab.classify_5w(NULL)", "22004");
+        let out = json(r#"SELECT ab.apply_5w_framework('[{"text": "Paris", "entity_type": "city", "confidence": 0.5}]')"#);
+        assert_eq!(out[0]["metadata"]["type"], "where");
+        expect_error("ab.apply_5w_framework('{}')", "22023");
+        expect_error(r#"ab.apply_5w_framework('[{"entity_type": "city", "confidence": 0.5}]')"#, "22023");
+        expect_error(r#"ab.apply_5w_framework('[{"text": "x", "confidence": 1.5}]')"#, "22003");
+        expect_error("ab.apply_5w_framework(NULL)", "22004");
+    }
+
+    #[pg_test]
+    fn calibration_formula_and_weights() {
+        // 0.4·0.8 + 0.2·0.9 + 0.15·0.7 + 0.15·1 + 0.1·0.5 = 0.805, by hand.
+        let c = one::<f64>("SELECT ab.calibrate_confidence(0.8, 0.9, 0.7, 1, 0.5)");
+        assert!((c - 0.805).abs() < 1e-12, "{c}");
+        expect_error("ab.calibrate_confidence('NaN', 0.9, 0.7, 1, 0.5)", "22003");
+        expect_error("ab.calibrate_confidence(0.8, 1.1, 0.7, 1, 0.5)", "22003");
+        expect_error("ab.calibrate_confidence(0.8, NULL, 0.7, 1, 0.5)", "22004");
+        expect_error("ab.set_calibration_weights(0.5, 0.2, 0.15, 0.15, 0.1)", "22023");
+        run("SELECT ab.set_calibration_weights(1, 0, 0, 0, 0)");
+        assert!((one::<f64>("SELECT ab.calibrate_confidence(0.3, 0.9, 0.7, 1, 0.5)") - 0.3).abs() < 1e-12);
+    }
+
+    #[pg_test]
+    fn calibration_rules_use_sources_and_the_hierarchy() {
+        run("SELECT ab.set_source_reliability('reuters', 0.95)");
+        run("INSERT INTO ab.hierarchy (path, name, kind, aliases) VALUES
+               ('world.usa.dc', 'District of Columbia', 'region', ARRAY['Washington DC', 'Washington, D.C.'])");
+        expect_error("ab.set_source_reliability('x', 2)", "22003");
+        let out = json(&format!(
+            r#"SELECT ab.apply_confidence_calibration(ab.apply_5w_framework('[
+                {{"text": "President Biden", "entity_type": "person", "confidence": 0.9, "source_id": "reuters"}},
+                {{"text": "Washington DC", "entity_type": "city", "confidence": 0.6}},
+                {{"text": "Atlantis", "entity_type": "city", "confidence": 0.6}},
+                {{"text": "yesterday", "entity_type": "date", "confidence": 0.8}}]'), '{SEED_TEXT}')"#
+        ));
+        let f = |i: usize, k: &str| out[i]["metadata"]["confidence_factors"][k].as_f64().unwrap();
+        assert_eq!(f(0, "source_reliability"), 0.95);
+        assert_eq!(f(1, "source_reliability"), 0.5);
+        assert_eq!(f(1, "geographic_plausibility"), 1.0);
+        assert_eq!(f(2, "geographic_plausibility"), 0.0);
+        assert_eq!(f(2, "contextual_consistency"), 0.0);
+        assert_eq!(f(3, "temporal_coherence"), 1.0);
+        // 0.4·0.9 + 0.2·0.95 + 0.15 + 0.15 + 0.1
+        assert!((out[0]["confidence"].as_f64().unwrap() - 0.95).abs() < 1e-12);
+        assert_eq!(out[0]["metadata"]["original_confidence"], 0.9);
+        expect_error(&format!("ab.apply_confidence_calibration('[]', '{}')", "x".repeat(1_100_000)), "54000");
+    }
+
+    #[pg_test]
+    fn deduplication() {
+        let out = json(
+            r#"SELECT ab.apply_deduplication('[
+                {"text": "Joe Biden", "entity_type": "person", "confidence": 0.7},
+                {"text": "Joe Bidenn", "entity_type": "person", "confidence": 0.9},
+                {"text": "Joe Biden", "entity_type": "city", "confidence": 0.6},
+                {"text": "Kamala Harris", "entity_type": "person", "confidence": 0.8}]')"#,
+        );
+        assert_eq!(out["input_count"], 4);
+        assert_eq!(out["output_count"], 3);
+        assert_eq!(out["deduplication_rate"], 0.25);
+        assert_eq!(out["entities"][0]["metadata"]["canonical_key"], "who:joe bidenn");
+        assert_eq!(json(r#"SELECT ab.apply_deduplication('[{"text": "a", "entity_type": "x", "confidence": 0.5}, {"text": "b", "entity_type": "x", "confidence": 0.5}]', 1.0)"#)["output_count"], 2);
+        expect_error("ab.apply_deduplication('[]', 1.5)", "22003");
+        expect_error("ab.apply_deduplication('[]', 'NaN')", "22003");
+        expect_error("ab.apply_deduplication('\"x\"')", "22023");
+    }
+
+    #[pg_test]
+    fn rule_based_extractor() {
+        let out = json(&format!("SELECT ab.extract_entities_rule_based('{SEED_TEXT}')"));
+        let types: Vec<String> = out.as_array().unwrap().iter()
+            .map(|e| one::<String>(&format!("SELECT ab.classify_5w('{}')", e["entity_type"].as_str().unwrap())))
+            .collect();
+        for w in ["who", "where", "when"] {
+            assert!(types.iter().any(|t| t == w), "{w} missing from {out}");
+        }
+        expect_error("ab.extract_entities_rule_based(NULL)", "22004");
+        expect_error(&format!("ab.extract_entities_rule_based(repeat('x', {}))", (1 << 20) + 1), "54000");
+    }
+
+    fn extraction_test() {
+        run(r#"SELECT ab.create_test('{"test_name": "x", "test_id": "ex", "champion_variant": "baseline_rule_based",
+               "challenger_variant": "llm_v2", "rollout_stages": [100], "confidence_threshold": 0.1}')"#);
+        run("SELECT ab.start_test('ex')");
+    }
+
+    fn user_for(variant: &str) -> String {
+        one::<String>(&format!(
+            "SELECT 'u' || i FROM generate_series(1, 1000) i WHERE (ab.assign('ex', 'u' || i)).variant = '{variant}' LIMIT 1"
+        ))
+    }
+
+    #[pg_test]
+    fn pipeline_end_to_end() {
+        extraction_test();
+        let baseline_user = user_for("baseline_rule_based");
+        let r = json(&format!(
+            "SELECT ab.extract_entities_with_ab_testing('{SEED_TEXT}', '{baseline_user}', 'sess')"
+        ));
+        assert_eq!(r["variant_used"], "baseline_rule_based");
+        assert!(r["entities_extracted"].as_array().unwrap().len() >= 3, "{r}");
+        assert_eq!(r["processing_metrics"]["test_id"], "ex");
+        assert!(r["processing_metrics"]["extraction_time_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["entities_extracted"][0]["metadata"]["confidence_factors"].is_object());
+        let row = json(&format!(
+            "SELECT to_jsonb(m) FROM ab.metrics m WHERE extraction_id = '{}'",
+            r["extraction_id"].as_str().unwrap()
+        ));
+        assert_eq!(row["variant"], "baseline_rule_based");
+        assert_eq!(row["entities_processed"], r["processing_metrics"]["entities_processed"]);
+
+        // An external variant needs its entities and latency; without them nothing is recorded.
+        let llm_user = user_for("llm_v2");
+        expect_error(&format!("ab.extract_entities_with_ab_testing('{SEED_TEXT}', '{llm_user}')"), "22004");
+        let r = json(&format!(
+            r#"SELECT ab.extract_entities_with_ab_testing('{SEED_TEXT}', '{llm_user}', NULL, NULL, 'ex', 'llm_v2',
+                 '[{{"text": "Biden", "entity_type": "person", "confidence": 0.9}}, {{"text": "Biden", "entity_type": "person", "confidence": 0.8}}]', 420)"#
+        ));
+        assert_eq!(r["variant_used"], "llm_v2");
+        assert_eq!(r["processing_metrics"]["entities_processed"], 1);
+        assert_eq!(r["processing_metrics"]["deduplication_rate"], 0.5);
+        assert!(r["processing_metrics"]["extraction_time_ms"].as_f64().unwrap() >= 420.0);
+        let m = json("SELECT ab.get_test_metrics('ex')");
+        let variants: Vec<&str> = m["metrics"].as_array().unwrap().iter().map(|x| x["variant"].as_str().unwrap()).collect();
+        assert_eq!(variants, vec!["baseline_rule_based", "llm_v2"]);
+        expect_error(&format!("ab.extract_entities_with_ab_testing('{SEED_TEXT}', 'u', NULL, NULL, 'ex', 'nope', '[]', 1)"), "22023");
+        expect_error(&format!("ab.extract_entities_with_ab_testing('{SEED_TEXT}', 'u', NULL, NULL, 'ex', 'llm_v2', '[]', -1)"), "22003");
+        expect_error("ab.extract_entities_with_ab_testing(NULL, 'u')", "22004");
+    }
+
+    #[pg_test]
+    fn metric_submission_and_partitions() {
+        extraction_test();
+        let id = one::<pgrx::Uuid>(
+            r#"SELECT ab.submit_extraction_metrics('ex', 'llm_v2', '{"latency_ms": 812.5, "entities_processed": 4,
+                 "average_confidence": 0.83, "deduplication_rate": 0.2, "extraction_success_rate": 1.0}')"#,
+        );
+        let row = json(&format!("SELECT to_jsonb(m) || jsonb_build_object('part', tableoid::regclass::text) FROM ab.metrics m WHERE extraction_id = '{id}'"));
+        assert_eq!(row["latency_ms"], 812.5);
+        assert_eq!(row["extraction_success"], true);
+        assert!(row["part"].as_str().unwrap().starts_with("ab.metrics_2"), "{row}");
+        run(r#"SELECT ab.submit_error_metrics('ex', 'llm_v2', '{"error_type": "TimeoutError", "error_message": "upstream", "extraction_time_ms": 5000, "content_length": 73}')"#);
+        expect_error(r#"ab.submit_extraction_metrics('nope', 'llm_v2', '{"latency_ms": 1}')"#, "42704");
+        expect_error(r#"ab.submit_extraction_metrics('ex', 'nope', '{"latency_ms": 1}')"#, "22023");
+        expect_error(r#"ab.submit_extraction_metrics('ex', 'llm_v2', '{"latency_ms": -1}')"#, "22003");
+        expect_error(r#"ab.submit_extraction_metrics('ex', 'llm_v2', '{"entities_processed": 1}')"#, "22004");
+        expect_error(r#"ab.submit_extraction_metrics('ex', 'llm_v2', '{"latency_ms": 1, "colour": 1}')"#, "22023");
+        expect_error(r#"ab.submit_extraction_metrics('ex', 'llm_v2', '{"latency_ms": 1, "average_confidence": 2}')"#, "22003");
+        expect_error(r#"ab.submit_error_metrics('ex', 'llm_v2', '{"error_message": "x"}')"#, "22004");
+        let m = json("SELECT ab.get_test_metrics('ex')");
+        assert_eq!(m["metrics"][0]["requests"], 1);
+        assert_eq!(m["metrics"][0]["errors"], 1);
+        assert_eq!(m["metrics"][0]["error_rate"], 0.5);
+        run("SELECT ab.refresh_variant_metrics()");
+        assert_eq!(one::<i64>("SELECT requests FROM ab.variant_metrics WHERE test_id = 'ex' AND variant = 'llm_v2'"), 1);
+        assert!(one::<i32>("SELECT ab.drop_metrics_partitions(now() + interval '30 days')") >= 7);
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.metrics"), 0);
+        expect_error("ab.get_test_metrics('nope')", "42704");
     }
 }
