@@ -5,6 +5,7 @@ Environment: BENCH_SECONDS (pgbench duration per run, default 15), BENCH_ROUNDS 
 BENCH_DB.
 """
 import os
+import json
 import re
 import subprocess
 import sys
@@ -38,18 +39,21 @@ def prepare(conn):
     conn.execute((HERE / "baseline.sql").read_text())
 
 
-def pgbench(script, options=None):
+def pgbench(script, options=None, clients=4, defines=(), latency=False):
     env = dict(os.environ)
     if options:
         env["PGOPTIONS"] = options
-    out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(SECONDS),
-         "-f", str(HERE / "pgbench" / script), DB],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout
+    cmd = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+           "-T", str(SECONDS), "-f", str(HERE / "pgbench" / script)]
+    for d in defines:
+        cmd += ["-D", d]
+    out = subprocess.run(cmd + [DB], env=env, capture_output=True, text=True, check=True).stdout
     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     if not m:
         sys.exit(f"pgbench {script}: no tps in output:\n{out}")
+    if latency:
+        lat = re.search(r"latency average = ([0-9.]+) ms", out)
+        return float(m.group(1)), float(lat.group(1)) if lat else float("nan")
     return float(m.group(1))
 
 
@@ -161,5 +165,74 @@ def main():
               f"({hits:,} hits, {misses:,} misses, {backends} backends)")
 
 
+# A news-like text of about 1 KB: the platform's typical request.
+TEXT_1KB = (
+    "President Biden announced new climate policies in Washington DC yesterday, "
+    "days after the European Commission approved a carbon border tax in Brussels. "
+    "On Monday, Prime Minister Sunak met the Mayor of London at City Hall because of rising flood risk. "
+    "Officials in Paris said on 3 March 2024 that NATO agreed to expand its Baltic patrols. "
+    "The World Bank warned that emerging markets face higher borrowing costs due to inflation, "
+    "while Senator Warren criticized the Federal Reserve in a hearing last week. "
+    "In Tokyo, the Bank of Japan raised rates for the first time since 2007, and analysts in Singapore "
+    "reported strong demand. Governor Newsom signed a water bill in Sacramento at 10:30 this morning, "
+    "and the United Nations released a report on food security in response to the drought in Kenya. "
+    "Chancellor Scholz visited Berlin on Friday evening, and the Ministry of Finance proposed "
+    "new rules for banks in Frankfurt after the collapse of a regional lender two weeks ago."
+)
+
+
+def entity_array(n):
+    kinds = ["person", "organization", "city", "date", "event", "cause", "country", "action"]
+    names = ["Joe Biden", "Joe Bidenn", "European Commission", "Washington DC", "yesterday", "climate summit",
+             "rising rents", "France", "signed the bill", "Rishi Sunak", "NATO", "Brussels", "3 March 2024"]
+    return json.dumps([
+        {"text": f"{names[i % len(names)]}{'' if i < len(names) else ' ' + str(i // len(names))}",
+         "entity_type": kinds[i % len(kinds)], "confidence": round(0.5 + (i % 50) / 100, 2)}
+        for i in range(n)
+    ])
+
+
+def per_call(conn, sql, args, calls):
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            conn.execute(sql, args).fetchall()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def extraction_benchmarks():
+    print(f"\nentity post-processing, per call from a client on the same machine (best of 3)", flush=True)
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        conn.execute("SELECT ab.set_source_reliability('reuters', 0.9)")
+        e200 = entity_array(200)
+        five_w = per_call(conn, "SELECT ab.apply_5w_framework(%s::jsonb)", (e200,), 200)
+        calib = per_call(conn, "SELECT ab.apply_confidence_calibration(%s::jsonb, %s)", (e200, TEXT_1KB), 200)
+        dd20 = per_call(conn, "SELECT ab.apply_deduplication(%s::jsonb)", (entity_array(20),), 500)
+        dd200 = per_call(conn, "SELECT ab.apply_deduplication(%s::jsonb)", (e200,), 100)
+        sel1 = per_call(conn, "SELECT 1", (), 2000)
+        extract = per_call(conn, "SELECT ab.extract_entities_rule_based(%s)", (TEXT_1KB,), 500)
+    print(f"  SELECT 1 round trip (baseline)            {sel1 * 1e6:9.1f} us")
+    print(f"  apply_5w_framework, 200 entities          {five_w * 1e6:9.1f} us  ({five_w / 200 * 1e6:.2f} us/entity)")
+    print(f"  apply_confidence_calibration, 200         {calib * 1e6:9.1f} us  "
+          f"({(calib - five_w) / 200 * 1e6:.2f} us/entity over the 5-W pass)")
+    print(f"  apply_deduplication, 20 entities          {dd20 * 1e6:9.1f} us")
+    print(f"  apply_deduplication, 200 entities         {dd200 * 1e6:9.1f} us")
+    print(f"  extract_entities_rule_based, {len(TEXT_1KB.encode())} B text    {extract * 1e6:9.1f} us")
+
+    print(f"\npipeline and metrics, pgbench -M prepared -T {SECONDS}", flush=True)
+    sel_tps, sel_lat = pgbench("select1.sql", clients=1, latency=True)
+    pipe_tps, pipe_lat = pgbench("pipeline.sql", clients=1, defines=[f"text={TEXT_1KB}"], latency=True)
+    print(f"  SELECT 1, 1 client                        {sel_lat:9.3f} ms/request  ({sel_tps:.0f} tps)")
+    print(f"  whole pipeline, 1 KB text, 1 client       {pipe_lat:9.3f} ms/request  ({pipe_tps:.0f} tps)   target <= 1.25 ms")
+    insert_tps = pgbench("metrics_insert.sql")
+    submit_tps = pgbench("metrics_submit.sql")
+    print(f"  plain INSERT INTO ab.metrics, 4 clients   {insert_tps:9.0f} rows/s")
+    print(f"  ab.submit_extraction_metrics, 4 clients   {submit_tps:9.0f} rows/s   "
+          f"{submit_tps / insert_tps:6.1%} of plain INSERT   target >= 70 %")
+
+
 if __name__ == "__main__":
     main()
+    extraction_benchmarks()

@@ -62,17 +62,55 @@ FROM ab.assign(:'test_id', 'user-42') a, ab.assign(:'test_id', 'user-42') b;
 SELECT hits, misses, entries, round(hit_rate::numeric, 6) AS hit_rate FROM ab.cache_stats();
 
 \echo
-\echo '== 5. Rollback ========================================================================'
+\echo '== 5. Entity extraction under the test ==============================================='
+SELECT ab.set_source_reliability('newswire', 0.9, 'Demo news feed') \gset
+SELECT 'user-' || i AS baseline_user FROM generate_series(1, 100) i
+ WHERE (ab.assign(:'test_id', 'user-' || i)).variant = 'baseline_rule_based' LIMIT 1 \gset
+SELECT 'user-' || i AS llm_user FROM generate_series(1, 100) i
+ WHERE (ab.assign(:'test_id', 'user-' || i)).variant = 'llm_v2' LIMIT 1 \gset
+\echo 'The champion runs inside the database (':baseline_user'):'
+SELECT ab.extract_entities_with_ab_testing(
+         'President Biden announced new climate policies in Washington DC yesterday',
+         :'baseline_user', 'session-1', 'newswire') AS r \gset
+SELECT :'r'::jsonb ->> 'variant_used' AS variant_used,
+       (:'r'::jsonb -> 'processing_metrics' ->> 'extraction_time_ms')::numeric(8,3) AS ms,
+       :'r'::jsonb -> 'processing_metrics' -> 'entities_processed' AS entities;
+SELECT e ->> 'text' AS text, e ->> 'entity_type' AS entity_type, e -> 'metadata' ->> 'type' AS "5-W",
+       round((e ->> 'confidence')::numeric, 3) AS calibrated,
+       e -> 'metadata' -> 'confidence_factors' AS factors
+FROM jsonb_array_elements(:'r'::jsonb -> 'entities_extracted') e;
+\echo '(geographic plausibility is 0 until places are loaded into ab.hierarchy)'
+\echo
+\echo 'llm_v2 runs outside the database: the API passes its entities and latency (':llm_user'):'
+SELECT r ->> 'variant_used' AS variant_used, r -> 'processing_metrics' -> 'entities_processed' AS entities,
+       r -> 'processing_metrics' -> 'deduplication_rate' AS dedup_rate
+FROM ab.extract_entities_with_ab_testing(
+       'President Biden announced new climate policies in Washington DC yesterday',
+       :'llm_user', 'session-2', 'newswire', :'test_id', 'llm_v2',
+       '[{"text": "Joe Biden", "entity_type": "person", "confidence": 0.93},
+         {"text": "joe biden", "entity_type": "person", "confidence": 0.88},
+         {"text": "Washington DC", "entity_type": "city", "confidence": 0.9},
+         {"text": "yesterday", "entity_type": "date", "confidence": 0.8}]', 812.5) r;
+SELECT ab.submit_error_metrics(:'test_id', 'llm_v2',
+         '{"error_type": "TimeoutError", "error_message": "model timed out", "extraction_time_ms": 5000, "content_length": 73}') \gset
+\echo 'Metrics per variant (ab.get_test_metrics):'
+SELECT m ->> 'variant' AS variant, m -> 'requests' AS requests, m -> 'errors' AS errors,
+       round((m ->> 'avg_latency_ms')::numeric, 3) AS avg_latency_ms,
+       round((m ->> 'avg_confidence')::numeric, 3) AS avg_confidence
+FROM jsonb_array_elements(ab.get_test_metrics(:'test_id') -> 'metrics') m;
+
+\echo
+\echo '== 6. Rollback ========================================================================'
 SELECT ab.rollback_test(:'test_id', 'p95 latency above 1.25 ms budget') AS rollback;
 SELECT variant, reason, count(*) AS users
 FROM generate_series(1, 100000) i, ab.assign(:'test_id', 'user-' || i) GROUP BY 1, 2;
 
 \echo
-\echo '== 6. The events outbox (what the relay forwards) ===================================='
+\echo '== 7. The events outbox (what the relay forwards) ===================================='
 SELECT id, type, payload->>'type' AS message, payload->'data' AS data
 FROM ab.events WHERE test_id = :'test_id' ORDER BY id;
 \echo
-\echo '== 7. Audit trail of the test flag ====================================================='
+\echo '== 8. Audit trail of the test flag ====================================================='
 SELECT action, old_value->'rollout_percentage' AS old_pct, new_value->'rollout_percentage' AS new_pct,
        old_value->'enabled' AS old_on, new_value->'enabled' AS new_on, changed_by
 FROM ab.audit WHERE table_name = 'flags' AND row_key = 'ff.ab_test_' || :'test_id' ORDER BY id;

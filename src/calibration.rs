@@ -124,32 +124,46 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// What the rules compare across entities, computed once per array.
+struct Prepared {
+    norms: Vec<String>,
+    kinds: Vec<&'static str>,
+    spans: Vec<Option<(u64, u64)>>,
+}
+
+impl Prepared {
+    fn new(all: &[Entity]) -> Self {
+        Prepared {
+            norms: all.iter().map(|e| normalize(entities::text_of(e))).collect(),
+            kinds: all.iter().map(entities::five_w_of).collect(),
+            spans: all.iter().map(entities::span_of).collect(),
+        }
+    }
+}
+
 /// Contextual consistency = presence × agreement.
 /// - presence: 1 when no content is given or the entity's text occurs in it (ignoring case),
 ///   else 0 — an entity that is not in the text contradicts it.
 /// - agreement: among the other entities that cover the same words (overlapping spans, or the
 ///   same normalised text when spans are missing), the share that give it the same 5-W type;
 ///   1 when no other entity covers the same words.
-fn contextual_consistency(i: usize, all: &[Entity], content_lower: Option<&str>) -> f64 {
-    let e = &all[i];
+fn contextual_consistency(i: usize, all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> f64 {
     let presence = match content_lower {
         None => 1.0,
-        Some(c) => f64::from(u8::from(c.contains(&entities::text_of(e).to_lowercase()))),
+        Some(c) => f64::from(u8::from(c.contains(&entities::text_of(&all[i]).to_lowercase()))),
     };
-    let my_type = entities::five_w_of(e);
-    let my_norm = normalize(entities::text_of(e));
     let (mut overlapping, mut agreeing) = (0u32, 0u32);
-    for (j, other) in all.iter().enumerate() {
+    for j in 0..all.len() {
         if j == i {
             continue;
         }
-        let covers = match (entities::span_of(e), entities::span_of(other)) {
+        let covers = match (p.spans[i], p.spans[j]) {
             (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
-            _ => normalize(entities::text_of(other)) == my_norm,
+            _ => p.norms[j] == p.norms[i],
         };
         if covers {
             overlapping += 1;
-            if entities::five_w_of(other) == my_type {
+            if p.kinds[j] == p.kinds[i] {
                 agreeing += 1;
             }
         }
@@ -160,6 +174,10 @@ fn contextual_consistency(i: usize, all: &[Entity], content_lower: Option<&str>)
 
 /// The factors of entity `i` by the rules (README, "Confidence calibration").
 pub fn factors(i: usize, all: &[Entity], ctx: &Context, content_lower: Option<&str>) -> Factors {
+    factors_prepared(i, all, &Prepared::new(all), ctx, content_lower)
+}
+
+fn factors_prepared(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower: Option<&str>) -> Factors {
     let e = &all[i];
     let base = e
         .get("metadata")
@@ -171,7 +189,7 @@ pub fn factors(i: usize, all: &[Entity], ctx: &Context, content_lower: Option<&s
     let source_reliability = source
         .and_then(|s| ctx.sources.get(s).copied())
         .unwrap_or(DEFAULT_SOURCE_RELIABILITY);
-    let kind = entities::five_w_of(e);
+    let kind = p.kinds[i];
     // A rule that does not apply to an entity's 5-W type does not count against it.
     let temporal_coherence = if kind == "when" { f64::from(u8::from(temporal::is_plausible(entities::text_of(e)))) } else { 1.0 };
     let geographic_plausibility = if kind == "where" {
@@ -182,7 +200,7 @@ pub fn factors(i: usize, all: &[Entity], ctx: &Context, content_lower: Option<&s
     Factors {
         base,
         source_reliability,
-        contextual_consistency: contextual_consistency(i, all, content_lower),
+        contextual_consistency: contextual_consistency(i, all, p, content_lower),
         temporal_coherence,
         geographic_plausibility,
     }
@@ -198,7 +216,9 @@ pub fn place_key(text: &str) -> String {
 /// `confidence_factors` in its metadata. Calibrating twice gives the same result.
 pub fn apply(all: &mut [Entity], ctx: &Context, w: &Weights) {
     let content_lower = ctx.content.map(str::to_lowercase);
-    let computed: Vec<Factors> = (0..all.len()).map(|i| factors(i, all, ctx, content_lower.as_deref())).collect();
+    let prepared = Prepared::new(all);
+    let computed: Vec<Factors> =
+        (0..all.len()).map(|i| factors_prepared(i, all, &prepared, ctx, content_lower.as_deref())).collect();
     for (e, f) in all.iter_mut().zip(computed) {
         let calibrated = calibrate(&f, w);
         e.insert("confidence".into(), json!(calibrated));

@@ -1,0 +1,1 @@
+INSERT INTO ab.metrics (test_id, variant, kind, latency_ms, entities_processed, average_confidence, deduplication_rate, extraction_success) VALUES ('bench', 'llm_v2', 'extraction', 12.5, 4, 0.8, 0.1, true);
