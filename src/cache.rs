@@ -4,6 +4,7 @@
 
 use crate::assign::TestConfig;
 use crate::flags::Flag;
+use crate::hierarchy::{self, Node};
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
@@ -139,6 +140,83 @@ impl ConfigCache {
     }
 }
 
+/// Hierarchy nodes by path, for ancestor resolution. A resolution is a hit when every node of
+/// its chain is cached (no query at all), a miss otherwise; a miss loads the whole chain in one
+/// query. `None` entries remember paths that do not exist.
+pub struct HierarchyCache {
+    nodes: LruCache<String, Option<Rc<Node>>>,
+    capacity: usize,
+    pub stats: Stats,
+}
+
+impl HierarchyCache {
+    pub fn new(capacity: usize) -> Self {
+        HierarchyCache { nodes: LruCache::new(nz(capacity)), capacity, stats: Stats::default() }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn resize(&mut self, capacity: usize) {
+        if capacity != self.capacity {
+            let before = self.nodes.len();
+            self.nodes.resize(nz(capacity));
+            self.stats.evictions += (before - self.nodes.len()) as u64;
+            self.capacity = capacity;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.nodes.clear();
+        self.stats.invalidations += 1;
+    }
+
+    /// The chain root-down of `path` (its ancestors and the node itself, those that exist).
+    /// `load` gets every prefix of the path and returns the nodes it found.
+    pub fn chain(&mut self, path: &str, load: impl FnOnce(&[&str]) -> Loaded<Vec<Node>>) -> Vec<Rc<Node>> {
+        let prefixes = hierarchy::prefixes(path);
+        let mut out = Vec::with_capacity(prefixes.len());
+        let mut complete = true;
+        for p in &prefixes {
+            match self.nodes.get(*p) {
+                Some(Some(n)) => out.push(n.clone()),
+                Some(None) => {}
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            self.stats.hits += 1;
+            return out;
+        }
+        self.stats.misses += 1;
+        let loaded = load(&prefixes);
+        let found = loaded.value.unwrap_or_default();
+        let mut out = Vec::with_capacity(prefixes.len());
+        for p in &prefixes {
+            let node = found.iter().find(|n| n.path == *p).cloned().map(Rc::new);
+            if let Some(n) = &node {
+                out.push(n.clone());
+            }
+            if loaded.keep && self.nodes.push(p.to_string(), node).is_some_and(|(k, _)| k != *p) {
+                self.stats.evictions += 1;
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +277,30 @@ mod tests {
             Loaded::keep(None)
         });
         assert!(loaded);
+    }
+
+    fn node(path: &str) -> Node {
+        Node { path: path.into(), name: path.to_uppercase(), kind: "place".into() }
+    }
+
+    #[test]
+    fn chains_are_loaded_once_and_then_served() {
+        let mut c = HierarchyCache::new(100);
+        let mut loads = 0;
+        let mut load = |ps: &[&str]| {
+            loads += 1;
+            Loaded::keep(Some(ps.iter().filter(|p| **p != "w.x").map(|p| node(p)).collect()))
+        };
+        let chain = c.chain("w.x.y", &mut load);
+        assert_eq!(chain.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(), vec!["w", "w.x.y"]);
+        let again = c.chain("w.x.y", |_| panic!("should be cached"));
+        assert_eq!(again.len(), 2);
+        // A sibling shares the cached ancestors but its own node is new: one more load.
+        c.chain("w.x.z", &mut load);
+        assert_eq!(loads, 2);
+        assert_eq!((c.stats.hits, c.stats.misses), (1, 2));
+        let mut small = HierarchyCache::new(2);
+        small.chain("a.b.c", |ps| Loaded::keep(Some(ps.iter().map(|p| node(p)).collect())));
+        assert_eq!(small.len(), 2);
     }
 }

@@ -12,7 +12,8 @@
 
 use super::store;
 use crate::assign::TestConfig;
-use crate::cache::{ConfigCache, Loaded};
+use crate::cache::{ConfigCache, HierarchyCache, Loaded};
+use crate::hierarchy::Node;
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
@@ -20,15 +21,19 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 pub static CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static HIERARCHY_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 pub static LOG_STATS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 thread_local! {
     static CACHE: RefCell<ConfigCache> = RefCell::new(ConfigCache::new(1024));
-    /// Set by the relcache callback; the cache is cleared at its next use. The callback only
-    /// touches this flag: it runs inside PostgreSQL's invalidation processing and must not fail.
+    static HIERARCHY: RefCell<HierarchyCache> = RefCell::new(HierarchyCache::new(20_000));
+    /// Set by the relcache callback; a cache is cleared at its next use. The callback only
+    /// touches these flags: it runs inside PostgreSQL's invalidation processing and must not fail.
     static DIRTY: Cell<bool> = const { Cell::new(false) };
-    /// OIDs of the configuration tables, resolved on the first fill after each clear.
-    static WATCHED: Cell<[pg_sys::Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
+    static HIERARCHY_DIRTY: Cell<bool> = const { Cell::new(false) };
+    /// OIDs of ab.flags, ab.tests, ab.variants and ab.hierarchy, resolved on the first fill
+    /// after a clear.
+    static WATCHED: Cell<[pg_sys::Oid; 4]> = const { Cell::new([pg_sys::InvalidOid; 4]) };
 }
 
 pub fn init() {
@@ -39,6 +44,16 @@ pub fn init() {
         &CACHE_SIZE,
         2,
         1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_ab.hierarchy_cache_size",
+        c"Hierarchy nodes in each backend's pg_ab resolution cache.",
+        c"The least recently used nodes are evicted beyond it.",
+        &HIERARCHY_CACHE_SIZE,
+        2,
+        10_000_000,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -58,8 +73,12 @@ pub fn init() {
 
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let watched = WATCHED.with(|w| w.get());
-    if relid == pg_sys::InvalidOid || watched.contains(&relid) || watched[0] == pg_sys::InvalidOid {
+    let unresolved = watched[0] == pg_sys::InvalidOid;
+    if relid == pg_sys::InvalidOid || unresolved || watched[..3].contains(&relid) {
         DIRTY.with(|d| d.set(true));
+    }
+    if relid == pg_sys::InvalidOid || unresolved || watched[3] == relid {
+        HIERARCHY_DIRTY.with(|d| d.set(true));
     }
 }
 
@@ -74,6 +93,15 @@ unsafe extern "C-unwind" fn on_backend_exit(_code: std::ffi::c_int, _arg: pg_sys
             format!("pg_ab cache stats: hits={} misses={} evictions={} invalidations={}", s.hits, s.misses, s.evictions, s.invalidations)
         })
     });
+    let hierarchy = HIERARCHY.with(|h| {
+        h.try_borrow().ok().map(|h| {
+            let s = h.stats;
+            format!("pg_ab hierarchy cache stats: hits={} misses={} evictions={}", s.hits, s.misses, s.evictions)
+        })
+    });
+    if let Some(line) = hierarchy {
+        eprintln!("{line}");
+    }
     if let Some(line) = line {
         eprintln!("{line}");
     }
@@ -85,7 +113,7 @@ fn with_cache<R>(f: impl FnOnce(&mut ConfigCache) -> R) -> R {
         let mut c = c.borrow_mut();
         if DIRTY.with(|d| d.replace(false)) {
             c.clear();
-            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 3]));
+            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 4]));
         }
         let cap = CACHE_SIZE.get().max(2) as usize;
         if c.capacity() != cap {
@@ -123,9 +151,28 @@ fn load_fresh<T>(load: impl FnOnce() -> Option<T>) -> Loaded<T> {
 
 fn ensure_watched() {
     if WATCHED.with(|w| w.get()[0]) == pg_sys::InvalidOid {
-        let oids = store::config_table_oids();
+        let oids = store::watched_table_oids();
         WATCHED.with(|w| w.set(oids));
     }
+}
+
+/// The chain root-down of `path` from the hierarchy cache; `load` reads the given prefixes.
+pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>) -> Vec<Rc<Node>> {
+    if snapshot_isolation() {
+        return load(&crate::hierarchy::prefixes(path)).into_iter().map(Rc::new).collect();
+    }
+    HIERARCHY.with(|h| {
+        let mut h = h.borrow_mut();
+        if HIERARCHY_DIRTY.with(|d| d.replace(false)) {
+            h.clear();
+            // The OIDs may have changed too (the extension re-created): resolve them again.
+            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 4]));
+            DIRTY.with(|d| d.set(true));
+        }
+        let cap = HIERARCHY_CACHE_SIZE.get().max(2) as usize;
+        h.resize(cap);
+        h.chain(path, |prefixes| load_fresh(|| Some(load(prefixes))))
+    })
 }
 
 pub fn test(test_id: &str) -> Option<Rc<TestConfig>> {
@@ -178,14 +225,37 @@ fn cache_stats() -> TableIterator<
     TableIterator::once(row)
 }
 
+/// This backend's hierarchy resolution counters: a hit is a resolution served without a query.
+#[pg_extern(volatile, parallel_safe)]
+fn hierarchy_cache_stats() -> TableIterator<
+    'static,
+    (
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(evictions, i64),
+        name!(invalidations, i64),
+        name!(entries, i32),
+        name!(capacity, i32),
+        name!(hit_rate, f64),
+    ),
+> {
+    let row = HIERARCHY.with(|h| {
+        let h = h.borrow();
+        let s = h.stats;
+        (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, h.len() as i32, h.capacity() as i32, s.hit_rate())
+    });
+    TableIterator::once(row)
+}
+
 /// This backend's hit rate so far (0 before the first lookup).
 pub fn hit_rate() -> f64 {
     with_cache(|c| c.stats.hit_rate())
 }
 
-/// Zeroes this backend's cache counters (entries stay).
+/// Zeroes this backend's cache counters, configuration and hierarchy (entries stay).
 #[pg_extern(volatile, parallel_safe)]
 fn reset_cache_stats() {
     with_cache(|c| c.stats = Default::default());
+    HIERARCHY.with(|h| h.borrow_mut().stats = Default::default());
 }
 

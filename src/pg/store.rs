@@ -147,16 +147,19 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
     })
 }
 
-/// OIDs of ab.flags, ab.tests and ab.variants: the tables whose changes invalidate the cache.
-pub fn config_table_oids() -> [pg_sys::Oid; 3] {
+/// OIDs of ab.flags, ab.tests, ab.variants (configuration) and ab.hierarchy: the tables whose
+/// changes invalidate the caches.
+pub fn watched_table_oids() -> [pg_sys::Oid; 4] {
     Spi::connect(|c| {
-        let t = c.select("SELECT 'ab.flags'::regclass::oid, 'ab.tests'::regclass::oid, 'ab.variants'::regclass::oid", Some(1), &[])?;
+        let t = c.select(
+            "SELECT 'ab.flags'::regclass::oid, 'ab.tests'::regclass::oid, 'ab.variants'::regclass::oid,
+                    'ab.hierarchy'::regclass::oid",
+            Some(1),
+            &[],
+        )?;
         let r = t.first();
-        Ok::<_, pgrx::spi::Error>([
-            r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-            r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
-            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
-        ])
+        let oid = |i| r.get::<pg_sys::Oid>(i).map(|o| o.unwrap_or(pg_sys::InvalidOid));
+        Ok::<_, pgrx::spi::Error>([oid(1)?, oid(2)?, oid(3)?, oid(4)?])
     })
     .or_raise()
 }

@@ -1,0 +1,38 @@
+-- The place hierarchy's ltree-typed API, indexes, cache invalidation and reporting view.
+
+CREATE INDEX hierarchy_path_gist ON ab.hierarchy USING gist (path);
+
+-- Ancestors root first, the node itself last; served from the backend's cache.
+CREATE FUNCTION ab.resolve_ancestors(path ltree)
+    RETURNS TABLE (path ltree, name text, kind text, depth integer)
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT a.path::ltree, a.name, a.kind, a.depth FROM ab._resolve_ancestors(path::text) a $$;
+
+-- Nodes whose name or alias matches, best match first.
+CREATE FUNCTION ab.resolve_name(name text)
+    RETURNS TABLE (path ltree, name text, kind text, depth integer, matched text)
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT r.path::ltree, r.name, r.kind, r.depth, r.matched FROM ab._resolve_name(name) r $$;
+
+-- Changes to the hierarchy invalidate every backend's resolution cache at commit.
+CREATE TRIGGER hierarchy_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.hierarchy
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_config_cache_trigger();
+
+-- Every node with its depth and ancestor chain, for reports; refresh with
+-- ab.refresh_hierarchy_ancestry(). (Resolution reads ab.hierarchy itself, so it never lags.)
+CREATE MATERIALIZED VIEW ab.hierarchy_ancestry AS
+SELECT h.path,
+       h.name,
+       h.kind,
+       nlevel(h.path) AS depth,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('path', a.path::text, 'name', a.name, 'kind', a.kind)
+                                  ORDER BY nlevel(a.path))
+                 FROM ab.hierarchy a
+                 WHERE a.path = ANY (ARRAY(SELECT subpath(h.path, 0, n)
+                                           FROM generate_series(1, nlevel(h.path) - 1) n))),
+                '[]') AS ancestors
+FROM ab.hierarchy h;
+CREATE UNIQUE INDEX hierarchy_ancestry_path ON ab.hierarchy_ancestry (path);
+
+CREATE FUNCTION ab.refresh_hierarchy_ancestry() RETURNS void
+LANGUAGE sql VOLATILE AS $$ REFRESH MATERIALIZED VIEW CONCURRENTLY ab.hierarchy_ancestry $$;

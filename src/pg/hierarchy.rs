@@ -1,0 +1,175 @@
+//! SQL API of the place hierarchy: labels, ancestor resolution (cached), name resolution, and
+//! attaching places to 'where' entities. The ltree-typed wrappers are in sql/hierarchy.sql.
+
+use super::error::{raise, required, OrRaise};
+use super::{cache, store};
+use crate::calibration;
+use crate::entities::{self, Entity};
+use crate::error::AbError;
+use crate::hierarchy::{self, Node};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgBuiltInOids, PgOid};
+use serde_json::{json, Value};
+
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+
+/// The ltree label for a place name (README, "Hierarchy"); `fallback` when the name has no
+/// Latin letters or digits.
+#[pg_extern(immutable, parallel_safe)]
+fn place_label(name: Option<&str>, fallback: default!(Option<&str>, "NULL")) -> String {
+    hierarchy::label(required(name, "name"), fallback).or_raise()
+}
+
+fn load_nodes(prefixes: &[&str]) -> Vec<Node> {
+    let rows = store::kept_json(
+        "SELECT coalesce(jsonb_agg(jsonb_build_array(path::text, name, kind)), '[]')
+         FROM ab.hierarchy WHERE path = ANY($1::ltree[])",
+        &[TEXT_ARRAY],
+        false,
+        &[prefixes.iter().map(|p| p.to_string()).collect::<Vec<String>>().into()],
+    );
+    store::deserialize::<Vec<(String, String, String)>>(rows.unwrap_or(json!([])), "hierarchy nodes")
+        .into_iter()
+        .map(|(path, name, kind)| Node { path, name, kind })
+        .collect()
+}
+
+fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {
+    hierarchy::validate_path(path).or_raise();
+    cache::accept_invalidations();
+    let chain = cache::hierarchy_chain(path, load_nodes);
+    if chain.last().is_none_or(|n| n.path != path) {
+        raise(AbError::undefined(format!("\"{path}\" is not in ab.hierarchy")));
+    }
+    chain
+}
+
+/// The node and its ancestors, root first (served from the backend's cache).
+#[pg_extern(stable, parallel_safe)]
+fn _resolve_ancestors(
+    path: Option<&str>,
+) -> TableIterator<'static, (name!(path, String), name!(name, String), name!(kind, String), name!(depth, i32))> {
+    let chain = chain_of(required(path, "path"));
+    TableIterator::new(
+        chain
+            .into_iter()
+            .map(|n| (n.path.clone(), n.name.clone(), n.kind.clone(), n.path.split('.').count() as i32))
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Match {
+    path: String,
+    name: String,
+    kind: String,
+    depth: i32,
+    matched: String,
+}
+
+/// Nodes whose name or alias matches (normalised, case-insensitive): name matches first, then
+/// alias matches; within each, shallower nodes first, then larger population, then path.
+fn matches(name: &str) -> Vec<Match> {
+    let key = calibration::place_key(name);
+    if key.is_empty() {
+        return vec![];
+    }
+    let rows = store::kept_json(
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('path', path::text, 'name', name, 'kind', kind,
+                                   'depth', nlevel(path), 'matched', CASE WHEN lookup_keys[1] = $1 THEN 'name' ELSE 'alias' END)
+                                   ORDER BY lookup_keys[1] = $1 DESC, nlevel(path),
+                                            (attributes->>'population')::float8 DESC NULLS LAST, path), '[]')
+         FROM ab.hierarchy WHERE lookup_keys @> ARRAY[$1]",
+        &[TEXT],
+        false,
+        &[key.into()],
+    );
+    store::deserialize(rows.unwrap_or(json!([])), "hierarchy matches")
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn _resolve_name(
+    name: Option<&str>,
+) -> TableIterator<
+    'static,
+    (name!(path, String), name!(name, String), name!(kind, String), name!(depth, i32), name!(matched, String)),
+> {
+    TableIterator::new(
+        matches(required(name, "name")).into_iter().map(|m| (m.path, m.name, m.kind, m.depth, m.matched)).collect::<Vec<_>>(),
+    )
+}
+
+/// Adds a place under `parent_path` (NULL for a root); its label comes from the name unless
+/// given. Returns the new path.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_place(
+    parent_path: Option<&str>,
+    name: Option<&str>,
+    kind: default!(Option<&str>, "'place'"),
+    aliases: default!(Option<Vec<Option<String>>>, "'{}'"),
+    attributes: default!(Option<JsonB>, "'{}'"),
+    label: default!(Option<&str>, "NULL"),
+) -> String {
+    let name = required(name, "name");
+    if name.trim().is_empty() {
+        raise(AbError::invalid("a place needs a name that is not blank"));
+    }
+    let label = match label {
+        Some(l) => l.to_string(),
+        None => hierarchy::label(name, None).or_raise(),
+    };
+    let path = match parent_path {
+        Some(p) => {
+            chain_of(p);
+            format!("{p}.{label}")
+        }
+        None => label,
+    };
+    hierarchy::validate_path(&path).or_raise();
+    let attributes = attributes.map(|a| a.0).unwrap_or(json!({}));
+    if !attributes.is_object() {
+        raise(AbError::invalid("attributes must be a JSON object"));
+    }
+    let inserted = store::json_one(
+        "INSERT INTO ab.hierarchy (path, name, kind, aliases, attributes) VALUES ($1::ltree, $2, $3, $4, $5)
+         ON CONFLICT (path) DO NOTHING RETURNING to_jsonb(path::text)",
+        &[
+            path.as_str().into(),
+            name.into(),
+            kind.unwrap_or("place").into(),
+            aliases.unwrap_or_default().into_iter().flatten().collect::<Vec<String>>().into(),
+            JsonB(attributes).into(),
+        ],
+    );
+    if inserted.is_none() {
+        raise(AbError::new(crate::error::Kind::Duplicate, format!("\"{path}\" is already in ab.hierarchy"))
+            .with_hint("give the place another label with the label argument"));
+    }
+    path
+}
+
+/// Attaches the best-matching place to every 'where' entity: `metadata.hierarchy_path` and
+/// `metadata.ancestors` (root first, each {path, name, kind}). Entities that match no place
+/// are left as they are.
+#[pg_extern(stable, parallel_safe)]
+fn apply_hierarchy(entities: Option<JsonB>) -> JsonB {
+    let mut es: Vec<Entity> = entities::parse(&required(entities, "entities").0).or_raise();
+    for e in es.iter_mut() {
+        if entities::five_w_of(e) != "where" {
+            continue;
+        }
+        let Some(best) = matches(entities::text_of(e)).into_iter().next() else { continue };
+        let chain = cache::hierarchy_chain(&best.path, load_nodes);
+        let ancestors: Vec<Value> = chain
+            .iter()
+            .filter(|n| n.path != best.path)
+            .map(|n| json!({"path": n.path, "name": n.name, "kind": n.kind}))
+            .collect();
+        let m = entities::metadata_mut(e);
+        m.insert("hierarchy_path".into(), json!(best.path));
+        m.insert("hierarchy_kind".into(), json!(best.kind));
+        m.insert("ancestors".into(), Value::Array(ancestors));
+    }
+    JsonB(Value::Array(es.into_iter().map(Value::Object).collect()))
+}
