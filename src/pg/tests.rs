@@ -576,4 +576,91 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM ab.metrics"), 0);
         expect_error("ab.get_test_metrics('nope')", "42704");
     }
+
+    // ---- hierarchy ---------------------------------------------------------------------
+
+    fn small_hierarchy() {
+        run("SELECT ab.add_place(NULL, 'World', 'world')");
+        run("SELECT ab.add_place('world', 'North America', 'continent')");
+        run("SELECT ab.add_place('world.north_america', 'United States', 'country', ARRAY['USA', 'United States of America'])");
+        run("SELECT ab.add_place('world.north_america.united_states', 'District of Columbia', 'region', ARRAY['Washington DC'])");
+        run(r#"SELECT ab.add_place('world.north_america.united_states.district_of_columbia', 'Washington', 'city', '{}', '{"population": 689545}')"#);
+        run("SELECT ab.add_place('world.north_america.united_states', 'Washington', 'region')");
+    }
+
+    #[pg_test]
+    fn labels_and_paths() {
+        assert_eq!(one::<String>("SELECT ab.place_label('São Paulo')"), "sao_paulo");
+        assert_eq!(one::<String>("SELECT ab.place_label('東京', 'JP-13')"), "jp_13");
+        expect_error("ab.place_label('東京')", "22023");
+        expect_error("ab.place_label(NULL)", "22004");
+        small_hierarchy();
+        expect_error("ab.add_place('world.nowhere', 'X')", "42704");
+        expect_error("ab.add_place('world', 'North America')", "42710");
+        expect_error("ab.add_place('world', 'x', 'place', '{}', '{}', 'bad-label')", "22023");
+        expect_error("ab.add_place('world', '  ')", "22023");
+        // ltree's own input function rejects the literal (42601); the text form explains why.
+        expect_error("ab.resolve_ancestors('world.north-america')", "42601");
+        expect_error("ab._resolve_ancestors('world.north-america')", "22023");
+    }
+
+    #[pg_test]
+    fn ancestors_and_names() {
+        small_hierarchy();
+        let chain = json(
+            "SELECT jsonb_agg(jsonb_build_array(path::text, name, kind, depth)) FROM ab.resolve_ancestors('world.north_america.united_states.district_of_columbia.washington')",
+        );
+        assert_eq!(chain, serde_json::json!([
+            ["world", "World", "world", 1],
+            ["world.north_america", "North America", "continent", 2],
+            ["world.north_america.united_states", "United States", "country", 3],
+            ["world.north_america.united_states.district_of_columbia", "District of Columbia", "region", 4],
+            ["world.north_america.united_states.district_of_columbia.washington", "Washington", "city", 5],
+        ]));
+        // The same answer as the B-tree probe over the prefixes, written in plain SQL.
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ab.resolve_ancestors('world.north_america.united_states') r
+                        FULL JOIN (SELECT path FROM ab.hierarchy WHERE path @> 'world.north_america.united_states') g USING (path)
+                        WHERE r.path IS NULL OR g.path IS NULL"),
+            0
+        );
+        expect_error("ab.resolve_ancestors('world.atlantis')", "42704");
+        let names = json("SELECT jsonb_agg(jsonb_build_array(path::text, matched)) FROM ab.resolve_name('WASHINGTON')");
+        assert_eq!(names[0][0], "world.north_america.united_states.washington", "shallower first");
+        assert_eq!(names[1][0], "world.north_america.united_states.district_of_columbia.washington");
+        assert_eq!(json("SELECT jsonb_agg(matched) FROM ab.resolve_name('washington dc')"), serde_json::json!(["alias"]));
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.resolve_name('Atlantis')"), 0);
+        let e = json(r#"SELECT ab.apply_hierarchy('[{"text": "Washington DC", "entity_type": "city", "confidence": 0.8},
+                                                      {"text": "Biden", "entity_type": "person", "confidence": 0.8}]')"#);
+        assert_eq!(e[0]["metadata"]["hierarchy_path"], "world.north_america.united_states.district_of_columbia");
+        assert_eq!(e[0]["metadata"]["ancestors"].as_array().unwrap().len(), 3);
+        assert!(e[1]["metadata"].get("hierarchy_path").is_none());
+        run("SELECT ab.refresh_hierarchy_ancestry()");
+        assert_eq!(one::<i32>("SELECT jsonb_array_length(ancestors) FROM ab.hierarchy_ancestry WHERE path = 'world.north_america.united_states.district_of_columbia.washington'"), 4);
+    }
+
+    #[pg_test]
+    fn hierarchy_cache_follows_changes() {
+        small_hierarchy();
+        let path = "world.north_america.united_states.district_of_columbia";
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM ab.resolve_ancestors('{path}')")), 4);
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM ab.resolve_ancestors('{path}')")), 4);
+        assert!(one::<i64>("SELECT hits FROM ab.hierarchy_cache_stats()") >= 1);
+        // A rename in this transaction is seen at once; an aborted one never.
+        run("UPDATE ab.hierarchy SET name = 'N. America' WHERE path = 'world.north_america'");
+        assert_eq!(one::<String>(&format!("SELECT name FROM ab.resolve_ancestors('{path}') WHERE depth = 2")), "N. America");
+        run("DO $$ BEGIN UPDATE ab.hierarchy SET name = 'Oops' WHERE path = 'world'; RAISE EXCEPTION 'abort'; EXCEPTION WHEN raise_exception THEN NULL; END $$");
+        assert_eq!(one::<String>(&format!("SELECT name FROM ab.resolve_ancestors('{path}') WHERE depth = 1")), "World");
+        run("DELETE FROM ab.hierarchy WHERE path = 'world.north_america.united_states.district_of_columbia.washington'");
+        expect_error("ab.resolve_ancestors('world.north_america.united_states.district_of_columbia.washington')", "42704");
+    }
+
+    #[pg_test]
+    fn geographic_plausibility_uses_the_hierarchy() {
+        small_hierarchy();
+        let out = json(r#"SELECT ab.apply_confidence_calibration('[{"text": "the United States", "entity_type": "country", "confidence": 0.5},
+                                                                   {"text": "Narnia", "entity_type": "country", "confidence": 0.5}]')"#);
+        assert_eq!(out[0]["metadata"]["confidence_factors"]["geographic_plausibility"], 1.0);
+        assert_eq!(out[1]["metadata"]["confidence_factors"]["geographic_plausibility"], 0.0);
+    }
 }
