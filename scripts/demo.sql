@@ -1,7 +1,7 @@
 -- The pg_ab story, run by scripts/demo.sh.
 \pset footer off
 \set QUIET on
-CREATE EXTENSION pg_ab CASCADE;
+-- The extension and the places (scripts/load_places.py) are installed by scripts/demo.sh.
 
 \echo
 \echo '== 1. Feature flags ==================================================================='
@@ -79,7 +79,10 @@ SELECT e ->> 'text' AS text, e ->> 'entity_type' AS entity_type, e -> 'metadata'
        round((e ->> 'confidence')::numeric, 3) AS calibrated,
        e -> 'metadata' -> 'confidence_factors' AS factors
 FROM jsonb_array_elements(:'r'::jsonb -> 'entities_extracted') e;
-\echo '(geographic plausibility is 0 until places are loaded into ab.hierarchy)'
+\echo 'Where is that? (ab.resolve_name, then ab.resolve_ancestors, from the loaded ISO 3166 / GeoNames places)'
+SELECT r.path, r.kind, r.matched,
+       (SELECT string_agg(a.name, ' > ' ORDER BY a.depth) FROM ab.resolve_ancestors(r.path) a) AS ancestors
+FROM ab.resolve_name('Washington DC') r LIMIT 1;
 \echo
 \echo 'llm_v2 runs outside the database: the API passes its entities and latency (':llm_user'):'
 SELECT r ->> 'variant_used' AS variant_used, r -> 'processing_metrics' -> 'entities_processed' AS entities,
