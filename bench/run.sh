@@ -12,3 +12,5 @@ VENV="$ROOT/.run/venv"
 "$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
 BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$VENV/bin/python" "$ROOT/bench/run.py"
+echo
+BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$VENV/bin/python" "$ROOT/bench/hierarchy.py"

@@ -1,0 +1,95 @@
+"""Hierarchy benchmark (issue 5): cached ab.resolve_ancestors against the two plain SQL forms,
+on a synthetic 1,000,000-node hierarchy with a Zipf-distributed stream of lookups.
+Run through bench/run.sh (BENCH_HIERARCHY=1) or bench/hierarchy.sh."""
+import bisect
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+DB = os.environ.get("BENCH_DB", "pg_ab_bench")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+SERVER_LOG = os.environ.get("BENCH_SERVER_LOG")
+TARGETS = 999_989
+ZIPF_S = 1.1
+CACHE_NODES = int(os.environ.get("BENCH_HIERARCHY_CACHE", "1000000"))
+SAMPLES = 20_000
+
+
+def zipf_ranks(n, s, count, seed=42):
+    weights = [1.0 / (k ** s) for k in range(1, n + 1)]
+    cdf, total = [], 0.0
+    for w in weights:
+        total += w
+        cdf.append(total)
+    rng = random.Random(seed)
+    return [bisect.bisect_left(cdf, rng.random() * total) + 1 for _ in range(count)]
+
+
+def pgbench(script, options=None):
+    env = dict(os.environ)
+    if options:
+        env["PGOPTIONS"] = options
+    out = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(SECONDS),
+         "-f", str(HERE / "pgbench" / script), DB],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    return float(re.search(r"tps = ([0-9.]+) \(without", out).group(1))
+
+
+def main():
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        conn.execute((HERE / "hierarchy_setup.sql").read_text())
+        print(f"hierarchy: {conn.execute('SELECT count(*) FROM ab.hierarchy').fetchone()[0]:,} nodes, "
+              f"depth 1-10, built in {time.perf_counter() - t0:.0f} s; lookups: Zipf s={ZIPF_S} over "
+              f"{TARGETS:,} nodes of depth 3-10; cache: pg_ab.hierarchy_cache_size = {CACHE_NODES:,}", flush=True)
+
+    ranks = zipf_ranks(TARGETS, ZIPF_S, SAMPLES)
+    print(f"\ninside the backend ({SAMPLES:,} Zipf lookups, clock_timestamp() around each call in PL/pgSQL)", flush=True)
+    timing = {}
+    for form in ("cached", "btree", "gist"):
+        with psycopg.connect(dbname=DB, autocommit=True) as conn:
+            conn.execute(f"SET pg_ab.hierarchy_cache_size = {CACHE_NODES}")
+            mean, p95 = conn.execute("SELECT * FROM hbench.time_calls(%s, %s)", (form, ranks)).fetchone()
+            timing[form] = (mean, p95)
+            extra = ""
+            if form == "cached":
+                h, m, rate = conn.execute("SELECT hits, misses, hit_rate FROM ab.hierarchy_cache_stats()").fetchone()
+                extra = f"   hit rate {rate:.2%} ({h:,} hits, {m:,} misses, cold cache at start)"
+            print(f"  {form:<7} mean {mean:8.1f} us   P95 {p95:8.1f} us{extra}", flush=True)
+
+    print(f"\npgbench -M prepared -c 4 -j 2 -T {SECONDS}, random_zipfian(1, {TARGETS}, {ZIPF_S})", flush=True)
+    offset = Path(SERVER_LOG).stat().st_size if SERVER_LOG else 0
+    tps = {
+        "cached": pgbench("hier_cached.sql", f"-c pg_ab.hierarchy_cache_size={CACHE_NODES} -c pg_ab.log_cache_stats=on"),
+        "btree": pgbench("hier_btree.sql"),
+        "gist": pgbench("hier_gist.sql"),
+    }
+    time.sleep(0.5)
+    for form, v in tps.items():
+        print(f"  {form:<7} {v:10.0f} tps", flush=True)
+    hits = misses = 0
+    if SERVER_LOG:
+        text = Path(SERVER_LOG).read_text(errors="replace")[offset:]
+        for m in re.finditer(r"pg_ab hierarchy cache stats: hits=(\d+) misses=(\d+)", text):
+            hits, misses = hits + int(m.group(1)), misses + int(m.group(2))
+
+    print("\nsummary                                        measured      target")
+    print(f"  cached / GiST tps (pgbench)                  {tps['cached'] / tps['gist']:7.1f} x     >= 10 x")
+    print(f"  cached / B-tree probe tps (pgbench)          {tps['cached'] / tps['btree']:7.1f} x     >= 3 x")
+    print(f"  cached P95 per resolution in the backend     {timing['cached'][1]:7.1f} us    <= 50 us")
+    if hits + misses:
+        print(f"  hit rate under pgbench                       {hits / (hits + misses):8.2%}     >= 99.2 %   "
+              f"({hits:,} hits, {misses:,} misses)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
