@@ -22,14 +22,26 @@ CACHE_NODES = int(os.environ.get("BENCH_HIERARCHY_CACHE", "1000000"))
 SAMPLES = 20_000
 
 
+_CDF = []
+
+
 def zipf_ranks(n, s, count, seed=42):
-    weights = [1.0 / (k ** s) for k in range(1, n + 1)]
-    cdf, total = [], 0.0
-    for w in weights:
-        total += w
-        cdf.append(total)
+    if not _CDF:
+        total = 0.0
+        for k in range(1, n + 1):
+            total += 1.0 / (k ** s)
+            _CDF.append(total)
     rng = random.Random(seed)
-    return [bisect.bisect_left(cdf, rng.random() * total) + 1 for _ in range(count)]
+    return [bisect.bisect_left(_CDF, rng.random() * _CDF[-1]) + 1 for _ in range(count)]
+
+
+def best_hit_rate(ranks):
+    """The hit rate of an unbounded cache that starts cold: draws whose key was seen before."""
+    seen, hits = set(), 0
+    for r in ranks:
+        hits += r in seen
+        seen.add(r)
+    return hits / len(ranks)
 
 
 def pgbench(script, options=None):
@@ -63,8 +75,14 @@ def main():
             extra = ""
             if form == "cached":
                 h, m, rate = conn.execute("SELECT hits, misses, hit_rate FROM ab.hierarchy_cache_stats()").fetchone()
-                extra = f"   hit rate {rate:.2%} ({h:,} hits, {m:,} misses, cold cache at start)"
+                extra = (f"   hit rate {rate:.2%} ({h:,} hits, {m:,} misses, cold cache at start; "
+                         f"an unbounded cache keyed by lookup: ≈{best_hit_rate(ranks):.2%})")
             print(f"  {form:<7} mean {mean:8.1f} us   P95 {p95:8.1f} us{extra}", flush=True)
+            if form == "cached":
+                # The same stream again on the now warm cache: the cost of a hit.
+                mean, p95 = conn.execute("SELECT * FROM hbench.time_calls(%s, %s)", (form, ranks)).fetchone()
+                timing["cached_warm"] = (mean, p95)
+                print(f"  {'cached, same stream again (warm)':<7} mean {mean:8.1f} us   P95 {p95:8.1f} us", flush=True)
 
     print(f"\npgbench -M prepared -c 4 -j 2 -T {SECONDS}, random_zipfian(1, {TARGETS}, {ZIPF_S})", flush=True)
     offset = Path(SERVER_LOG).stat().st_size if SERVER_LOG else 0
@@ -85,10 +103,13 @@ def main():
     print("\nsummary                                        measured      target")
     print(f"  cached / GiST tps (pgbench)                  {tps['cached'] / tps['gist']:7.1f} x     >= 10 x")
     print(f"  cached / B-tree probe tps (pgbench)          {tps['cached'] / tps['btree']:7.1f} x     >= 3 x")
-    print(f"  cached P95 per resolution in the backend     {timing['cached'][1]:7.1f} us    <= 50 us")
+    print(f"  cached P95 per resolution in the backend     {timing['cached'][1]:7.1f} us    <= 50 us   (cold cache)")
+    print(f"  cached P95, warm cache                       {timing['cached_warm'][1]:7.1f} us")
     if hits + misses:
+        per_backend = (hits + misses) // 4
+        bound = sum(best_hit_rate(zipf_ranks(TARGETS, ZIPF_S, per_backend, seed)) for seed in range(4)) / 4
         print(f"  hit rate under pgbench                       {hits / (hits + misses):8.2%}     >= 99.2 %   "
-              f"({hits:,} hits, {misses:,} misses)")
+              f"({hits:,} hits, {misses:,} misses; an unbounded cache keyed by lookup: ≈{bound:.2%})")
 
 
 if __name__ == "__main__":

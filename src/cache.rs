@@ -181,37 +181,31 @@ impl HierarchyCache {
     }
 
     /// The chain root-down of `path` (its ancestors and the node itself, those that exist).
-    /// `load` gets every prefix of the path and returns the nodes it found.
+    /// `load` gets the prefixes that are not cached and returns the nodes it found among them.
     pub fn chain(&mut self, path: &str, load: impl FnOnce(&[&str]) -> Loaded<Vec<Node>>) -> Vec<Rc<Node>> {
         let prefixes = hierarchy::prefixes(path);
-        let mut out = Vec::with_capacity(prefixes.len());
-        let mut complete = true;
-        for p in &prefixes {
-            match self.nodes.get(*p) {
-                Some(Some(n)) => out.push(n.clone()),
-                Some(None) => {}
-                None => {
-                    complete = false;
-                    break;
-                }
-            }
-        }
-        if complete {
+        let cached: Vec<Option<Option<Rc<Node>>>> = prefixes.iter().map(|p| self.nodes.get(*p).cloned()).collect();
+        let missing: Vec<&str> = prefixes.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(p, _)| *p).collect();
+        if missing.is_empty() {
             self.stats.hits += 1;
-            return out;
+            return cached.into_iter().flatten().flatten().collect();
         }
         self.stats.misses += 1;
-        let loaded = load(&prefixes);
+        let loaded = load(&missing);
         let found = loaded.value.unwrap_or_default();
         let mut out = Vec::with_capacity(prefixes.len());
-        for p in &prefixes {
-            let node = found.iter().find(|n| n.path == *p).cloned().map(Rc::new);
-            if let Some(n) = &node {
-                out.push(n.clone());
-            }
-            if loaded.keep && self.nodes.push(p.to_string(), node).is_some_and(|(k, _)| k != *p) {
-                self.stats.evictions += 1;
-            }
+        for (p, c) in prefixes.iter().zip(cached) {
+            let node = match c {
+                Some(entry) => entry,
+                None => {
+                    let node = found.iter().find(|n| n.path == *p).cloned().map(Rc::new);
+                    if loaded.keep && self.nodes.push(p.to_string(), node.clone()).is_some_and(|(k, _)| k != *p) {
+                        self.stats.evictions += 1;
+                    }
+                    node
+                }
+            };
+            out.extend(node);
         }
         out
     }
@@ -287,8 +281,10 @@ mod tests {
     fn chains_are_loaded_once_and_then_served() {
         let mut c = HierarchyCache::new(100);
         let mut loads = 0;
+        let mut asked: Vec<Vec<String>> = Vec::new();
         let mut load = |ps: &[&str]| {
             loads += 1;
+            asked.push(ps.iter().map(|p| p.to_string()).collect());
             Loaded::keep(Some(ps.iter().filter(|p| **p != "w.x").map(|p| node(p)).collect()))
         };
         let chain = c.chain("w.x.y", &mut load);
@@ -298,6 +294,7 @@ mod tests {
         // A sibling shares the cached ancestors but its own node is new: one more load.
         c.chain("w.x.z", &mut load);
         assert_eq!(loads, 2);
+        assert_eq!(asked[1], vec!["w.x.z".to_string()], "only the missing node is read");
         assert_eq!((c.stats.hits, c.stats.misses), (1, 2));
         let mut small = HierarchyCache::new(2);
         small.chain("a.b.c", |ps| Loaded::keep(Some(ps.iter().map(|p| node(p)).collect())));

@@ -22,17 +22,19 @@ fn place_label(name: Option<&str>, fallback: default!(Option<&str>, "NULL")) -> 
 }
 
 fn load_nodes(prefixes: &[&str]) -> Vec<Node> {
-    let rows = store::kept_json(
-        "SELECT coalesce(jsonb_agg(jsonb_build_array(path::text, name, kind)), '[]')
-         FROM ab.hierarchy WHERE path = ANY($1::ltree[])",
+    let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+    store::kept_rows(
+        "SELECT path::text, name, kind FROM ab.hierarchy WHERE path = ANY($1::ltree[])",
         &[TEXT_ARRAY],
-        false,
-        &[prefixes.iter().map(|p| p.to_string()).collect::<Vec<String>>().into()],
-    );
-    store::deserialize::<Vec<(String, String, String)>>(rows.unwrap_or(json!([])), "hierarchy nodes")
-        .into_iter()
-        .map(|(path, name, kind)| Node { path, name, kind })
-        .collect()
+        &[prefixes.into()],
+        |row| {
+            Ok(Node {
+                path: row.get::<String>(1)?.unwrap_or_default(),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                kind: row.get::<String>(3)?.unwrap_or_default(),
+            })
+        },
+    )
 }
 
 fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {

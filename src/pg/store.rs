@@ -27,18 +27,34 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
+fn kept_plan(c: &pgrx::spi::SpiClient, sql: &'static str, types: &[pgrx::PgOid], mutating: bool) -> pgrx::spi::Result<std::rc::Rc<pgrx::spi::OwnedPreparedStatement>> {
+    if let Some(plan) = PLANS.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(plan);
+    }
+    let prepared = if mutating { c.prepare_mut(sql, types)? } else { c.prepare(sql, types)? };
+    let plan = std::rc::Rc::new(prepared.keep());
+    PLANS.with(|p| p.borrow_mut().insert(sql, plan.clone()));
+    Ok(plan)
+}
+
+/// Runs a read-only query through a plan prepared once per backend and maps every row.
+pub fn kept_rows<T>(
+    sql: &'static str,
+    types: &[pgrx::PgOid],
+    args: &[DatumWithOid],
+    map: impl Fn(pgrx::spi::SpiHeapTupleData) -> pgrx::spi::Result<T>,
+) -> Vec<T> {
+    Spi::connect(|c| {
+        let plan = kept_plan(c, sql, types, false)?;
+        c.select(&*plan, None, args)?.map(map).collect::<pgrx::spi::Result<Vec<T>>>()
+    })
+    .or_raise()
+}
+
 /// Runs `sql` through a plan prepared once per backend; yields at most one jsonb value.
 pub fn kept_json(sql: &'static str, types: &[pgrx::PgOid], mutating: bool, args: &[DatumWithOid]) -> Option<Value> {
     Spi::connect_mut(|c| {
-        let plan = match PLANS.with(|p| p.borrow().get(sql).cloned()) {
-            Some(plan) => plan,
-            None => {
-                let prepared = if mutating { c.prepare_mut(sql, types)? } else { c.prepare(sql, types)? };
-                let plan = std::rc::Rc::new(prepared.keep());
-                PLANS.with(|p| p.borrow_mut().insert(sql, plan.clone()));
-                plan
-            }
-        };
+        let plan = kept_plan(c, sql, types, mutating)?;
         let table = if mutating { c.update(&*plan, None, args)? } else { c.select(&*plan, None, args)? };
         first_json(table)
     })
