@@ -7,10 +7,8 @@ setup
 install_extension release
 trap 'cluster_stop demo' EXIT
 cluster_start demo 54329
-psql -X -q -d postgres -c "DROP DATABASE IF EXISTS pg_ab_demo WITH (FORCE)" -c "CREATE DATABASE pg_ab_demo"
-VENV="$ROOT/.run/venv"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
+fresh_database pg_ab_demo
+python_env
 q -d pg_ab_demo -c "CREATE EXTENSION pg_ab CASCADE"
-PGDATABASE=pg_ab_demo "$VENV/bin/python" "$ROOT/scripts/load_places.py"
+PGDATABASE=pg_ab_demo "$PY" "$ROOT/scripts/load_places.py"
 q -d pg_ab_demo -f "$ROOT/scripts/demo.sql"

@@ -96,5 +96,18 @@ cluster_stop() {
     fi
 }
 
+# A fresh database in the running cluster.
+fresh_database() {
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+}
+
+# The Python environment of the tests, the demo's place loader and the benchmarks: sets $PY.
+python_env() {
+    local venv="$ROOT/.run/venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
+    PY="$venv/bin/python"
+}
+
 # psql against the private cluster, quiet and strict.
 q() { psql -X -v ON_ERROR_STOP=1 -q "$@"; }

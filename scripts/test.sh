@@ -22,7 +22,5 @@ trap 'cluster_stop test' EXIT
 cluster_start test 54330
 
 log "integration tests (pytest, real sessions)"
-VENV="$ROOT/.run/venv"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
-"$VENV/bin/python" -m pytest -q "$ROOT/tests/integration"
+python_env
+"$PY" -m pytest -q "$ROOT/tests/integration"
