@@ -147,3 +147,6 @@ SELECT pg_catalog.pg_extension_config_dump('ab.assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.exposures', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.events', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.audit', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.exposures_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.audit_id_seq', '');
