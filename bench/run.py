@@ -103,6 +103,7 @@ def main():
         ("select1", "select1.sql", "SELECT 1", None),
         ("trivial_from", "trivial_from.sql", "SELECT * FROM length(...)", None),
         ("assign", "assign.sql", "ab.assign", "-c pg_ab.log_cache_stats=on"),
+        ("assign_variant", "assign_variant.sql", "ab.assign_variant (scalar)", None),
         ("is_enabled", "is_enabled.sql", "ab.is_enabled", None),
         ("plpgsql", "plpgsql_assign.sql", "PL/pgSQL assign (baseline)", None),
     ]
@@ -154,6 +155,7 @@ def main():
     r1 = results["assign"] / results["select1"]
     print(f"  assign tps / SELECT 1 tps               {r1:8.1%}      >= 85 %")
     print(f"  assign tps / trivial FROM-function tps  {results['assign'] / results['trivial_from']:8.1%}")
+    print(f"  assign_variant tps / SELECT 1 tps       {results['assign_variant'] / results['select1']:8.1%}")
     print(f"  is_enabled tps / SELECT 1 tps           {results['is_enabled'] / results['select1']:8.1%}")
     print(f"  assign cost per call                    {per_assign / 1000:8.3f} us   <= 1 us")
     print(f"  PL/pgSQL / pg_ab per call               {per_pl / per_assign:8.1f} x     >= 20 x")

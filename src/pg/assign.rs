@@ -280,3 +280,14 @@ pub unsafe extern "C-unwind" fn pg_ab_get_assignment(fcinfo: pg_sys::FunctionCal
 pub unsafe extern "C-unwind" fn pg_ab_get_champion_assignment(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     champion_row(fcinfo)
 }
+
+/// `ab.assign_variant(test_id, user_id)`: only the variant of `ab.assign`, as a scalar — the
+/// cheapest form for callers that need nothing else (no FunctionScan, no row type).
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn assign_variant(test_id: Option<&str>, user_id: Option<&str>, session_id: pgrx::default!(Option<&str>, "NULL")) -> String {
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    cache::accept_invalidations();
+    let test = load_test(test_id);
+    decide(&test, unit).variant.to_string()
+}

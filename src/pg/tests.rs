@@ -283,6 +283,11 @@ mod tests {
             let share = shares[v].as_f64().unwrap();
             assert!((share - w).abs() <= 0.01, "{v}: {share}");
         }
+        // The scalar form agrees with the row form.
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM generate_series(1, 5000) i WHERE ab.assign_variant('w', i::text) <> (ab.assign('w', i::text)).variant"),
+            0
+        );
         // Deterministic: the same inputs give the same variant.
         assert_eq!(
             one::<i64>("SELECT count(*) FROM generate_series(1, 2000) i WHERE (SELECT variant FROM ab.assign('w', i::text)) <> (SELECT variant FROM ab.assign('w', i::text))"),

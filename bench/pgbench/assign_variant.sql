@@ -1,0 +1,2 @@
+\set uid random(1, 10000000)
+SELECT ab.assign_variant('bench', :uid);
