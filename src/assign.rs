@@ -28,6 +28,7 @@ pub struct TestConfig {
     pub variants: Vec<Variant>,
     pub winner: Option<String>,
     pub sticky: bool,
+    pub log_exposures: bool,
     pub bucket_version: i32,
     /// The test's own flag `ff.ab_test_<id>`; absent before the test starts.
     pub flag: Option<Flag>,
@@ -197,6 +198,7 @@ mod tests {
             variants,
             winner: None,
             sticky: false,
+            log_exposures: false,
             bucket_version: 1,
             flag: Some(Flag {
                 name: test_flag_name("t1"),

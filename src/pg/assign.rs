@@ -181,13 +181,7 @@ fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &
             }
         }
     }
-    let log_exposures = store::json_one(
-        "SELECT to_jsonb(log_exposures) FROM ab.tests WHERE test_id = $1",
-        &[test_id.into()],
-    )
-    .and_then(|v| v.as_bool())
-    .unwrap_or(false);
-    if log_exposures {
+    if test.log_exposures {
         store::exec(
             "INSERT INTO ab.exposures (test_id, unit_id, session_id, variant, in_rollout, reason)
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -204,6 +204,12 @@ fn invalidate_config_cache(relid: pg_sys::Oid) {
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
 }
 
+type StatsRow = (i64, i64, i64, i64, i32, i32, f64);
+
+fn stats_row(s: crate::cache::Stats, entries: usize, capacity: usize) -> StatsRow {
+    (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, entries as i32, capacity as i32, s.hit_rate())
+}
+
 /// This backend's cache counters.
 #[pg_extern(volatile, parallel_safe)]
 fn cache_stats() -> TableIterator<
@@ -218,11 +224,7 @@ fn cache_stats() -> TableIterator<
         name!(hit_rate, f64),
     ),
 > {
-    let row = with_cache(|c| {
-        let s = c.stats;
-        (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, c.len() as i32, c.capacity() as i32, s.hit_rate())
-    });
-    TableIterator::once(row)
+    TableIterator::once(with_cache(|c| stats_row(c.stats, c.len(), c.capacity())))
 }
 
 /// This backend's hierarchy resolution counters: a hit is a resolution served without a query.
@@ -239,12 +241,10 @@ fn hierarchy_cache_stats() -> TableIterator<
         name!(hit_rate, f64),
     ),
 > {
-    let row = HIERARCHY.with(|h| {
+    TableIterator::once(HIERARCHY.with(|h| {
         let h = h.borrow();
-        let s = h.stats;
-        (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, h.len() as i32, h.capacity() as i32, s.hit_rate())
-    });
-    TableIterator::once(row)
+        stats_row(h.stats, h.len(), h.capacity())
+    }))
 }
 
 /// This backend's hit rate so far (0 before the first lookup).

@@ -124,6 +124,7 @@ struct TestRow {
     status: String,
     winner: Option<String>,
     sticky: bool,
+    log_exposures: bool,
     bucket_version: i32,
     variants: Vec<(String, f64, f64)>,
     flag: Option<(i32, bool)>,
@@ -131,7 +132,8 @@ struct TestRow {
 
 const TEST_CONFIG_JSON: &str = "\
 SELECT jsonb_build_object(
-    'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'bucket_version', t.bucket_version,
+    'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'log_exposures', t.log_exposures,
+    'bucket_version', t.bucket_version,
     'variants', (SELECT jsonb_agg(jsonb_build_array(v.variant, v.weight, v.confidence_threshold)
                                   ORDER BY v.ordinal)
                  FROM ab.variants v WHERE v.test_id = t.test_id),
@@ -153,6 +155,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
             .collect(),
         winner: row.winner,
         sticky: row.sticky,
+        log_exposures: row.log_exposures,
         bucket_version: row.bucket_version,
         flag: row.flag.map(|(pct, enabled)| Flag {
             name: flag_name,
