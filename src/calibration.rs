@@ -173,11 +173,7 @@ fn contextual_consistency(i: usize, all: &[Entity], p: &Prepared, content_lower:
 }
 
 /// The factors of entity `i` by the rules (README, "Confidence calibration").
-pub fn factors(i: usize, all: &[Entity], ctx: &Context, content_lower: Option<&str>) -> Factors {
-    factors_prepared(i, all, &Prepared::new(all), ctx, content_lower)
-}
-
-fn factors_prepared(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower: Option<&str>) -> Factors {
+fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower: Option<&str>) -> Factors {
     let e = &all[i];
     let base = e
         .get("metadata")
@@ -218,7 +214,7 @@ pub fn apply(all: &mut [Entity], ctx: &Context, w: &Weights) {
     let content_lower = ctx.content.map(str::to_lowercase);
     let prepared = Prepared::new(all);
     let computed: Vec<Factors> =
-        (0..all.len()).map(|i| factors_prepared(i, all, &prepared, ctx, content_lower.as_deref())).collect();
+        (0..all.len()).map(|i| factors(i, all, &prepared, ctx, content_lower.as_deref())).collect();
     for (e, f) in all.iter_mut().zip(computed) {
         let calibrated = calibrate(&f, w);
         e.insert("confidence".into(), json!(calibrated));
@@ -275,7 +271,8 @@ mod tests {
         ]));
         let ctx = Context { content: Some(content), source_id: None, sources: &sources, places: &places };
         let lower = content.to_lowercase();
-        let f = |i| factors(i, &es, &ctx, Some(&lower));
+        let prepared = Prepared::new(&es);
+        let f = |i| factors(i, &es, &prepared, &ctx, Some(&lower));
         assert_eq!(f(0).source_reliability, 0.95);
         assert_eq!(f(1).source_reliability, DEFAULT_SOURCE_RELIABILITY);
         assert_eq!(f(1).geographic_plausibility, 1.0);

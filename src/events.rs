@@ -8,19 +8,6 @@ pub const TEST_UPDATE: &str = "ab_test_update";
 /// `type` of flag change messages.
 pub const FLAG_UPDATE: &str = "flag_update";
 
-/// Update types that change who gets which variant: a relay drops cached assignments on these.
-pub const INVALIDATING: &[&str] = &[
-    "started",
-    "progressed",
-    "paused",
-    "resumed",
-    "rolled_back",
-    "completed",
-    "deleted",
-    "weights_changed",
-    "bucket_version_bumped",
-];
-
 /// Builds a payload; `timestamp` is seconds since the epoch (the seed uses `time.time()`).
 pub fn payload(kind: &str, test_id: Option<&str>, update_type: &str, data: Value, timestamp: f64) -> Value {
     json!({

@@ -2,7 +2,7 @@
 
 use crate::error::{AbError, AbResult, Kind};
 use crate::hash;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 
 /// The part of a flag that evaluation needs.
@@ -144,15 +144,10 @@ fn evaluate_inner(
     Evaluation::On
 }
 
-/// Convenience for tests and callers holding all flags in a map.
-pub fn evaluate_in(flags: &HashMap<String, Flag>, name: &str, unit: &str) -> Option<Evaluation> {
-    let f = flags.get(name)?;
-    Some(evaluate(f, unit, &|n| flags.get(n).cloned().map(Rc::new)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn flag(name: &str, pct: i32, enabled: bool, deps: &[&str]) -> Flag {
         Flag {
@@ -161,6 +156,11 @@ mod tests {
             enabled,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    fn evaluate_in(flags: &HashMap<String, Flag>, name: &str, unit: &str) -> Option<Evaluation> {
+        let f = flags.get(name)?;
+        Some(evaluate(f, unit, &|n| flags.get(n).cloned().map(Rc::new)))
     }
 
     fn map(flags: Vec<Flag>) -> HashMap<String, Flag> {
