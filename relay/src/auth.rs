@@ -1,0 +1,90 @@
+//! Bearer tokens: HS256 JWTs whose `test_ids` claim lists the tests a client may follow
+//! ("*" for all) and whose `exp` ends the connection.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    test_ids: Vec<String>,
+    exp: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    all: bool,
+    test_ids: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+impl Grant {
+    pub fn allows(&self, test_id: &str) -> bool {
+        self.all || self.test_ids.iter().any(|t| t == test_id)
+    }
+
+    pub fn allows_all(&self) -> bool {
+        self.all
+    }
+}
+
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(secret: &str) -> Verifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
+        Verifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+    }
+
+    /// The grant of a token, or why it is refused.
+    pub fn verify(&self, token: Option<&str>) -> Result<Grant, String> {
+        let token = token.filter(|t| !t.is_empty()).ok_or("no bearer token (Authorization header or ?token=)")?;
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => "token signature invalid".to_string(),
+            _ => format!("token invalid: {e}"),
+        })?;
+        let claims = data.claims;
+        Ok(Grant { all: claims.test_ids.iter().any(|t| t == "*"), test_ids: claims.test_ids, expires_at: claims.exp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn token(secret: &str, claims: serde_json::Value) -> String {
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn later() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600
+    }
+
+    #[test]
+    fn scope_comes_from_the_claim() {
+        let v = Verifier::new("0123456789abcdef");
+        let g = v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": later()})))).unwrap();
+        assert!(g.allows("a") && !g.allows("b") && !g.allows_all());
+        let g = v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["*"], "exp": later()})))).unwrap();
+        assert!(g.allows("anything") && g.allows_all());
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_a_reason() {
+        let v = Verifier::new("0123456789abcdef");
+        assert!(v.verify(None).unwrap_err().contains("no bearer token"));
+        let wrong = token("another-secret-16", serde_json::json!({"test_ids": ["a"], "exp": later()}));
+        assert_eq!(v.verify(Some(&wrong)).unwrap_err(), "token signature invalid");
+        let old = token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": 1000}));
+        assert_eq!(v.verify(Some(&old)).unwrap_err(), "token expired");
+        let no_scope = token("0123456789abcdef", serde_json::json!({"exp": later()}));
+        assert!(v.verify(Some(&no_scope)).unwrap_err().contains("test_ids"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Command-line flags, each also readable from an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// pg_ab_relay: carries pg_ab's events (the `ab.events` outbox, woken by NOTIFY pg_ab_events)
+/// to Redis and to WebSocket clients, resuming from a cursor stored in the database.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "pg_ab_relay", version)]
+pub struct Config {
+    /// PostgreSQL connection string (URL or key=value) of the database with pg_ab installed.
+    #[arg(long, env = "PG_AB_DATABASE_URL")]
+    pub database_url: String,
+
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "PG_AB_REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+
+    /// Address of the HTTP server (/ws, /healthz, /metrics).
+    #[arg(long, env = "PG_AB_RELAY_LISTEN", default_value = "127.0.0.1:8765")]
+    pub listen: SocketAddr,
+
+    /// Secret of the HMAC-SHA256 (HS256) JWTs that WebSocket clients present.
+    #[arg(long, env = "PG_AB_RELAY_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
+
+    /// Name of this relay; its delivery cursor is the row of that name in ab.relay_cursors.
+    #[arg(long, env = "PG_AB_RELAY_NAME", default_value = "default")]
+    pub relay_name: String,
+
+    /// Messages a WebSocket client may have waiting; a client that falls further behind is
+    /// disconnected (close code 4429).
+    #[arg(long, env = "PG_AB_RELAY_QUEUE_BOUND", default_value_t = 1024)]
+    pub queue_bound: usize,
+
+    /// Events read from the outbox per query.
+    #[arg(long, env = "PG_AB_RELAY_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: i64,
+
+    /// Seconds between WebSocket pings; a client silent for two intervals is dropped.
+    #[arg(long, env = "PG_AB_RELAY_PING_SECONDS", default_value_t = 15.0)]
+    pub ping_seconds: f64,
+
+    /// Upper bound of the reconnect backoff, in seconds (exponential from 0.1 s, with jitter).
+    #[arg(long, env = "PG_AB_RELAY_MAX_BACKOFF_SECONDS", default_value_t = 5.0)]
+    pub max_backoff_seconds: f64,
+
+    /// Seconds between calls of ab.create_metrics_partitions() (0 turns it off).
+    #[arg(long, env = "PG_AB_RELAY_MAINTENANCE_SECONDS", default_value_t = 3600.0)]
+    pub maintenance_seconds: f64,
+
+    /// Log format: text or json.
+    #[arg(long, env = "PG_AB_RELAY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.token_secret.len() < 16 {
+            return Err("--token-secret must be at least 16 bytes".into());
+        }
+        if self.relay_name.is_empty() {
+            return Err("--relay-name must not be empty".into());
+        }
+        if self.queue_bound == 0 {
+            return Err("--queue-bound must be at least 1".into());
+        }
+        if !(1..=100_000).contains(&self.batch_size) {
+            return Err("--batch-size must be between 1 and 100000".into());
+        }
+        for (name, v) in [("--ping-seconds", self.ping_seconds), ("--max-backoff-seconds", self.max_backoff_seconds)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        if !(self.maintenance_seconds.is_finite() && self.maintenance_seconds >= 0.0) {
+            return Err("--maintenance-seconds must be 0 or more".into());
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err("--log-format must be text or json".into());
+        }
+        Ok(())
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.ping_seconds)
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_secs_f64(self.max_backoff_seconds)
+    }
+}

@@ -1,0 +1,149 @@
+//! The one PostgreSQL connection: LISTEN pg_ab_events, shared for queries, reconnected with
+//! backoff when lost. Every (re)connect wakes the readers so they catch up from their cursors.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{watch, Notify};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+
+/// Queries that take longer than this mean the connection is gone (a cut network gives no error).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Db {
+    config: tokio_postgres::Config,
+    client: RwLock<Option<Arc<Client>>>,
+    /// Bumped on every notification and every (re)connect.
+    wake: watch::Sender<u64>,
+    broken: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Db {
+    pub fn new(url: &str, metrics: Arc<Metrics>) -> Result<Arc<Db>, String> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("--database-url: {e}"))?;
+        config
+            .application_name("pg_ab_relay")
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
+        Ok(Arc::new(Db { config, client: RwLock::new(None), wake: watch::Sender::new(0), broken: Notify::new(), metrics }))
+    }
+
+    /// The current connection, if there is one.
+    pub fn client(&self) -> Option<Arc<Client>> {
+        self.client.read().ok().and_then(|c| c.clone())
+    }
+
+    pub fn subscribe_wake(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    /// A query failed or hung: drop the connection so the supervisor makes a new one.
+    pub fn report_failure(&self, what: &str, error: &dyn std::fmt::Display) {
+        warn!(%error, "postgres {what} failed");
+        self.broken.notify_one();
+    }
+
+    fn set_client(&self, client: Option<Arc<Client>>) {
+        self.metrics.pg_up.store(client.is_some(), Relaxed);
+        if let Ok(mut slot) = self.client.write() {
+            *slot = client;
+        }
+    }
+
+    /// Keeps a connection up until shutdown.
+    pub async fn supervise(self: Arc<Self>, max_backoff: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(max_backoff);
+        let mut connected_before = false;
+        loop {
+            match self.config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+                    let driver = tokio::spawn(async move {
+                        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                        while let Some(message) = messages.next().await {
+                            match message {
+                                Ok(AsyncMessage::Notification(_)) => {
+                                    if tx.send(()).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(error) => {
+                                    warn!(%error, "postgres connection lost");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    match client.batch_execute("LISTEN pg_ab_events").await {
+                        Ok(()) => {
+                            if connected_before {
+                                self.metrics.pg_reconnects.fetch_add(1, Relaxed);
+                            }
+                            connected_before = true;
+                            info!("postgres connected, listening on pg_ab_events");
+                            self.set_client(Some(Arc::new(client)));
+                            backoff.reset();
+                            self.wake.send_modify(|g| *g += 1);
+                            loop {
+                                tokio::select! {
+                                    n = notifications.recv() => match n {
+                                        Some(()) => self.wake.send_modify(|g| *g += 1),
+                                        None => break,
+                                    },
+                                    _ = self.broken.notified() => break,
+                                    _ = shutdown.changed() => {
+                                        self.set_client(None);
+                                        driver.abort();
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        Err(error) => warn!(%error, "LISTEN failed"),
+                    }
+                    self.set_client(None);
+                    driver.abort();
+                }
+                Err(error) => warn!(%error, "cannot connect to postgres"),
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Runs a query future with the timeout; a timeout or error is reported to the supervisor.
+pub async fn guarded<T>(
+    db: &Db,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Option<T> {
+    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) if e.is_closed() => {
+            db.report_failure(what, &e);
+            None
+        }
+        Ok(Err(error)) => {
+            // An SQL error (say, pg_ab not installed) is not cured by reconnecting.
+            warn!(%error, "postgres {what} failed");
+            None
+        }
+        Err(_) => {
+            db.report_failure(what, &"timed out");
+            None
+        }
+    }
+}

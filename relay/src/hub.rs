@@ -1,0 +1,252 @@
+//! Who is subscribed to what, and fan-out of events into each client's bounded queue.
+//! The lock is held only to copy cheap handles; a full queue disconnects that client only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::outbox::Event;
+
+pub const CLOSE_TOO_SLOW: u16 = 4429;
+
+/// What a client's writer task sends, in queue order.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Utf8Bytes),
+    /// The current state of these tests (read when it is this item's turn).
+    State(Vec<String>),
+    /// Stored events of these tests (all when None) with since < id <= upto.
+    Replay { tests: Option<Vec<String>>, since: i64, upto: i64 },
+}
+
+struct Client {
+    queue: mpsc::Sender<Outgoing>,
+    kill: Option<oneshot::Sender<(u16, String)>>,
+    tests: HashSet<String>,
+    all: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    clients: HashMap<u64, Client>,
+    by_test: HashMap<String, HashSet<u64>>,
+    /// Highest event id fanned out: a subscriber registered now gets every later event live.
+    last_dispatched: i64,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+pub enum Subscription<'a> {
+    All,
+    Tests(&'a [String]),
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Hub {
+        Hub { inner: Mutex::new(Inner::default()), metrics }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind: still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, queue: mpsc::Sender<Outgoing>, kill: oneshot::Sender<(u16, String)>) -> u64 {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.clients.insert(id, Client { queue, kill: Some(kill), tests: HashSet::new(), all: false });
+        self.metrics.clients.fetch_add(1, Relaxed);
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(client) = inner.clients.remove(&id) {
+            for t in &client.tests {
+                remove_from(&mut inner.by_test, t, id);
+            }
+            self.metrics.clients.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Adds a subscription and queues, in this order and before any later event, the tests'
+    /// current state and (with `since`) the stored events the client missed. False when the
+    /// client's queue is already full (it is then disconnected).
+    pub fn subscribe(&self, id: u64, what: Subscription<'_>, since: Option<i64>) -> bool {
+        let mut inner = self.lock();
+        let upto = inner.last_dispatched;
+        let inner = &mut *inner;
+        let Some(client) = inner.clients.get_mut(&id) else { return false };
+        let mut items = Vec::new();
+        match what {
+            Subscription::All => {
+                client.all = true;
+                if let Some(since) = since {
+                    items.push(Outgoing::Replay { tests: None, since, upto });
+                }
+            }
+            Subscription::Tests(tests) => {
+                for t in tests {
+                    client.tests.insert(t.clone());
+                    inner.by_test.entry(t.clone()).or_default().insert(id);
+                }
+                items.push(Outgoing::State(tests.to_vec()));
+                if let Some(since) = since {
+                    items.push(Outgoing::Replay { tests: Some(tests.to_vec()), since, upto });
+                }
+            }
+        }
+        items.into_iter().all(|item| client.queue.try_send(item).is_ok())
+    }
+
+    pub fn unsubscribe(&self, id: u64, what: Subscription<'_>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(client) = inner.clients.get_mut(&id) else { return };
+        match what {
+            Subscription::All => {
+                client.all = false;
+                for t in client.tests.drain() {
+                    remove_from(&mut inner.by_test, &t, id);
+                }
+            }
+            Subscription::Tests(tests) => {
+                for t in tests {
+                    client.tests.remove(t);
+                    remove_from(&mut inner.by_test, t, id);
+                }
+            }
+        }
+    }
+
+    /// Queues a reply to one client; false when its queue is full.
+    pub fn reply(&self, id: u64, text: String) -> bool {
+        let inner = self.lock();
+        inner.clients.get(&id).is_some_and(|c| c.queue.try_send(Outgoing::Text(text.into())).is_ok())
+    }
+
+    /// Fans events out to their subscribers. Clients whose queue is full are disconnected.
+    pub fn dispatch(&self, events: &[Event]) {
+        let mut too_slow = Vec::new();
+        let mut gone = Vec::new();
+        let mut sent = 0u64;
+        {
+            let mut inner = self.lock();
+            for e in events {
+                let text = Utf8Bytes::from(e.json.to_string());
+                let by_test = e.test_id.as_ref().and_then(|t| inner.by_test.get(t));
+                let mut targets: Vec<u64> = by_test.map(|s| s.iter().copied().collect()).unwrap_or_default();
+                targets.extend(inner.clients.iter().filter(|(_, c)| c.all).map(|(id, _)| *id));
+                targets.sort_unstable();
+                targets.dedup();
+                for id in targets {
+                    let Some(client) = inner.clients.get(&id) else { continue };
+                    match client.queue.try_send(Outgoing::Text(text.clone())) {
+                        Ok(()) => sent += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => too_slow.push(id),
+                        Err(mpsc::error::TrySendError::Closed(_)) => gone.push(id),
+                    }
+                }
+                inner.last_dispatched = inner.last_dispatched.max(e.id);
+            }
+        }
+        self.metrics.ws_events.fetch_add(events.len() as u64, Relaxed);
+        self.metrics.ws_messages.fetch_add(sent, Relaxed);
+        too_slow.sort_unstable();
+        too_slow.dedup();
+        for id in too_slow {
+            self.metrics.slow_client_drops.fetch_add(1, Relaxed);
+            self.disconnect(id, CLOSE_TOO_SLOW, "too slow: the client's message queue is full".into());
+        }
+        for id in gone {
+            self.unregister(id);
+        }
+    }
+
+    /// Removes a client from every subscription and tells its connection to close.
+    pub fn disconnect(&self, id: u64, code: u16, reason: String) {
+        let kill = self.lock().clients.get_mut(&id).and_then(|c| c.kill.take());
+        self.unregister(id);
+        if let Some(kill) = kill {
+            let _ = kill.send((code, reason));
+        }
+    }
+
+    #[cfg(test)]
+    fn subscribers(&self, test_id: &str) -> usize {
+        self.lock().by_test.get(test_id).map_or(0, |s| s.len())
+    }
+}
+
+fn remove_from(by_test: &mut HashMap<String, HashSet<u64>>, test_id: &str, id: u64) {
+    if let Some(set) = by_test.get_mut(test_id) {
+        set.remove(&id);
+        if set.is_empty() {
+            by_test.remove(test_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: i64, test: &str) -> Event {
+        Event::new(id, Some(test.into()), "progressed".into(), &format!(r#"{{"test_id":"{test}"}}"#))
+    }
+
+    fn texts(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            if let Outgoing::Text(t) = item {
+                out.push(t.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn events_reach_only_their_subscribers() {
+        let hub = Hub::new(Arc::default());
+        let (tx_a, mut rx_a) = mpsc::channel(16);
+        let (tx_b, mut rx_b) = mpsc::channel(16);
+        let a = hub.register(tx_a, oneshot::channel().0);
+        let b = hub.register(tx_b, oneshot::channel().0);
+        assert!(hub.subscribe(a, Subscription::Tests(&["t1".into()]), None));
+        assert!(matches!(rx_a.try_recv(), Ok(Outgoing::State(t)) if t == vec!["t1".to_string()]));
+        hub.dispatch(&[event(1, "t1"), event(2, "t2")]);
+        assert_eq!(texts(&mut rx_a).len(), 1);
+        assert!(texts(&mut rx_b).is_empty());
+        assert!(hub.subscribe(b, Subscription::All, Some(0)));
+        assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Replay { since: 0, upto: 2, tests: None })));
+        hub.dispatch(&[event(3, "t2")]);
+        assert_eq!(texts(&mut rx_b).len(), 1);
+        hub.unregister(a);
+        assert_eq!(hub.subscribers("t1"), 0);
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_that_client_only() {
+        let hub = Hub::new(Arc::default());
+        let (tx_slow, _rx_slow) = mpsc::channel(2);
+        let (kill_tx, mut kill_rx) = oneshot::channel();
+        let (tx_ok, mut rx_ok) = mpsc::channel(64);
+        let slow = hub.register(tx_slow, kill_tx);
+        let ok = hub.register(tx_ok, oneshot::channel().0);
+        hub.subscribe(slow, Subscription::Tests(&["t".into()]), None); // the state item takes 1 slot
+        hub.subscribe(ok, Subscription::Tests(&["t".into()]), None);
+        hub.dispatch(&(1..=5).map(|i| event(i, "t")).collect::<Vec<_>>());
+        assert_eq!(kill_rx.try_recv().unwrap().0, CLOSE_TOO_SLOW);
+        assert_eq!(hub.subscribers("t"), 1);
+        assert_eq!(texts(&mut rx_ok).len(), 5);
+    }
+}

@@ -1,0 +1,161 @@
+//! pg_ab_relay: pg_ab's events from the `ab.events` outbox to Redis and WebSocket clients.
+//!
+//! Tasks: the PostgreSQL supervisor (one connection, LISTEN pg_ab_events), the Redis sink (its
+//! cursor stored in ab.relay_cursors), the WebSocket feed (the hub's own read position), the
+//! HTTP server, and the maintenance timer. SIGTERM stops them after in-flight deliveries.
+
+mod auth;
+mod backoff;
+mod config;
+mod db;
+mod http;
+mod hub;
+mod metrics;
+mod outbox;
+mod redis_sink;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+pub struct App {
+    pub config: config::Config,
+    pub db: Arc<db::Db>,
+    pub hub: hub::Hub,
+    pub verifier: auth::Verifier,
+    pub metrics: Arc<metrics::Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn main() -> std::process::ExitCode {
+    let config = config::Config::parse();
+    if let Err(message) = config.validate() {
+        eprintln!("pg_ab_relay: {message}");
+        return std::process::ExitCode::from(2);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if config.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pg_ab_relay: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> Result<(), String> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let db = db::Db::new(&config.database_url, metrics.clone())?;
+    let redis = redis::Client::open(config.redis_url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let (stop, shutdown) = watch::channel(false);
+
+    let app = Arc::new(App {
+        db: db.clone(),
+        hub: hub::Hub::new(metrics.clone()),
+        verifier: auth::Verifier::new(&config.token_secret),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    });
+
+    let supervisor = tokio::spawn(db.clone().supervise(config.max_backoff(), shutdown.clone()));
+    let sink = redis_sink::RedisSink {
+        db: db.clone(),
+        client: redis,
+        relay_name: config.relay_name.clone(),
+        batch_size: config.batch_size,
+        max_backoff: config.max_backoff(),
+        metrics: metrics.clone(),
+    };
+    let redis_task = tokio::spawn(sink.run(shutdown.clone()));
+    let feed = tokio::spawn(ws::feed(app.clone(), shutdown.clone()));
+    let maintenance = tokio::spawn(maintain(db.clone(), config.maintenance_seconds, shutdown.clone()));
+
+    let router = Router::new()
+        .route("/ws", get(ws::handler))
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
+        .with_state(app.clone());
+    info!(listen = %config.listen, relay = %config.relay_name, "pg_ab_relay started");
+    let mut server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    wait_for_signal().await;
+    info!("shutting down: finishing in-flight deliveries");
+    let _ = stop.send(true);
+    // The Redis sink finishes its batch and stores the cursor before it returns.
+    let _ = redis_task.await;
+    let _ = feed.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    maintenance.abort();
+    let _ = supervisor.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = sigterm => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Keeps the daily metrics partitions ahead of time (pg_ab's periodic job without pg_cron).
+async fn maintain(db: Arc<db::Db>, every_seconds: f64, mut shutdown: watch::Receiver<bool>) {
+    if every_seconds <= 0.0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(every_seconds));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Some(client) = db.client() {
+            match db::guarded(&db, "maintenance", client.query_one("SELECT ab.create_metrics_partitions()", &[])).await {
+                Some(row) => info!(created = row.get::<_, i32>(0), "metrics partitions checked"),
+                None => warn!("metrics partition maintenance failed; retrying at the next tick"),
+            }
+        } else {
+            // Not connected yet: try again soon rather than a whole interval later.
+            tick.reset_after(Duration::from_secs(5));
+        }
+    }
+}

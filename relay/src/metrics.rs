@@ -1,0 +1,48 @@
+//! Counters and gauges served at /metrics in Prometheus' text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub redis_events: AtomicU64,
+    pub ws_events: AtomicU64,
+    pub ws_messages: AtomicU64,
+    pub clients: AtomicI64,
+    pub slow_client_drops: AtomicU64,
+    pub dead_client_drops: AtomicU64,
+    pub pg_reconnects: AtomicU64,
+    pub redis_reconnects: AtomicU64,
+    pub invalidated_keys: AtomicU64,
+    pub cursor: AtomicI64,
+    pub lag_events: AtomicI64,
+    pub pg_up: AtomicBool,
+    pub redis_up: AtomicBool,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, samples: &[(&str, i64)]| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(s, "{name}{labels} {v}");
+            }
+        };
+        let g = |a: &AtomicU64| a.load(Relaxed) as i64;
+        line("pg_ab_relay_events_relayed_total", "counter", "Events delivered, per destination.",
+             &[("{destination=\"redis\"}", g(&self.redis_events)), ("{destination=\"websocket\"}", g(&self.ws_events))]);
+        line("pg_ab_relay_websocket_messages_total", "counter", "Messages queued to WebSocket clients.", &[("", g(&self.ws_messages))]);
+        line("pg_ab_relay_clients", "gauge", "Connected WebSocket clients.", &[("", self.clients.load(Relaxed))]);
+        line("pg_ab_relay_client_drops_total", "counter", "Clients disconnected by the relay, per reason.",
+             &[("{reason=\"slow\"}", g(&self.slow_client_drops)), ("{reason=\"dead\"}", g(&self.dead_client_drops))]);
+        line("pg_ab_relay_reconnects_total", "counter", "Reconnections after a lost connection.",
+             &[("{target=\"postgres\"}", g(&self.pg_reconnects)), ("{target=\"redis\"}", g(&self.redis_reconnects))]);
+        line("pg_ab_relay_invalidated_keys_total", "counter", "Cached assignment keys removed from Redis.", &[("", g(&self.invalidated_keys))]);
+        line("pg_ab_relay_cursor", "gauge", "Last event id delivered to Redis (the stored cursor).", &[("", self.cursor.load(Relaxed))]);
+        line("pg_ab_relay_lag_events", "gauge", "Highest event id minus the cursor.", &[("", self.lag_events.load(Relaxed))]);
+        line("pg_ab_relay_up", "gauge", "Whether the connection is up.",
+             &[("{target=\"postgres\"}", self.pg_up.load(Relaxed) as i64), ("{target=\"redis\"}", self.redis_up.load(Relaxed) as i64)]);
+        s
+    }
+}

@@ -1,0 +1,281 @@
+//! The WebSocket endpoint /ws: authentication, the subscribe protocol, and each client's writer
+//! (its queue, pings, token expiry, shutdown).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::debug;
+
+use crate::auth::Grant;
+use crate::db::{guarded, Db};
+use crate::hub::{Outgoing, Subscription};
+use crate::outbox::{self, Position};
+use crate::App;
+
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4410;
+pub const CLOSE_PING_TIMEOUT: u16 = 4408;
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Stored events sent to one resuming client at most; older ones it must fetch itself.
+const REPLAY_LIMIT: i64 = 100_000;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// Client → relay messages.
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+enum Command {
+    Subscribe {
+        #[serde(default)]
+        test_ids: Vec<String>,
+        #[serde(default)]
+        all: bool,
+        /// Resume: also send the stored events with a larger id.
+        since: Option<i64>,
+    },
+    Unsubscribe {
+        #[serde(default)]
+        test_ids: Vec<String>,
+        #[serde(default)]
+        all: bool,
+    },
+}
+
+pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<WsQuery>) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+    let token = bearer.or(q.token);
+    ws.on_upgrade(move |socket| serve(socket, app, token))
+}
+
+fn epoch_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    // A close reason may carry at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(&reason[..end]) }))
+}
+
+async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
+    let grant = match app.verifier.verify(token.as_deref()) {
+        Ok(g) => g,
+        Err(reason) => {
+            let _ = socket.send(close(CLOSE_UNAUTHORIZED, &format!("unauthorized: {reason}"))).await;
+            return;
+        }
+    };
+    let (sink, mut stream) = socket.split();
+    let (queue_tx, queue_rx) = mpsc::channel(app.config.queue_bound);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let id = app.hub.register(queue_tx, kill_tx);
+    let started = Instant::now();
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_loop(sink, queue_rx, kill_rx, app.clone(), grant.expires_at, last_heard.clone(), started));
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            last_heard.store(started.elapsed().as_millis() as u64, Relaxed);
+            match message {
+                Message::Text(text) => {
+                    if let Err((code, reason)) = handle_command(&app, id, &grant, &text) {
+                        app.hub.disconnect(id, code, reason);
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+    app.hub.unregister(id);
+    debug!(client = id, "websocket closed");
+}
+
+/// Applies one client message; Err closes the connection with that code and reason.
+fn handle_command(app: &App, id: u64, grant: &Grant, text: &str) -> Result<(), (u16, String)> {
+    let command = match serde_json::from_str::<Command>(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let reply = json!({"type": "error", "message": format!(
+                "cannot read the message ({e}); send {{\"action\": \"subscribe\"|\"unsubscribe\", \"test_ids\": [...]}} or {{\"action\": \"subscribe\", \"all\": true}}")});
+            app.hub.reply(id, reply.to_string());
+            return Ok(());
+        }
+    };
+    match command {
+        Command::Subscribe { test_ids, all, since } => {
+            if all && !grant.allows_all() {
+                return Err((CLOSE_FORBIDDEN, "forbidden: the token does not grant all tests (\"*\")".into()));
+            }
+            if let Some(t) = test_ids.iter().find(|t| !grant.allows(t)) {
+                return Err((CLOSE_FORBIDDEN, format!("forbidden: test_id '{t}' is not in the token's test_ids")));
+            }
+            if !all && test_ids.is_empty() {
+                app.hub.reply(id, json!({"type": "error", "message": "subscribe needs test_ids or \"all\": true"}).to_string());
+                return Ok(());
+            }
+            let ack = json!({"type": "subscribed", "test_ids": test_ids, "all": all}).to_string();
+            let what = if all { Subscription::All } else { Subscription::Tests(&test_ids) };
+            if !(app.hub.reply(id, ack) && app.hub.subscribe(id, what, since)) {
+                return Err((crate::hub::CLOSE_TOO_SLOW, "too slow: the client's message queue is full".into()));
+            }
+        }
+        Command::Unsubscribe { test_ids, all } => {
+            app.hub.unsubscribe(id, if all { Subscription::All } else { Subscription::Tests(&test_ids) });
+            app.hub.reply(id, json!({"type": "unsubscribed", "test_ids": test_ids, "all": all}).to_string());
+        }
+    }
+    Ok(())
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn write_loop(
+    mut sink: Sink,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut kill: oneshot::Receiver<(u16, String)>,
+    app: Arc<App>,
+    expires_at: u64,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let ping_every = app.config.ping_interval();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let until_expiry = Duration::from_secs_f64((expires_at as f64 - epoch_seconds()).max(0.0));
+    let expiry = tokio::time::sleep(until_expiry);
+    tokio::pin!(expiry);
+    let mut shutdown = app.shutdown.clone();
+    let (code, reason) = loop {
+        tokio::select! {
+            biased;
+            k = &mut kill => break k.unwrap_or((CLOSE_GOING_AWAY, "closed".into())),
+            _ = shutdown.changed() => break (CLOSE_GOING_AWAY, "relay shutting down".into()),
+            _ = &mut expiry => break (CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a new token".into()),
+            _ = ping.tick() => {
+                let silent = started.elapsed().as_millis() as u64 - last_heard.load(Relaxed);
+                if silent > 2 * ping_every.as_millis() as u64 {
+                    app.metrics.dead_client_drops.fetch_add(1, Relaxed);
+                    break (CLOSE_PING_TIMEOUT, "no answer to pings".into());
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            item = queue.recv() => {
+                let Some(item) = item else { return };
+                // A send that blocks (a peer that stopped reading) is abandoned when the hub
+                // kills the client for its full queue.
+                let sent = tokio::select! {
+                    r = send_item(&mut sink, item, &app) => r,
+                    k = &mut kill => {
+                        let (code, reason) = k.unwrap_or((CLOSE_GOING_AWAY, "closed".into()));
+                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(code, &reason))).await;
+                        return;
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, &reason))).await;
+}
+
+async fn send_item(sink: &mut Sink, item: Outgoing, app: &App) -> Result<(), axum::Error> {
+    match item {
+        Outgoing::Text(text) => sink.send(Message::Text(text)).await,
+        Outgoing::State(tests) => {
+            for t in tests {
+                let state = current_state(&app.db, &t).await;
+                let message = json!({
+                    "type": "ab_test_update", "test_id": t, "update_type": "current_state",
+                    "data": state, "timestamp": epoch_seconds(),
+                });
+                sink.send(Message::Text(message.to_string().into())).await?;
+            }
+            Ok(())
+        }
+        Outgoing::Replay { tests, since, upto } => {
+            let Some(client) = app.db.client() else {
+                let m = json!({"type": "error", "message": "cannot replay: the database is unreachable; resubscribe with since later"});
+                return sink.send(Message::Text(m.to_string().into())).await;
+            };
+            let events = guarded(&app.db, "replay", outbox::replay(&client, tests.as_deref(), since, upto, REPLAY_LIMIT)).await;
+            for e in events.unwrap_or_default() {
+                sink.send(Message::Text(e.json.to_string().into())).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// ab.get_test of a test, or null when there is none (yet) or the database is unreachable.
+async fn current_state(db: &Db, test_id: &str) -> Value {
+    let Some(client) = db.client() else { return Value::Null };
+    let sql = "SELECT CASE WHEN EXISTS (SELECT 1 FROM ab.tests WHERE test_id = $1)
+                           THEN ab.get_test($1)::text END";
+    match guarded(db, "state", client.query_one(sql, &[&test_id])).await {
+        Some(row) => row.get::<_, Option<&str>>(0).and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null),
+        None => Value::Null,
+    }
+}
+
+/// Feeds the hub from the outbox: its own position, so a Redis outage never holds clients back.
+/// Starts at the end of the outbox: clients that missed events resume with `since`.
+pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut wake = app.db.subscribe_wake();
+    let mut position: Option<Position> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut more = false;
+        if let Some(client) = app.db.client() {
+            if position.is_none() {
+                if let Some(row) = guarded(&app.db, "outbox end", client.query_one("SELECT coalesce(max(id), 0) FROM ab.events", &[])).await {
+                    position = Some(Position::starting_after(row.get(0)));
+                }
+            }
+            if let Some(p) = position.as_mut() {
+                if let Some(events) = guarded(&app.db, "outbox read", outbox::read_next(&client, p, app.config.batch_size)).await {
+                    more = events.len() as i64 >= app.config.batch_size;
+                    app.hub.dispatch(&events);
+                }
+            }
+        }
+        if more {
+            continue;
+        }
+        let holes = position.as_ref().is_some_and(|p| !p.open_holes().is_empty());
+        let idle = if holes { Duration::from_millis(50) } else { Duration::from_secs(1) };
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(idle) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
