@@ -17,9 +17,15 @@ else
     cargo pgrx test pg15
 fi
 
+log "relay unit tests and build"
+cargo test -q -p pg_ab_relay
+cargo build -q -p pg_ab_relay --profile relay
+export PG_AB_RELAY_BIN="$ROOT/target/relay/pg_ab_relay"
+
 install_extension
 trap 'cluster_stop test' EXIT
 cluster_start test 54330
+export PG_AB_TEST_PGDATA="$ROOT/.run/test/data"
 
 log "integration tests (pytest, real sessions)"
 python_env

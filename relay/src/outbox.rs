@@ -3,9 +3,11 @@
 //! Ids come from a sequence, so a transaction can commit event 7 while event 6's transaction is
 //! still running. A reader that simply moved past 6 would never see it. The reader therefore
 //! remembers every hole below the highest id it has read, with the snapshot it read under, and
-//! keeps asking for the hole until it is filled or until every transaction of that snapshot has
-//! ended (then the id belonged to an aborted transaction). The extension takes the xid before
-//! the id (sql/relay.sql), which makes "every transaction of that snapshot" cover the holder.
+//! keeps asking for the hole until it is filled or until every transaction that could hold it
+//! has ended (then the id belonged to an aborted transaction). The extension takes the xid
+//! before the id (sql/relay.sql), so the holder is a transaction that had an xid when the hole
+//! was seen: one listed in that snapshot, or one between the snapshot's xmax (which is only the
+//! latest *completed* xid + 1) and an xid the relay takes right after the read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,24 +30,34 @@ impl Event {
     }
 }
 
-/// The payload with `"event_id": id` added, so consumers can drop repeats.
+/// The payload with `"event_id": id` added, so consumers can drop repeats. The stored text is
+/// kept as it is (no parse and print: numbers would not survive a float round trip exactly).
 pub fn with_event_id(payload: &str, id: i64) -> String {
-    match serde_json::from_str::<Value>(payload) {
-        Ok(Value::Object(mut map)) => {
-            map.insert("event_id".into(), Value::from(id));
-            Value::Object(map).to_string()
-        }
+    let trimmed = payload.trim_start();
+    match trimmed.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"event_id\": {id}}}"),
+        Some(rest) => format!("{{\"event_id\": {id}, {}", rest.trim_start()),
         // Payloads are objects by construction; anything else is wrapped, not dropped.
-        Ok(other) => serde_json::json!({"event_id": id, "payload": other}).to_string(),
-        Err(_) => serde_json::json!({"event_id": id, "payload": payload}).to_string(),
+        None => match serde_json::from_str::<Value>(payload) {
+            Ok(other) => serde_json::json!({"event_id": id, "payload": other}).to_string(),
+            Err(_) => serde_json::json!({"event_id": id, "payload": payload}).to_string(),
+        },
     }
+}
+
+/// What guards a hole: the snapshot the hole was seen under and an xid assigned after it.
+/// The hole's holder is among the snapshot's running xids or in [xmax, next_xid).
+#[derive(Debug, PartialEq)]
+pub struct Guard {
+    pub snapshot: String,
+    pub next_xid: i64,
 }
 
 /// The reader's position: everything up to `high` has been read except the open holes.
 #[derive(Debug, Default, Clone)]
 pub struct Position {
     high: i64,
-    holes: BTreeMap<i64, Arc<str>>,
+    holes: BTreeMap<i64, Arc<Guard>>,
 }
 
 impl Position {
@@ -66,25 +78,37 @@ impl Position {
         self.holes.keys().copied().collect()
     }
 
-    /// Snapshots that still guard at least one hole, without repeats.
-    pub fn hole_snapshots(&self) -> Vec<Arc<str>> {
-        let mut out: Vec<Arc<str>> = Vec::new();
-        for s in self.holes.values() {
-            if !out.iter().any(|o| Arc::ptr_eq(o, s) || o == s) {
-                out.push(s.clone());
+    /// Guards of at least one open hole, without repeats.
+    pub fn guards(&self) -> Vec<Arc<Guard>> {
+        let mut out: Vec<Arc<Guard>> = Vec::new();
+        for g in self.holes.values() {
+            if !out.iter().any(|o| Arc::ptr_eq(o, g)) {
+                out.push(g.clone());
             }
         }
         out
     }
 
-    /// Records ids read past `high` (ascending) under `snapshot`; skipped ids become holes.
-    pub fn advance(&mut self, ids: &[i64], snapshot: &Arc<str>) {
+    /// Whether reading these ids (ascending) past `high` would leave holes.
+    pub fn would_leave_holes(&self, ids: &[i64]) -> bool {
+        let mut expected = self.high + 1;
+        for &id in ids.iter().filter(|&&id| id > self.high) {
+            if id != expected {
+                return true;
+            }
+            expected = id + 1;
+        }
+        false
+    }
+
+    /// Records ids read past `high` (ascending); skipped ids become holes under `guard`.
+    pub fn advance(&mut self, ids: &[i64], guard: &Arc<Guard>) {
         for &id in ids {
             if id <= self.high {
                 continue;
             }
             for missing in self.high + 1..id {
-                self.holes.insert(missing, snapshot.clone());
+                self.holes.insert(missing, guard.clone());
             }
             self.high = id;
         }
@@ -95,19 +119,30 @@ impl Position {
         self.holes.remove(&id).is_some()
     }
 
-    /// Every transaction of `snapshot` has ended: its remaining holes will never fill.
-    pub fn close(&mut self, snapshot: &str) {
-        self.holes.retain(|_, s| &**s != snapshot);
+    /// Every transaction `guard` covers has ended: its remaining holes will never fill.
+    pub fn close(&mut self, guard: &Arc<Guard>) {
+        self.holes.retain(|_, g| !Arc::ptr_eq(g, guard));
     }
 }
 
-const NEW_EVENTS: &str = "SELECT id, test_id, type, payload::text, pg_current_snapshot()::text
-                          FROM ab.events WHERE id > $1 ORDER BY id LIMIT $2";
-const HOLE_EVENTS: &str = "SELECT id, test_id, type, payload::text
-                           FROM ab.events WHERE id = ANY($1) ORDER BY id";
-const SNAPSHOT_ENDED: &str = "SELECT NOT EXISTS (
-                                  SELECT 1 FROM pg_snapshot_xip($1::text::pg_snapshot) x
-                                  WHERE pg_xact_status(x) = 'in progress')";
+// Holes and new ids in one statement: one snapshot, so a transaction that commits meanwhile is
+// seen whole or not at all, and rows come out in id order (a test's events in commit order).
+const NEXT_EVENTS: &str = "SELECT id, test_id, type, payload::text, pg_current_snapshot()::text
+                           FROM ab.events WHERE id > $1 OR id = ANY($3) ORDER BY id LIMIT $2";
+// "Ended" is judged by a snapshot, not by pg_xact_status: the commit log says committed a moment
+// before the transaction leaves the proc array, and in that moment a new snapshot still cannot
+// see its rows. pg_visible_in_snapshot is true once the current snapshot counts it finished, and
+// every later statement (the hole read below) then sees what it committed.
+const GUARD_ENDED: &str = "SELECT NOT EXISTS (
+      SELECT 1 FROM (
+          SELECT x FROM pg_snapshot_xip($1::text::pg_snapshot) x
+          UNION ALL
+          SELECT s::text::xid8
+          FROM generate_series(pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint, $2::bigint - 1) s
+      ) t
+      WHERE NOT pg_visible_in_snapshot(t.x, pg_current_snapshot()))";
+/// An xid assigned now: larger than any xid a hole's holder can have.
+const NEXT_XID: &str = "SELECT pg_current_xact_id()::text::bigint";
 
 /// Reads the next events after `position`: first any hole that has filled, then new ids in
 /// order, at most `limit` of those. Returns them in the order to deliver. On error the position
@@ -120,34 +155,40 @@ pub async fn read_next(client: &Client, position: &mut Position, limit: i64) -> 
 }
 
 async fn read_into(client: &Client, position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
-    let mut out = Vec::new();
-    if !position.holes.is_empty() {
-        // Ask which snapshots have ended before reading the holes: a holder that committed
-        // before this check is then visible to the read below.
-        let mut ended = Vec::new();
-        for snapshot in position.hole_snapshots() {
-            let row = client.query_one(SNAPSHOT_ENDED, &[&&*snapshot]).await?;
-            if row.get::<_, bool>(0) {
-                ended.push(snapshot);
-            }
-        }
-        for row in client.query(HOLE_EVENTS, &[&position.open_holes()]).await? {
-            let id: i64 = row.get(0);
-            if position.fill(id) {
-                out.push(Event::new(id, row.get(1), row.get(2), row.get::<_, &str>(3)));
-            }
-        }
-        for snapshot in ended {
-            position.close(&snapshot);
+    // Ask which guards have ended before reading: a holder that finished before this check is
+    // then visible to the read below, so closing its remaining holes afterwards loses nothing.
+    let mut ended = Vec::new();
+    for guard in position.guards() {
+        let row = client.query_one(GUARD_ENDED, &[&guard.snapshot, &guard.next_xid]).await?;
+        if row.get::<_, bool>(0) {
+            ended.push(guard);
         }
     }
-    let rows = client.query(NEW_EVENTS, &[&position.high(), &limit]).await?;
+    let holes = position.open_holes();
+    let rows = client.query(NEXT_EVENTS, &[&position.high(), &limit, &holes]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut new_ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.get(0);
+        if id > position.high() {
+            new_ids.push(id);
+        } else if !position.fill(id) {
+            continue;
+        }
+        out.push(Event::new(id, row.get(1), row.get(2), row.get::<_, &str>(3)));
+    }
+    // Hole rows sort before new ones; when the LIMIT cut hole rows off, nothing may be closed.
+    if rows.len() < limit as usize || !new_ids.is_empty() {
+        for guard in &ended {
+            position.close(guard);
+        }
+    }
     if let Some(first) = rows.first() {
-        let snapshot: Arc<str> = first.get::<_, &str>(4).into();
-        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        position.advance(&ids, &snapshot);
-        for row in &rows {
-            out.push(Event::new(row.get(0), row.get(1), row.get(2), row.get::<_, &str>(3)));
+        if !new_ids.is_empty() {
+            // Only a read that leaves holes pays for an xid (a tiny write transaction).
+            let next_xid = if position.would_leave_holes(&new_ids) { client.query_one(NEXT_XID, &[]).await?.get(0) } else { 0 };
+            let guard = Arc::new(Guard { snapshot: first.get::<_, &str>(4).to_owned(), next_xid });
+            position.advance(&new_ids, &guard);
         }
     }
     Ok(out)
@@ -176,32 +217,39 @@ pub async fn replay(
 mod tests {
     use super::*;
 
+    fn guard(snapshot: &str, next_xid: i64) -> Arc<Guard> {
+        Arc::new(Guard { snapshot: snapshot.into(), next_xid })
+    }
+
     #[test]
     fn holes_hold_the_cursor_back_until_filled_or_closed() {
         let mut p = Position::starting_after(4);
-        let s1: Arc<str> = "10:12:10,11".into();
-        p.advance(&[5, 7, 9], &s1);
+        let g1 = guard("10:12:10,11", 13);
+        assert!(p.would_leave_holes(&[5, 7, 9]));
+        assert!(!p.would_leave_holes(&[3, 5, 6]));
+        p.advance(&[5, 7, 9], &g1);
         assert_eq!(p.high(), 9);
         assert_eq!(p.open_holes(), vec![6, 8]);
         assert_eq!(p.cursor(), 5);
         assert!(p.fill(6));
         assert!(!p.fill(6), "a hole fills once");
         assert_eq!(p.cursor(), 7);
-        let s2: Arc<str> = "11:13:11".into();
-        p.advance(&[11], &s2);
+        let g2 = guard("11:13:11", 14);
+        p.advance(&[11], &g2);
         assert_eq!(p.open_holes(), vec![8, 10]);
-        assert_eq!(p.hole_snapshots().len(), 2);
-        p.close(&s1);
+        assert_eq!(p.guards().len(), 2);
+        p.close(&g1);
         assert_eq!(p.open_holes(), vec![10]);
         assert_eq!(p.cursor(), 9);
-        p.close(&s2);
+        p.close(&g2);
         assert_eq!(p.cursor(), 11);
     }
 
     #[test]
     fn ids_already_read_are_ignored() {
         let mut p = Position::starting_after(10);
-        p.advance(&[3, 10, 11], &Arc::from("x"));
+        assert!(!p.would_leave_holes(&[3, 10, 11]));
+        p.advance(&[3, 10, 11], &guard("x", 0));
         assert_eq!((p.high(), p.cursor()), (11, 11));
     }
 
@@ -212,5 +260,9 @@ mod tests {
         assert_eq!(v["test_id"], "t");
         let v: Value = serde_json::from_str(&with_event_id("[1]", 7)).unwrap();
         assert_eq!(v["event_id"], 7);
+        let v: Value = serde_json::from_str(&with_event_id("{}", 8)).unwrap();
+        assert_eq!(v, serde_json::json!({"event_id": 8}));
+        // Numbers pass through as text: no float round trip.
+        assert!(with_event_id(r#"{"timestamp": 1795736287.0795321}"#, 9).contains("1795736287.0795321"));
     }
 }

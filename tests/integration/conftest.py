@@ -52,3 +52,30 @@ def make_test(conn, test_id, stages=(100,), extra=""):
         ),
     )
     conn.execute("SELECT ab.start_test(%s)", (test_id,))
+
+
+@pytest.fixture
+def redis_server():
+    from relay_harness import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relays():
+    """Starts relays (relays(dbname, redis_url, **flags)); stops every one at the end."""
+    from relay_harness import Relay
+
+    started = []
+
+    def _start(dbname, redis_url, **flags):
+        r = Relay(dbname, redis_url, **flags)
+        started.append(r)
+        return r.start()
+
+    yield _start
+    for r in started:
+        r.terminate()

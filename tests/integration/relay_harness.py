@@ -1,0 +1,212 @@
+"""Real services for the relay tests: a redis-server and the pg_ab_relay binary, started and
+stopped by the tests (they restart and kill them on purpose), plus small clients."""
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import jwt
+import redis
+
+SECRET = "relay-test-secret-0123456789"
+RELAY_BIN = os.environ.get("PG_AB_RELAY_BIN", "target/relay/pg_ab_relay")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout=20.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="pg_ab_redis_")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._pings, 10, "redis-server")
+
+    def _pings(self):
+        try:
+            return self.client().ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def client(self):
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Relay:
+    def __init__(self, dbname, redis_url, **flags):
+        self.port = free_port()
+        host = os.environ.get("PGHOST", "/var/run/postgresql")
+        port = os.environ.get("PGPORT", "5432")
+        self.args = [
+            RELAY_BIN,
+            "--database-url", f"host={host} port={port} user=postgres dbname={dbname}",
+            "--redis-url", redis_url,
+            "--listen", f"127.0.0.1:{self.port}",
+            "--token-secret", SECRET,
+            "--ping-seconds", "1",
+            "--max-backoff-seconds", "1",
+        ]
+        for k, v in flags.items():
+            self.args += ["--" + k.replace("_", "-"), str(v)]
+        self.proc = None
+        self.log = tempfile.NamedTemporaryFile(prefix="pg_ab_relay_", suffix=".log", delete=False)
+
+    def start(self, wait_healthy=True):
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_healthy:
+            wait_until(lambda: self.health()[0] == 200, 30, "relay /healthz 200")
+        return self
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    def health(self):
+        status, body = self.get("/healthz")
+        return status, (json.loads(body) if body else None)
+
+    def metric(self, name, labels=""):
+        _, body = self.get("/metrics")
+        for line in body.splitlines():
+            if line.startswith(name + labels + " "):
+                return float(line.split()[-1])
+        return None
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            return self.proc.wait(15)
+        return None
+
+    @property
+    def ws_url(self):
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def logs(self):
+        with open(self.log.name) as f:
+            return f.read()
+
+
+def token(test_ids, ttl=600, secret=SECRET):
+    return jwt.encode({"test_ids": test_ids, "exp": int(time.time()) + ttl}, secret, algorithm="HS256")
+
+
+class Collector:
+    """A Redis subscriber on a thread, keeping every message in arrival order."""
+
+    def __init__(self, server, *channels):
+        self.messages = []
+        self.pubsub = server.client().pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(*channels)
+        self.stop_flag = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag:
+            try:
+                m = self.pubsub.get_message(timeout=0.2)
+            except (redis.exceptions.ConnectionError, ValueError):
+                return
+            if m and m["type"] == "message":
+                self.messages.append((m["channel"], json.loads(m["data"])))
+
+    def ids(self, channel=None):
+        return [m["event_id"] for ch, m in list(self.messages) if channel is None or ch == channel]
+
+    def close(self):
+        self.stop_flag = True
+        self.thread.join(5)
+        try:
+            self.pubsub.close()
+        except Exception:
+            pass
+
+
+class StalledClient:
+    """A WebSocket client that subscribes and then never reads: a raw socket, so nothing
+    drains the relay's messages behind our back."""
+
+    def __init__(self, port, token_, test_ids):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token_}\r\n\r\n"
+        ).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        self._send_text(json.dumps({"action": "subscribe", "test_ids": test_ids}))
+
+    def _send_text(self, text):
+        data = text.encode()
+        mask = os.urandom(4)
+        header = bytes([0x81])
+        if len(data) < 126:
+            header += bytes([0x80 | len(data)])
+        else:
+            header += bytes([0x80 | 126]) + struct.pack(">H", len(data))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def closed_by_peer(self):
+        """Drains what was buffered; True once the relay has closed the connection."""
+        self.sock.settimeout(5)
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    return True
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()

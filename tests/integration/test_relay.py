@@ -1,0 +1,330 @@
+"""pg_ab_relay against real PostgreSQL (pg_ab installed), a real redis-server and real
+WebSocket clients: delivery, scopes, nothing lost across kills and restarts, stale
+assignments removed, slow clients cut off."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from conftest import make_test, one
+from relay_harness import SECRET, Collector, StalledClient, token, wait_until
+
+
+def dbname_of(dsn):
+    return dsn.split("=", 1)[1]
+
+
+def ws(relay, test_ids=None, tok=None):
+    tok = tok if tok is not None else token(test_ids or ["*"])
+    return ws_connect(relay.ws_url, additional_headers={"Authorization": f"Bearer {tok}"}, open_timeout=5)
+
+
+def recv_json(client, timeout=10):
+    return json.loads(client.recv(timeout=timeout))
+
+
+def subscribe(client, **message):
+    client.send(json.dumps({"action": "subscribe", **message}))
+    ack = recv_json(client)
+    assert ack["type"] == "subscribed", ack
+    return ack
+
+
+def close_code(client, timeout=10):
+    with pytest.raises(ConnectionClosed) as e:
+        while True:
+            client.recv(timeout=timeout)
+    return e.value.rcvd.code, e.value.rcvd.reason
+
+
+def test_sql_change_reaches_websocket_and_redis_subscribers(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    make_test(conn, "t2")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    collector = Collector(redis_server, "pg_ab:events", "pg_ab:events:t1", "pg_ab:events:t2")
+    try:
+        with ws(relay, ["t1"]) as c1, ws(relay, ["t2"]) as c2, ws(relay, ["t1"]) as c3:
+            subscribe(c1, test_ids=["t1"])
+            state = recv_json(c1)
+            assert (state["type"], state["test_id"], state["update_type"]) == ("ab_test_update", "t1", "current_state")
+            assert state["data"]["status"] == "active"
+            subscribe(c2, test_ids=["t2"])
+            assert recv_json(c2)["update_type"] == "current_state"
+            subscribe(c3, test_ids=["t1"])
+            recv_json(c3)
+            c3.send(json.dumps({"action": "unsubscribe", "test_ids": ["t1"]}))
+            assert recv_json(c3)["type"] == "unsubscribed"
+
+            conn.execute("SELECT ab.pause_test('t1', 'checking the relay')")
+            event_id = one(conn, "SELECT max(id) FROM ab.events WHERE test_id = 't1'")
+            stored = one(conn, "SELECT payload FROM ab.events WHERE id = %s", event_id)
+
+            got = recv_json(c1)
+            assert got["event_id"] == event_id
+            assert {k: got[k] for k in stored} == stored  # the seed's shape, as stored
+            assert (got["type"], got["update_type"], got["data"]["reason"]) == ("ab_test_update", "paused", "checking the relay")
+            with pytest.raises(TimeoutError):
+                c2.recv(timeout=1)  # subscribed to another test
+            with pytest.raises(TimeoutError):
+                c3.recv(timeout=0.2)  # unsubscribed
+
+            wait_until(lambda: event_id in collector.ids("pg_ab:events:t1"), 10, "redis per-test channel")
+            assert event_id in collector.ids("pg_ab:events")
+            assert event_id not in collector.ids("pg_ab:events:t2")
+            channel_message = next(m for ch, m in collector.messages if ch == "pg_ab:events:t1")
+            assert channel_message == got
+
+        # A client that was away resumes with `since` and gets what it missed, in order.
+        conn.execute("SELECT ab.resume_test('t1')")
+        with ws(relay, ["t1"]) as again:
+            subscribe(again, test_ids=["t1"], since=event_id - 1)
+            assert recv_json(again)["update_type"] == "current_state"
+            replayed = [recv_json(again) for _ in range(2)]
+            assert [m["update_type"] for m in replayed] == ["paused", "resumed"]
+            assert replayed[0]["event_id"] == event_id and replayed[1]["event_id"] > event_id
+        wait_until(lambda: one(conn, "SELECT last_event_id FROM ab.relay_cursors WHERE relay_name = 'default'")
+                   == one(conn, "SELECT max(id) FROM ab.events"), 10, "the stored cursor to reach the end")
+    finally:
+        collector.close()
+
+
+def test_tokens_and_scopes_are_enforced(dsn, connect, redis_server, relays):
+    relay = relays(dbname_of(dsn), redis_server.url)
+    # No token, a wrong signature, an expired token: refused with 4401 and a reason.
+    for tok, reason in [("", "no bearer token"),
+                        (token(["t1"], secret="another-secret-0123456789"), "signature"),
+                        (token(["t1"], ttl=-10), "expired")]:
+        with ws(relay, tok=tok) as c:
+            code, text = close_code(c)
+            assert code == 4401 and reason in text, (code, text)
+    # The token in the query string works too (browsers cannot set headers).
+    with ws_connect(f"{relay.ws_url}?token={token(['t1'])}") as c:
+        subscribe(c, test_ids=["t1"])
+    # Out of scope: 4403.
+    with ws(relay, ["t1"]) as c:
+        c.send(json.dumps({"action": "subscribe", "test_ids": ["t1", "t2"]}))
+        code, text = close_code(c)
+        assert code == 4403 and "'t2'" in text
+    with ws(relay, ["t1"]) as c:
+        c.send(json.dumps({"action": "subscribe", "all": True}))
+        assert close_code(c)[0] == 4403
+    # A malformed message gets an error reply, the connection stays.
+    with ws(relay, ["t1"]) as c:
+        c.send("{not json")
+        assert recv_json(c)["type"] == "error"
+        subscribe(c, test_ids=["t1"])
+    # A token that expires while connected closes the connection with its own code.
+    with ws(relay, tok=token(["t1"], ttl=2)) as c:
+        subscribe(c, test_ids=["t1"])
+        start = time.time()
+        code, text = close_code(c, timeout=10)
+        assert code == 4410 and "expired" in text
+        assert 0.5 < time.time() - start < 5
+
+
+def test_rollback_removes_cached_assignments_from_redis(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    make_test(conn, "t10")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    r = redis_server.client()
+    for u in range(2500):
+        r.set(f"ab_test:assignments:t1:user{u}", '{"variant": "llm_v2"}')
+    r.set("ab_test:assignments:t10:user1", "x")  # a test whose id starts the same
+    r.set("other:key", "x")
+    conn.execute("SELECT ab.rollback_test('t1', 'challenger errors')")
+    wait_until(lambda: not r.exists("ab_test:assignments:t1:user0") and r.dbsize() == 2, 10,
+               "the rolled-back test's assignments to be removed")
+    assert r.exists("ab_test:assignments:t10:user1") and r.exists("other:key")
+    assert relay.metric("pg_ab_relay_invalidated_keys_total") == 2500
+
+
+def produce(dsn, tests, count, batch, start_seq, abort_every=0):
+    """Inserts `count` events in transactions of `batch`, some rolled back (their ids leave
+    holes). Returns how many were committed per test."""
+    committed = {t: [] for t in tests}
+    with psycopg.connect(dsn) as conn:
+        seq = start_seq
+        n = 0
+        txn = 0
+        while n < count:
+            txn += 1
+            rows = []
+            aborted = bool(abort_every) and txn % abort_every == 0
+            with conn.transaction() as tx:
+                for _ in range(batch):
+                    t = tests[seq % len(tests)]
+                    conn.execute(
+                        "INSERT INTO ab.events (test_id, type, payload) VALUES (%s, 'burst', "
+                        "jsonb_build_object('type', 'ab_test_update', 'test_id', %s::text, 'update_type', 'burst', 'data', jsonb_build_object('seq', %s::int)))",
+                        (t, t, seq))
+                    rows.append((t, seq))
+                    seq += 1
+                if aborted:
+                    raise psycopg.Rollback(tx)
+            if not aborted:
+                for t, s in rows:
+                    committed[t].append(s)
+                n += batch
+    return committed
+
+
+def assert_all_delivered_in_order(collector, conn, expected_total):
+    ids_in_db = [r[0] for r in conn.execute("SELECT id FROM ab.events WHERE type = 'burst' ORDER BY id").fetchall()]
+    assert len(ids_in_db) == expected_total
+    wait_until(lambda: set(ids_in_db) <= set(collector.ids("pg_ab:events")), 60, "every event on pg_ab:events")
+    first_seen = {}
+    for ch, m in collector.messages:
+        if ch == "pg_ab:events" and m.get("update_type") == "burst":
+            first_seen.setdefault(m["event_id"], m)
+    per_test = {}
+    for m in first_seen.values():  # dict keeps first arrival order
+        per_test.setdefault(m["test_id"], []).append(m["data"]["seq"])
+    for t, seqs in per_test.items():
+        assert seqs == sorted(seqs), f"events of {t} arrived out of order"
+    return len(collector.ids("pg_ab:events")) - len(first_seen)
+
+
+def test_killed_mid_burst_relay_loses_nothing(dsn, connect, redis_server, relays):
+    conn = connect()
+    relay = relays(dbname_of(dsn), redis_server.url)
+    collector = Collector(redis_server, "pg_ab:events")
+    try:
+        tests = ["a", "b", "c", "d", "e"]
+        full_dsn = dsn
+        # Two writers interleave their transactions (ids commit out of order); every 7th
+        # transaction of one writer aborts (holes that never fill). 10,000 events are committed.
+        results = {}
+
+        def writer(name, start, abort_every):
+            results[name] = produce(full_dsn, tests[:3] if name == "w1" else tests[3:], 5000, 25, start, abort_every)
+
+        threads = [threading.Thread(target=writer, args=("w1", 0, 7)),
+                   threading.Thread(target=writer, args=("w2", 1_000_000, 0))]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(collector.ids()) >= 2500, 60, "part of the burst delivered")
+        relay.kill()  # SIGKILL: no chance to store anything more
+        killed_at = len(collector.ids())
+        time.sleep(0.5)
+        relay.start()
+        for t in threads:
+            t.join()
+        committed = sum(len(v) for r in results.values() for v in r.values())
+        repeats = assert_all_delivered_in_order(collector, conn, committed)
+        assert killed_at < committed, "the kill came after the burst; the test proved nothing"
+        # Repeats are allowed (at-least-once, with event_id); they are bounded by one batch per sink.
+        assert repeats <= 2000
+        wait_until(lambda: relay.metric("pg_ab_relay_lag_events") == 0, 20, "lag back to 0")
+    finally:
+        collector.close()
+
+
+def test_relay_recovers_from_redis_and_postgres_restarts(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    with ws(relay, ["*"]) as client:
+        subscribe(client, all=True)
+
+        def emit(n):
+            conn.execute("INSERT INTO ab.events (test_id, type, payload) SELECT 't1', 'burst', "
+                         "jsonb_build_object('test_id', 't1', 'update_type', 'burst', 'data', jsonb_build_object('n', g)) "
+                         "FROM generate_series(1, %s) g", (n,))
+            return one(conn, "SELECT max(id) FROM ab.events")
+
+        # Redis goes away: WebSocket clients keep receiving; Redis catches up when it is back.
+        redis_server.stop()
+        last = emit(5)
+        got = [recv_json(client)["event_id"] for _ in range(5)]
+        assert got[-1] == last
+        wait_until(lambda: relay.health()[0] == 503, 10, "healthz to report redis down")
+        assert relay.health()[1]["redis"] is False
+        redis_server.start()
+        wait_until(lambda: relay.health()[0] == 200, 20, "healthz ok after the redis restart")
+        wait_until(lambda: one(conn, "SELECT last_event_id FROM ab.relay_cursors") == last, 20, "redis catch-up")
+        assert relay.metric("pg_ab_relay_reconnects_total", '{target="redis"}') >= 1
+
+        # PostgreSQL restarts: the relay reconnects, LISTENs again and catches up.
+        pgdata = os.environ["PG_AB_TEST_PGDATA"]
+        subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata,
+                        "-m", "fast", "-w", "restart"] if os.getuid() == 0 else
+                       ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "restart"],
+                       check=True, stdout=subprocess.DEVNULL)
+        conn = connect()
+        collector = Collector(redis_server, "pg_ab:events")
+        try:
+            last = emit(3)
+            got = [recv_json(client, timeout=20)["event_id"] for _ in range(3)]
+            assert got[-1] == last
+            wait_until(lambda: last in collector.ids(), 20, "redis delivery after the postgres restart")
+            assert relay.metric("pg_ab_relay_reconnects_total", '{target="postgres"}') >= 1
+        finally:
+            collector.close()
+
+
+def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, redis_server, relays):
+    conn = connect()
+    relay = relays(dbname_of(dsn), redis_server.url, queue_bound=32)
+    stalled = StalledClient(relay.port, token(["big"]), ["big"])
+    with ws(relay, ["big"]) as healthy:
+        subscribe(healthy, test_ids=["big"])
+        recv_json(healthy)  # current state
+        wait_until(lambda: relay.metric("pg_ab_relay_clients") == 2, 5, "both clients registered")
+        # 300 events of 100 KB: far past NOTIFY's 8,000-byte limit, and enough to fill the
+        # stalled client's socket buffers and then its queue.
+        received = []
+
+        def read():
+            while len(received) < 300:
+                received.append(recv_json(healthy, timeout=30)["event_id"])
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for _ in range(30):
+            conn.execute("INSERT INTO ab.events (test_id, type, payload) SELECT 'big', 'burst', "
+                         "jsonb_build_object('test_id', 'big', 'update_type', 'burst', 'blob', repeat('x', 100000), 'n', g) "
+                         "FROM generate_series(1, 10) g")
+        reader.join(60)
+        assert len(received) == 300 and received == sorted(received)
+        wait_until(lambda: relay.metric("pg_ab_relay_client_drops_total", '{reason="slow"}') == 1, 10, "the stalled client dropped")
+        assert relay.metric("pg_ab_relay_clients") == 1
+        assert wait_until(stalled.closed_by_peer, 20, "the stalled connection closed")
+    stalled.close()
+
+
+def test_sigterm_stops_cleanly_and_stores_the_cursor(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    relay = relays(dbname_of(dsn), redis_server.url, relay_name="api-eu")
+    with ws(relay, ["t1"]) as c:
+        subscribe(c, test_ids=["t1"])
+        recv_json(c)
+        conn.execute("SELECT ab.pause_test('t1', 'x')")
+        recv_json(c)
+        last = one(conn, "SELECT max(id) FROM ab.events")
+        wait_until(lambda: relay.metric("pg_ab_relay_cursor") == last, 10, "cursor")
+        assert relay.terminate() == 0
+        assert close_code(c)[0] == 1001
+    assert one(conn, "SELECT last_event_id FROM ab.relay_lag() WHERE relay_name = 'api-eu'") == last
+    assert one(conn, "SELECT pending_events FROM ab.relay_lag() WHERE relay_name = 'api-eu'") == 0
+
+
+def test_relay_refuses_bad_configuration():
+    from relay_harness import RELAY_BIN
+
+    out = subprocess.run([RELAY_BIN, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--token-secret" in out.stdout and "PG_AB_DATABASE_URL" in out.stdout
+    bad = subprocess.run([RELAY_BIN, "--database-url", "host=/tmp", "--token-secret", "short"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "at least 16 bytes" in bad.stderr
+    bad = subprocess.run([RELAY_BIN, "--database-url", "host=/tmp", "--token-secret", SECRET, "--queue-bound", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--queue-bound" in bad.stderr
