@@ -272,28 +272,30 @@ def test_relay_recovers_from_redis_and_postgres_restarts(dsn, connect, redis_ser
 
 def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, redis_server, relays):
     conn = connect()
-    relay = relays(dbname_of(dsn), redis_server.url, queue_bound=32)
+    relay = relays(dbname_of(dsn), redis_server.url, queue_bound=256)
     stalled = StalledClient(relay.port, token(["big"]), ["big"])
     with ws(relay, ["big"]) as healthy:
         subscribe(healthy, test_ids=["big"])
         recv_json(healthy)  # current state
         wait_until(lambda: relay.metric("pg_ab_relay_clients") == 2, 5, "both clients registered")
-        # 300 events of 100 KB: far past NOTIFY's 8,000-byte limit, and enough to fill the
-        # stalled client's socket buffers and then its queue.
+        # 1,000 events of 40 KB (past NOTIFY's 8,000-byte limit), paced at about 500/s so a
+        # reading client keeps up: enough to fill the stalled client's socket buffers (a few
+        # MB) and then its queue of 256.
         received = []
 
         def read():
-            while len(received) < 300:
+            while len(received) < 1000:
                 received.append(recv_json(healthy, timeout=30)["event_id"])
 
         reader = threading.Thread(target=read)
         reader.start()
-        for _ in range(30):
+        for _ in range(100):
             conn.execute("INSERT INTO ab.events (test_id, type, payload) SELECT 'big', 'burst', "
-                         "jsonb_build_object('test_id', 'big', 'update_type', 'burst', 'blob', repeat('x', 100000), 'n', g) "
+                         "jsonb_build_object('test_id', 'big', 'update_type', 'burst', 'blob', repeat('x', 40000), 'n', g) "
                          "FROM generate_series(1, 10) g")
+            time.sleep(0.02)
         reader.join(60)
-        assert len(received) == 300 and received == sorted(received)
+        assert len(received) == 1000 and received == sorted(received)
         wait_until(lambda: relay.metric("pg_ab_relay_client_drops_total", '{reason="slow"}') == 1, 10, "the stalled client dropped")
         assert relay.metric("pg_ab_relay_clients") == 1
         assert wait_until(stalled.closed_by_peer, 20, "the stalled connection closed")
