@@ -79,14 +79,33 @@ CREATE INDEX exposures_test_variant ON ab.exposures (test_id, variant);
 -- The events outbox. Every state change adds a row here and a NOTIFY carrying only its id, so
 -- a relay that was away catches up from its cursor and payload size never matters.
 -- No foreign key: events outlive the tests they describe.
+CREATE SEQUENCE ab.events_id_seq;
+
 CREATE TABLE ab.events (
-    id         bigserial PRIMARY KEY,
+    id         bigint PRIMARY KEY,  -- set by ab.events_assign_id(), never by a default
     test_id    text,
     type       text NOT NULL,
     payload    jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX events_test ON ab.events (test_id, id);
+ALTER SEQUENCE ab.events_id_seq OWNED BY ab.events.id;
+
+-- Event ids are handed out after the inserting transaction has an xid (and only here: a column
+-- default would be evaluated before this trigger and burn an id per row). A relay that sees a
+-- hole in the ids (a later event committed first) keeps the hole open while a transaction that
+-- could hold it still runs; with the xid taken first, the holder is always one that had an xid
+-- when the hole was seen, so "all of those finished" proves the hole is an abort, not a loss.
+CREATE FUNCTION ab.events_assign_id() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_current_xact_id();
+    NEW.id := nextval('ab.events_id_seq');
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER events_assign_id BEFORE INSERT ON ab.events
+    FOR EACH ROW EXECUTE FUNCTION ab.events_assign_id();
 
 CREATE FUNCTION ab.notify_event() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -83,7 +83,9 @@ impl Db {
                             }
                         }
                     });
-                    match client.batch_execute("LISTEN pg_ab_events").await {
+                    // The relay's own writes (cursor, the xid of a hole guard) need no WAL flush
+                    // wait: a cursor lost in a crash only means repeats, which carry event ids.
+                    match client.batch_execute("SET synchronous_commit = off; LISTEN pg_ab_events").await {
                         Ok(()) => {
                             if connected_before {
                                 self.metrics.pg_reconnects.fetch_add(1, Relaxed);

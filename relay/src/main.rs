@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Parser;
 use tokio::sync::watch;
@@ -100,6 +101,12 @@ async fn run(config: config::Config) -> Result<(), String> {
     info!(listen = %config.listen, relay = %config.relay_name, "pg_ab_relay started");
     let mut server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
+        // Small messages must leave at once, not wait for Nagle's algorithm and a delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                warn!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = server_shutdown.wait_for(|s| *s).await;

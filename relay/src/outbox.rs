@@ -133,14 +133,17 @@ const NEXT_EVENTS: &str = "SELECT id, test_id, type, payload::text, pg_current_s
 // before the transaction leaves the proc array, and in that moment a new snapshot still cannot
 // see its rows. pg_visible_in_snapshot is true once the current snapshot counts it finished, and
 // every later statement (the hole read below) then sees what it committed.
-const GUARD_ENDED: &str = "SELECT NOT EXISTS (
+// One row per guard (snapshot $1[i], next xid $2[i]), in order: whether it has ended.
+const GUARDS_ENDED: &str = "SELECT g.ord, NOT EXISTS (
       SELECT 1 FROM (
-          SELECT x FROM pg_snapshot_xip($1::text::pg_snapshot) x
+          SELECT x FROM pg_snapshot_xip(g.snap::pg_snapshot) x
           UNION ALL
           SELECT s::text::xid8
-          FROM generate_series(pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint, $2::bigint - 1) s
+          FROM generate_series(pg_snapshot_xmax(g.snap::pg_snapshot)::text::bigint, g.next_xid - 1) s
       ) t
-      WHERE NOT pg_visible_in_snapshot(t.x, pg_current_snapshot()))";
+      WHERE NOT pg_visible_in_snapshot(t.x, pg_current_snapshot()))
+    FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS g(snap, next_xid, ord)
+    ORDER BY g.ord";
 /// An xid assigned now: larger than any xid a hole's holder can have.
 const NEXT_XID: &str = "SELECT pg_current_xact_id()::text::bigint";
 
@@ -157,11 +160,15 @@ pub async fn read_next(client: &Client, position: &mut Position, limit: i64) -> 
 async fn read_into(client: &Client, position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
     // Ask which guards have ended before reading: a holder that finished before this check is
     // then visible to the read below, so closing its remaining holes afterwards loses nothing.
+    let guards = position.guards();
     let mut ended = Vec::new();
-    for guard in position.guards() {
-        let row = client.query_one(GUARD_ENDED, &[&guard.snapshot, &guard.next_xid]).await?;
-        if row.get::<_, bool>(0) {
-            ended.push(guard);
+    if !guards.is_empty() {
+        let snapshots: Vec<&str> = guards.iter().map(|g| g.snapshot.as_str()).collect();
+        let next_xids: Vec<i64> = guards.iter().map(|g| g.next_xid).collect();
+        for (guard, row) in guards.iter().zip(client.query(GUARDS_ENDED, &[&snapshots, &next_xids]).await?) {
+            if row.get::<_, bool>(1) {
+                ended.push(guard.clone());
+            }
         }
     }
     let holes = position.open_holes();

@@ -189,7 +189,7 @@ async fn write_loop(
                 // A send that blocks (a peer that stopped reading) is abandoned when the hub
                 // kills the client for its full queue.
                 let sent = tokio::select! {
-                    r = send_item(&mut sink, item, &app) => r,
+                    r = send_batch(&mut sink, item, &mut queue, &app) => r,
                     k = &mut kill => {
                         let (code, reason) = k.unwrap_or((CLOSE_GOING_AWAY, "closed".into()));
                         let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(code, &reason))).await;
@@ -203,6 +203,24 @@ async fn write_loop(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, &reason))).await;
+}
+
+/// Sends an item and whatever else is already queued (up to a bound) with one flush: one write
+/// per burst instead of one per message.
+async fn send_batch(sink: &mut Sink, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>, app: &App) -> Result<(), axum::Error> {
+    const MAX_BATCH: usize = 256;
+    let mut item = first;
+    for _ in 0..MAX_BATCH {
+        match item {
+            Outgoing::Text(text) => sink.feed(Message::Text(text)).await?,
+            other => send_item(sink, other, app).await?,
+        }
+        match queue.try_recv() {
+            Ok(next) => item = next,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 async fn send_item(sink: &mut Sink, item: Outgoing, app: &App) -> Result<(), axum::Error> {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Relay benchmark: commit-to-client latency (P50/P99) and throughput of pg_ab_relay with 200
+# WebSocket clients at 2,000 events/s on loopback, against a bare LISTEN client in the same run.
+# Starts (and stops) what it needs: the bench cluster on 54331 unless it runs already, a
+# redis-server, the relay. Arguments are passed to relay_bench (e.g. --clients 50 --rate 500).
+source "$(dirname "$0")/../scripts/lib.sh"
+setup
+started_cluster=0
+if ! psql -X -q -h "$ROOT/.run/bench" -p 54331 -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+    install_extension release
+    cluster_start bench 54331
+    started_cluster=1
+fi
+export PGHOST="$ROOT/.run/bench" PGPORT=54331 PGUSER=postgres
+cargo build -q -p pg_ab_relay --profile relay
+fresh_database pg_ab_relay_bench
+psql -X -q -d pg_ab_relay_bench -c 'CREATE EXTENSION pg_ab CASCADE'
+
+redis_port=56399
+redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
+redis_pid=$!
+relay_log="$ROOT/.run/relay_bench.log"
+secret=relay-bench-secret-0123456789
+"$ROOT/target/relay/pg_ab_relay" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=pg_ab_relay_bench" \
+    --redis-url "redis://127.0.0.1:$redis_port/0" --listen 127.0.0.1:58765 --token-secret "$secret" \
+    --queue-bound 4096 --log-format json >"$relay_log" 2>&1 &
+relay_pid=$!
+cleanup() {
+    kill "$relay_pid" "$redis_pid" 2>/dev/null || true
+    wait "$relay_pid" "$redis_pid" 2>/dev/null || true
+    [ "$started_cluster" = 1 ] && cluster_stop bench
+}
+trap cleanup EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:58765/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+
+python_env
+token=$("$PY" -c "import jwt,time; print(jwt.encode({'test_ids':['*'],'exp':int(time.time())+3600}, '$secret', algorithm='HS256'))")
+echo "relay benchmark: $(nproc) cores; PostgreSQL, redis-server, pg_ab_relay and the clients share them"
+"$ROOT/target/relay/relay_bench" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=pg_ab_relay_bench" \
+    --ws-url ws://127.0.0.1:58765/ws --token "$token" "$@"
+echo "relay /metrics after the run:"
+curl -s http://127.0.0.1:58765/metrics | grep -E '^pg_ab_relay_(events_relayed|client_drops|lag|clients)'
