@@ -92,6 +92,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let redis_task = tokio::spawn(sink.run(shutdown.clone()));
     let feed = tokio::spawn(ws::feed(app.clone(), shutdown.clone()));
     let maintenance = tokio::spawn(maintain(db.clone(), config.maintenance_seconds, shutdown.clone()));
+    let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));
 
     let router = Router::new()
         .route("/ws", get(ws::handler))
@@ -122,6 +123,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let _ = feed.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     maintenance.abort();
+    lag.abort();
     let _ = supervisor.await;
     info!("stopped");
     Ok(())
@@ -163,6 +165,23 @@ async fn maintain(db: Arc<db::Db>, every_seconds: f64, mut shutdown: watch::Rece
         } else {
             // Not connected yet: try again soon rather than a whole interval later.
             tick.reset_after(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Lag = newest event id minus the stored cursor, read once a second (for /healthz, /metrics).
+async fn measure_lag(db: Arc<db::Db>, metrics: Arc<metrics::Metrics>, mut shutdown: watch::Receiver<bool>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(client) = db.client() else { continue };
+        if let Some(row) = db::guarded(&db, "lag", client.query_one("SELECT coalesce(max(id), 0) FROM ab.events", &[])).await {
+            let newest: i64 = row.get(0);
+            metrics.lag_events.store((newest - metrics.cursor.load(Relaxed)).max(0), Relaxed);
         }
     }
 }

@@ -127,12 +127,13 @@ impl Position {
 
 // Holes and new ids in one statement: one snapshot, so a transaction that commits meanwhile is
 // seen whole or not at all, and rows come out in id order (a test's events in commit order).
-const NEXT_EVENTS: &str = "SELECT id, test_id, type, payload::text, pg_current_snapshot()::text
-                           FROM ab.events WHERE id > $1 OR id = ANY($3) ORDER BY id LIMIT $2";
-// "Ended" is judged by a snapshot, not by pg_xact_status: the commit log says committed a moment
-// before the transaction leaves the proc array, and in that moment a new snapshot still cannot
-// see its rows. pg_visible_in_snapshot is true once the current snapshot counts it finished, and
-// every later statement (the hole read below) then sees what it committed.
+// (Two index probes joined by UNION ALL: `id > $1 OR id = ANY($3)` gets a generic plan that
+// walks the whole primary key.)
+const NEXT_EVENTS: &str = "SELECT id, test_id, type, payload::text, pg_current_snapshot()::text FROM (
+        SELECT * FROM ab.events WHERE id = ANY($3)
+        UNION ALL
+        (SELECT * FROM ab.events WHERE id > $1 ORDER BY id LIMIT $2)
+    ) e ORDER BY id LIMIT $2";
 // One row per guard (snapshot $1[i], next xid $2[i]), in order: whether it has ended.
 const GUARDS_ENDED: &str = "SELECT g.ord, NOT EXISTS (
       SELECT 1 FROM (

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{self, Event, Position};
 
 pub const CHANNEL: &str = "pg_ab:events";
+const CURSOR_EVERY: Duration = Duration::from_millis(200);
 
 /// Update types after which a cached assignment may be wrong. Everything that changes who gets
 /// which variant: status changes, stage and weight changes, bucket versions, the test's flag.
@@ -155,14 +156,6 @@ impl RedisSink {
         .is_some()
     }
 
-    async fn update_lag(&self, cursor: i64) {
-        let Some(client) = self.db.client() else { return };
-        if let Some(row) = guarded(&self.db, "lag", client.query_one("SELECT coalesce(max(id), 0) FROM ab.events", &[])).await {
-            let max: i64 = row.get(0);
-            self.metrics.lag_events.store((max - cursor).max(0), Relaxed);
-        }
-    }
-
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let Some(start) = self.load_cursor(&mut shutdown).await else { return };
         info!(relay = %self.relay_name, cursor = start, "redis delivery starts after the stored cursor");
@@ -172,29 +165,35 @@ impl RedisSink {
         let mut wake = self.db.subscribe_wake();
         let mut backoff = Backoff::new(self.max_backoff);
         let mut con = self.connect(&mut backoff, &mut shutdown).await;
+        let mut last_store = Instant::now();
         loop {
-            if *shutdown.borrow() {
-                break;
-            }
+            let stopping = *shutdown.borrow();
             let mut progressed = false;
-            if let Some(client) = self.db.client() {
-                if let Some(batch) = guarded(&self.db, "outbox read", outbox::read_next(&client, &mut position, self.batch_size)).await {
-                    if !batch.is_empty() && !self.deliver(&mut con, &batch, &mut backoff, &mut shutdown).await {
-                        break; // shutdown while redis was down: the stored cursor stays behind
+            if !stopping {
+                if let Some(client) = self.db.client() {
+                    if let Some(batch) = guarded(&self.db, "outbox read", outbox::read_next(&client, &mut position, self.batch_size)).await {
+                        if !batch.is_empty() && !self.deliver(&mut con, &batch, &mut backoff, &mut shutdown).await {
+                            break; // shutdown while redis was down: the stored cursor stays behind
+                        }
+                        progressed = batch.len() as i64 >= self.batch_size;
                     }
-                    progressed = batch.len() as i64 >= self.batch_size;
-                    let cursor = position.cursor();
-                    if cursor != stored && self.store_cursor(cursor).await {
-                        stored = cursor;
-                        self.metrics.cursor.store(cursor, Relaxed);
-                    }
-                    self.update_lag(stored).await;
                 }
+            }
+            // The cursor is stored at most every CURSOR_EVERY (a crash repeats that much, with
+            // event ids) and always on the way out.
+            let cursor = position.cursor();
+            if cursor != stored && (stopping || last_store.elapsed() >= CURSOR_EVERY) && self.store_cursor(cursor).await {
+                stored = cursor;
+                last_store = Instant::now();
+                self.metrics.cursor.store(cursor, Relaxed);
+            }
+            if stopping {
+                break;
             }
             if progressed {
                 continue;
             }
-            let idle = if position.open_holes().is_empty() { Duration::from_secs(1) } else { Duration::from_millis(50) };
+            let idle = if position.open_holes().is_empty() && cursor == stored { Duration::from_secs(1) } else { Duration::from_millis(50) };
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = tokio::time::sleep(idle) => {}
