@@ -20,7 +20,7 @@ redis_port=56399
 redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
 redis_pid=$!
 relay_log="$ROOT/.run/relay_bench.log"
-secret=relay-bench-secret-0123456789
+secret=relay-bench-secret-0123456789abcdefghij
 "$ROOT/target/relay/pg_ab_relay" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=pg_ab_relay_bench" \
     --redis-url "redis://127.0.0.1:$redis_port/0" --listen 127.0.0.1:58765 --token-secret "$secret" \
     --queue-bound 4096 --log-format json >"$relay_log" 2>&1 &

@@ -22,7 +22,8 @@ const CURSOR_EVERY: Duration = Duration::from_millis(200);
 /// which variant: status changes, stage and weight changes, bucket versions, the test's flag.
 const INVALIDATING: &[&str] = &[
     "started", "progressed", "paused", "resumed", "rolled_back", "completed", "deleted",
-    "weights_changed", "bucket_version_bumped", "flag_updated", "flag_deleted", "flag_disabled",
+    "weights_changed", "bucket_version_bumped",
+    "flag_rollout_changed", "flag_enabled", "flag_disabled", "flag_dependencies_changed", "flag_deleted",
 ];
 
 pub fn invalidates_assignments(update_type: &str) -> bool {
@@ -259,6 +260,7 @@ mod tests {
     fn rollbacks_and_weight_changes_invalidate_but_defaults_do_not() {
         assert!(invalidates_assignments("rolled_back"));
         assert!(invalidates_assignments("weights_changed"));
+        assert!(invalidates_assignments("flag_rollout_changed"));
         assert!(!invalidates_assignments("default_set"));
         assert!(!invalidates_assignments("risk_alert"));
     }

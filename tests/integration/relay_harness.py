@@ -15,7 +15,7 @@ import urllib.request
 import jwt
 import redis
 
-SECRET = "relay-test-secret-0123456789"
+SECRET = "relay-test-secret-0123456789abcdefghij"
 RELAY_BIN = os.environ.get("PG_AB_RELAY_BIN", "target/relay/pg_ab_relay")
 
 

@@ -99,7 +99,7 @@ def test_tokens_and_scopes_are_enforced(dsn, connect, redis_server, relays):
     relay = relays(dbname_of(dsn), redis_server.url)
     # No token, a wrong signature, an expired token: refused with 4401 and a reason.
     for tok, reason in [("", "no bearer token"),
-                        (token(["t1"], secret="another-secret-0123456789"), "signature"),
+                        (token(["t1"], secret="another-secret-0123456789abcdefghij"), "signature"),
                         (token(["t1"], ttl=-10), "expired")]:
         with ws(relay, tok=tok) as c:
             code, text = close_code(c)
