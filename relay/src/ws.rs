@@ -27,6 +27,8 @@ pub const CLOSE_FORBIDDEN: u16 = 4403;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4410;
 pub const CLOSE_PING_TIMEOUT: u16 = 4408;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Bytes of one client message at most (a subscribe with a few thousand test ids fits).
+const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
 /// Stored events sent to one resuming client at most; older ones it must fetch itself.
 const REPLAY_LIMIT: i64 = 100_000;
 
@@ -61,7 +63,8 @@ pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>, headers:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
     let token = bearer.or(q.token);
-    ws.on_upgrade(move |socket| serve(socket, app, token))
+    // Clients only send small commands; refuse anything large before buffering it.
+    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve(socket, app, token))
 }
 
 fn epoch_seconds() -> f64 {

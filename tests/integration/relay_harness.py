@@ -207,5 +207,30 @@ class StalledClient:
         except ConnectionResetError:
             return True
 
+    def close_code(self, timeout=10):
+        """Reads frames until the relay's close frame; returns its code (None if none came)."""
+        self.sock.settimeout(timeout)
+        data = b""
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        i = 0
+        while i + 2 <= len(data):
+            opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
+            i += 2
+            if length == 126:
+                length, i = struct.unpack(">H", data[i:i + 2])[0], i + 2
+            elif length == 127:
+                length, i = struct.unpack(">Q", data[i:i + 8])[0], i + 8
+            if opcode == 0x8:
+                return struct.unpack(">H", data[i:i + 2])[0]
+            i += length
+        return None
+
     def close(self):
         self.sock.close()

@@ -302,6 +302,21 @@ def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, red
     stalled.close()
 
 
+def test_a_peer_that_never_answers_pings_is_dropped(dsn, connect, redis_server, relays):
+    relay = relays(dbname_of(dsn), redis_server.url)  # pings every second
+    silent = StalledClient(relay.port, token(["t1"]), ["t1"])  # a raw socket: it never answers
+    with ws(relay, ["t1"]) as alive:  # the websockets library answers pings by itself
+        subscribe(alive, test_ids=["t1"])
+        assert recv_json(alive)["update_type"] == "current_state"
+        assert silent.close_code(timeout=10) == 4408
+        assert relay.metric("pg_ab_relay_client_drops_total", '{reason="dead"}') == 1
+        time.sleep(1.5)  # past two more ping intervals: the live client is still served
+        assert relay.metric("pg_ab_relay_clients") == 1
+        alive.send(json.dumps({"action": "subscribe", "test_ids": ["t1"]}))
+        assert recv_json(alive)["type"] == "subscribed"
+    silent.close()
+
+
 def test_sigterm_stops_cleanly_and_stores_the_cursor(dsn, connect, redis_server, relays):
     conn = connect()
     make_test(conn, "t1")
