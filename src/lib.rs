@@ -14,6 +14,7 @@ pub mod flags;
 pub mod hash;
 pub mod hierarchy;
 pub mod lifecycle;
+pub mod stats;
 pub mod temporal;
 pub mod pg;
 
