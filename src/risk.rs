@@ -1,0 +1,149 @@
+//! Risk of a running test: conditions judged on each challenger against the champion, each with
+//! a severity; the test's level is the highest one. Rules and defaults: README ("Risk").
+
+use crate::evaluation::VariantStats;
+use crate::stats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Medium => "medium",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+
+    pub fn requires_action(self) -> bool {
+        self >= Level::High
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub min_samples: f64,
+    pub latency_p95_budget_ms: f64,
+    pub latency_p95_increase_pct: f64,
+    pub error_rate_max: f64,
+    pub confidence_drop_pct: f64,
+    pub risk_alpha: f64,
+    pub sequential_tuning: f64,
+    pub srm_p_value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub level: Level,
+    /// e.g. "latency_budget: llm_v2 P95 2.61 ms > 1.25 ms"
+    pub text: String,
+}
+
+/// The conditions a challenger triggers. Nothing is judged below `min_samples` per side.
+pub fn challenger_conditions(champion: &VariantStats, c: &VariantStats, t: &Thresholds) -> Vec<Condition> {
+    let mut out = Vec::new();
+    if champion.requests < t.min_samples || c.requests < t.min_samples {
+        return out;
+    }
+    let name = &c.variant;
+    let mut add = |level, text: String| out.push(Condition { level, text });
+    if let Some(p95) = c.p95() {
+        if p95 > t.latency_p95_budget_ms {
+            let level = if p95 > 2.0 * t.latency_p95_budget_ms { Level::Critical } else { Level::High };
+            add(level, format!("latency_budget: {name} P95 {p95:.3} ms > {} ms", t.latency_p95_budget_ms));
+        }
+        if let Some(base) = champion.p95() {
+            if p95 > base * (1.0 + t.latency_p95_increase_pct / 100.0) {
+                add(Level::Medium, format!("latency_regression: {name} P95 {p95:.3} ms is more than {}% above the champion's {base:.3} ms",
+                                          t.latency_p95_increase_pct));
+            }
+        }
+    }
+    let errors = c.error_rate();
+    if errors > t.error_rate_max {
+        let level = if errors > 2.0 * t.error_rate_max { Level::Critical } else { Level::High };
+        add(level, format!("error_rate: {name} {:.2}% > {:.2}%", errors * 100.0, t.error_rate_max * 100.0));
+    }
+    // One-sided at risk_alpha: the upper end of a two-sided 2·alpha always-valid interval.
+    if let Some(cmp) = stats::two_proportions(champion.successes, champion.requests, c.successes, c.requests,
+                                              2.0 * t.risk_alpha, t.sequential_tuning) {
+        if cmp.sequential_ci.1 < 0.0 {
+            add(Level::Critical, format!("success_rate_drop: {name} {:.2}% vs champion {:.2}% (always-valid, one-sided alpha {})",
+                                        cmp.treatment * 100.0, cmp.control * 100.0, t.risk_alpha));
+        }
+    }
+    let (mine, theirs) = (c.confidence.mean(), champion.confidence.mean());
+    if mine.is_finite() && theirs.is_finite() && mine < theirs * (1.0 - t.confidence_drop_pct / 100.0) {
+        add(Level::High, format!("confidence_collapse: {name} mean confidence {mine:.3} vs champion {theirs:.3}"));
+    }
+    out
+}
+
+/// The test's level and every triggered condition. `srm_p` is the sample-ratio p-value if known.
+pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], srm_p: Option<f64>, t: &Thresholds) -> (Level, Vec<Condition>) {
+    let mut conditions: Vec<Condition> = challengers.iter().flat_map(|c| challenger_conditions(champion, c, t)).collect();
+    if let Some(p) = srm_p.filter(|p| *p < t.srm_p_value) {
+        conditions.push(Condition { level: Level::High, text: format!("sample_ratio_mismatch: chi-square p = {p:.2e}") });
+    }
+    let level = conditions.iter().map(|c| c.level).max().unwrap_or(Level::Low);
+    (level, conditions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{sketch, Moments};
+
+    fn thresholds() -> Thresholds {
+        Thresholds { min_samples: 30.0, latency_p95_budget_ms: 1.25, latency_p95_increase_pct: 50.0, error_rate_max: 0.05,
+                     confidence_drop_pct: 20.0, risk_alpha: 0.01, sequential_tuning: 5000.0, srm_p_value: 0.001 }
+    }
+
+    fn variant(name: &str, n: f64, latency: f64, error_rate: f64, confidence: f64) -> VariantStats {
+        VariantStats {
+            variant: name.into(), weight: 0.5, requests: n, successes: n * (1.0 - error_rate), errors: n * error_rate,
+            latency: Moments { n, sum: n * latency, sumsq: n * latency * latency },
+            confidence: Moments { n, sum: n * confidence, sumsq: n * confidence * confidence },
+            sketch: sketch::of(std::iter::repeat_n(latency, n as usize)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_slow_failing_challenger_is_critical() {
+        let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
+        let bad = variant("b", 1000.0, 3.0, 0.2, 0.5);
+        let (level, conditions) = assess(&champ, &[&bad], None, &thresholds());
+        assert_eq!(level, Level::Critical);
+        let names: Vec<&str> = conditions.iter().map(|c| c.text.split(':').next().unwrap()).collect();
+        assert_eq!(names, ["latency_budget", "latency_regression", "error_rate", "success_rate_drop", "confidence_collapse"]);
+        assert!(level.requires_action());
+    }
+
+    #[test]
+    fn an_equal_challenger_is_low_and_small_samples_are_not_judged() {
+        let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
+        assert_eq!(assess(&champ, &[&variant("b", 1000.0, 0.8, 0.01, 0.8)], Some(0.5), &thresholds()).0, Level::Low);
+        assert!(assess(&champ, &[&variant("b", 10.0, 9.0, 0.9, 0.1)], None, &thresholds()).1.is_empty());
+        let (level, c) = assess(&champ, &[], Some(1e-6), &thresholds());
+        assert_eq!((level, c.len()), (Level::High, 1));
+    }
+
+    #[test]
+    fn levels_scale_with_how_far_a_threshold_is_crossed() {
+        let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
+        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.0, 0.07, 0.8)], None, &thresholds());
+        assert_eq!(level, Level::Critical, "error rate 7% with a 1% champion: the success-rate drop is significant");
+        let (level, c) = assess(&champ, &[&variant("b", 1000.0, 1.1, 0.01, 0.8)], None, &thresholds());
+        assert_eq!((level, c.len()), (Level::Low, 0));
+        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.5, 0.01, 0.8)], None, &thresholds());
+        assert_eq!(level, Level::High);
+    }
+}
