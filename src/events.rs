@@ -19,6 +19,21 @@ pub fn payload(kind: &str, test_id: Option<&str>, update_type: &str, data: Value
     })
 }
 
+/// `type` (and events' `type` column) of risk alerts.
+pub const RISK_ALERT: &str = "risk_alert";
+
+/// The seed's risk alert message.
+pub fn risk_alert(test_id: &str, risk_level: &str, triggered_conditions: &[String], requires_action: bool, timestamp: f64) -> Value {
+    json!({
+        "type": RISK_ALERT,
+        "test_id": test_id,
+        "risk_level": risk_level,
+        "triggered_conditions": triggered_conditions,
+        "timestamp": timestamp,
+        "requires_action": requires_action,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

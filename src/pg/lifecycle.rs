@@ -20,7 +20,7 @@ struct TestRow {
     champion: String,
 }
 
-fn unknown_test(test_id: &str) -> AbError {
+pub(crate) fn unknown_test(test_id: &str) -> AbError {
     AbError::undefined(format!("test \"{test_id}\" does not exist"))
         .with_hint("list tests with SELECT test_id, status FROM ab.tests")
 }

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod hash;
 pub mod hierarchy;
 pub mod lifecycle;
+pub mod stats;
 pub mod store;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -206,11 +206,17 @@ pub fn transaction_epoch() -> f64 {
 /// Appends an event to the outbox; its trigger sends `NOTIFY pg_ab_events, '<id>'`.
 pub fn emit_event(kind: &str, test_id: Option<&str>, update_type: &str, data: Value) -> i64 {
     let payload = events::payload(kind, test_id, update_type, data, transaction_epoch());
+    insert_event(test_id, update_type, payload)
+}
+
+/// Appends an event with a payload of its own shape (risk alerts); `type_` fills the events'
+/// `type` column.
+pub fn insert_event(test_id: Option<&str>, type_: &str, payload: Value) -> i64 {
     Spi::connect_mut(|c| {
         c.update(
             "INSERT INTO ab.events (test_id, type, payload) VALUES ($1, $2, $3) RETURNING id",
             None,
-            &[test_id.into(), update_type.into(), JsonB(payload).into()],
+            &[test_id.into(), type_.into(), JsonB(payload).into()],
         )?
         .first()
         .get_one::<i64>()

@@ -1,0 +1,237 @@
+//! SQL API of evaluation and risk: reads the sufficient statistics (ab.metric_stats), hands them
+//! to `evaluation` and `risk`, and acts on the result (rollback, risk_alert event).
+
+use std::collections::HashMap;
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+use super::error::{raise, required};
+use super::lifecycle::unknown_test;
+use super::store;
+use crate::error::AbError;
+use crate::evaluation::{self, Settings, VariantStats};
+use crate::events;
+use crate::risk::{self, Level, Thresholds};
+use crate::stats::{sketch, Moments};
+
+/// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty); used by the
+/// metrics trigger.
+#[pg_extern(immutable, parallel_safe)]
+fn _latency_sketch(latencies: Option<Vec<Option<f64>>>) -> Vec<i64> {
+    sketch::of(latencies.unwrap_or_default().into_iter().flatten())
+}
+
+/// Element-wise sum of two sketches (the state function of ab.sketch_sum).
+#[pg_extern(immutable, parallel_safe)]
+fn _sketch_add(a: Option<Vec<i64>>, b: Option<Vec<i64>>) -> Vec<i64> {
+    let mut out = a.unwrap_or_default();
+    sketch::merge(&mut out, &b.unwrap_or_default());
+    out
+}
+
+struct TestInfo {
+    champion: String,
+    status: String,
+    current_stage: i64,
+    variants: Vec<(String, f64)>,
+}
+
+fn load_test(test_id: &str) -> TestInfo {
+    let v = store::json_one_ro(
+        "SELECT jsonb_build_object('champion', champion, 'status', status, 'current_stage', current_stage,
+                'variants', (SELECT jsonb_agg(jsonb_build_array(variant, weight) ORDER BY ordinal)
+                             FROM ab.variants v WHERE v.test_id = t.test_id))
+         FROM ab.tests t WHERE test_id = $1",
+        &[test_id.into()],
+    )
+    .unwrap_or_else(|| raise(unknown_test(test_id)));
+    let variants = v["variants"].as_array().cloned().unwrap_or_default().iter()
+        .map(|p| (p[0].as_str().unwrap_or_default().to_owned(), p[1].as_f64().unwrap_or(0.0)))
+        .collect();
+    TestInfo {
+        champion: v["champion"].as_str().unwrap_or_default().to_owned(),
+        status: v["status"].as_str().unwrap_or_default().to_owned(),
+        current_stage: v["current_stage"].as_i64().unwrap_or(0),
+        variants,
+    }
+}
+
+fn thresholds() -> HashMap<String, f64> {
+    let v = store::json_one_ro("SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM ab.risk_thresholds", &[]).unwrap_or(Value::Null);
+    v.as_object().map(|m| m.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect()).unwrap_or_default()
+}
+
+fn setting(t: &HashMap<String, f64>, name: &str, default: f64) -> f64 {
+    t.get(name).copied().unwrap_or(default)
+}
+
+fn settings(t: &HashMap<String, f64>) -> Settings {
+    Settings {
+        alpha: setting(t, "alpha", 0.05),
+        sequential_tuning: setting(t, "sequential_tuning", 5000.0),
+        min_samples: setting(t, "min_samples", 100.0),
+        minimum_detectable_effect: setting(t, "minimum_detectable_effect", 0.05),
+        power: setting(t, "power", 0.8),
+        srm_p_value: setting(t, "srm_p_value", 0.001),
+    }
+}
+
+const WINDOW: &str = "hour >= coalesce(date_trunc('hour', $2::timestamptz), '-infinity') AND hour < coalesce($3::timestamptz, 'infinity')";
+
+/// Per-variant sums over the window, in configuration order (variants without data are zeros).
+fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Vec<VariantStats> {
+    let sql = format!(
+        "SELECT coalesce(jsonb_object_agg(variant, to_jsonb(s) - 'variant'), '{{}}') FROM (
+             SELECT variant, sum(requests) AS requests, sum(successes) AS successes, sum(errors) AS errors,
+                    sum(latency_n) AS latency_n, sum(latency_sum) AS latency_sum, sum(latency_sumsq) AS latency_sumsq,
+                    sum(entities_n) AS entities_n, sum(entities_sum) AS entities_sum, sum(entities_sumsq) AS entities_sumsq,
+                    sum(confidence_n) AS confidence_n, sum(confidence_sum) AS confidence_sum, sum(confidence_sumsq) AS confidence_sumsq,
+                    sum(dedup_n) AS dedup_n, sum(dedup_sum) AS dedup_sum, sum(dedup_sumsq) AS dedup_sumsq,
+                    ab.sketch_sum(latency_sketch) AS sketch
+             FROM ab.metric_stats WHERE test_id = $1 AND {WINDOW} GROUP BY variant) s"
+    );
+    let all = store::json_one_ro(&sql, &[test_id.into(), from.into(), until.into()]).unwrap_or(Value::Null);
+    info.variants
+        .iter()
+        .map(|(name, weight)| {
+            let r = &all[name.as_str()];
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            let m = |p: &str| Moments { n: f(&format!("{p}_n")), sum: f(&format!("{p}_sum")), sumsq: f(&format!("{p}_sumsq")) };
+            VariantStats {
+                variant: name.clone(),
+                weight: *weight,
+                requests: f("requests"),
+                successes: f("successes"),
+                errors: f("errors"),
+                latency: m("latency"),
+                entities: m("entities"),
+                confidence: m("confidence"),
+                dedup: m("dedup"),
+                sketch: r["sketch"].as_array().map(|a| a.iter().map(|x| x.as_i64().unwrap_or(0)).collect()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Units per variant for the sample-ratio check: distinct exposed units in the rollout when
+/// exposures are logged; else requests, but only at a 100 % stage (below it the champion also
+/// serves everyone outside the rollout).
+fn units(test_id: &str, info: &TestInfo, stats: &[VariantStats], from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Option<Vec<f64>> {
+    let exposed = store::json_one_ro(
+        "SELECT coalesce(jsonb_object_agg(variant, n), '{}') FROM (
+             SELECT variant, count(DISTINCT unit_id) AS n FROM ab.exposures
+             WHERE test_id = $1 AND in_rollout
+               AND exposed_at >= coalesce($2::timestamptz, '-infinity') AND exposed_at < coalesce($3::timestamptz, 'infinity')
+             GROUP BY variant) e",
+        &[test_id.into(), from.into(), until.into()],
+    )
+    .unwrap_or(Value::Null);
+    if exposed.as_object().is_some_and(|m| !m.is_empty()) {
+        return Some(info.variants.iter().map(|(v, _)| exposed[v.as_str()].as_f64().unwrap_or(0.0)).collect());
+    }
+    (info.current_stage == 100).then(|| stats.iter().map(|s| s.requests).collect())
+}
+
+fn evaluate_window(test_id: &str, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Value {
+    let info = load_test(test_id);
+    let t = thresholds();
+    let stats = variant_stats(test_id, &info, from, until);
+    let units = units(test_id, &info, &stats, from, until);
+    let mut out = evaluation::evaluate(&info.champion, &stats, units.as_deref(), &settings(&t));
+    out["test_id"] = json!(test_id);
+    out["status"] = json!(info.status);
+    out["window"] = json!({"from": from.map(|f| f.to_string()), "until": until.map(|u| u.to_string()), "granularity": "hour"});
+    out
+}
+
+/// The statistical evaluation of a test over all its metrics: see the README ("Evaluation").
+#[pg_extern(stable, parallel_safe, name = "evaluate")]
+fn evaluate(test_id: Option<&str>) -> JsonB {
+    JsonB(evaluate_window(required(test_id, "test_id"), None, None))
+}
+
+/// The evaluation over a time window, aligned to whole hours ([hour of from, until)).
+#[pg_extern(stable, parallel_safe, name = "evaluate")]
+fn evaluate_between(test_id: Option<&str>, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    if let (Some(f), Some(u)) = (from, until) {
+        if u <= f {
+            raise(AbError::invalid(format!("the window ends ({u}) before it starts ({f})")).with_hint("pass from < until"));
+        }
+    }
+    JsonB(evaluate_window(test_id, from, until))
+}
+
+fn flag_on(name: &str, unit: &str) -> bool {
+    store::json_one_ro(
+        "SELECT to_jsonb(CASE WHEN EXISTS (SELECT 1 FROM ab.flags WHERE name = $1) THEN ab.is_enabled($1, $2) ELSE false END)",
+        &[name.into(), unit.into()],
+    )
+    .and_then(|v| v.as_bool())
+    .unwrap_or(false)
+}
+
+/// Risk of a test; rolls it back when critical and ff.ab_auto_rollback is on for it, and emits a
+/// risk_alert event when high or critical and ff.ab_risk_monitoring is on for it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn evaluate_risk(test_id: Option<&str>) -> JsonB {
+    JsonB(assess_and_act(required(test_id, "test_id")))
+}
+
+fn assess_and_act(test_id: &str) -> Value {
+    let info = load_test(test_id);
+    let t = thresholds();
+    let stats = variant_stats(test_id, &info, None, None);
+    let s = settings(&t);
+    let srm_p = units(test_id, &info, &stats, None, None)
+        .and_then(|u| evaluation::sample_ratio(&u, &stats.iter().map(|v| v.weight).collect::<Vec<_>>(), &s)["p_value"].as_f64());
+    let thresholds = Thresholds {
+        min_samples: setting(&t, "risk_min_samples", 30.0),
+        latency_p95_budget_ms: setting(&t, "latency_p95_budget_ms", 1.25),
+        latency_p95_increase_pct: setting(&t, "latency_p95_increase_pct", 50.0),
+        error_rate_max: setting(&t, "error_rate_max", 0.05),
+        confidence_drop_pct: setting(&t, "confidence_drop_pct", 20.0),
+        risk_alpha: setting(&t, "risk_alpha", 0.01),
+        sequential_tuning: s.sequential_tuning,
+        srm_p_value: s.srm_p_value,
+    };
+    let (level, conditions) = match stats.iter().find(|v| v.variant == info.champion) {
+        Some(champion) => {
+            let challengers: Vec<&VariantStats> = stats.iter().filter(|v| v.variant != info.champion).collect();
+            risk::assess(champion, &challengers, srm_p, &thresholds)
+        }
+        None => (Level::Low, Vec::new()),
+    };
+    let texts: Vec<String> = conditions.iter().map(|c| c.text.clone()).collect();
+    let running = info.status == "active";
+    let mut rolled_back = false;
+    if running && level == Level::Critical && flag_on("ff.ab_auto_rollback", test_id) {
+        let reason = format!("automatic rollback, risk critical: {}", texts.join("; "));
+        store::exec("SELECT ab.rollback_test($1, $2)", &[test_id.into(), reason.as_str().into()]);
+        rolled_back = true;
+    }
+    let mut alert_event_id = None;
+    if running && level.requires_action() && flag_on("ff.ab_risk_monitoring", test_id) {
+        let payload = events::risk_alert(test_id, level.name(), &texts, true, store::transaction_epoch());
+        alert_event_id = Some(store::insert_event(Some(test_id), events::RISK_ALERT, payload));
+    }
+    json!({
+        "test_id": test_id, "status": if rolled_back { "rolled_back" } else { info.status.as_str() },
+        "risk_level": level.name(), "triggered_conditions": texts, "requires_action": level.requires_action(),
+        "rolled_back": rolled_back, "alert_event_id": alert_event_id,
+    })
+}
+
+/// evaluate_risk for every active test: the periodic job (the relay calls it on a timer, or
+/// pg_cron). Returns one result per test.
+#[pg_extern(volatile, parallel_unsafe)]
+fn evaluate_all_risks() -> JsonB {
+    let ids = store::json_one_ro("SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'", &[])
+        .unwrap_or(Value::Null);
+    let results: Vec<Value> = ids.as_array().cloned().unwrap_or_default().iter()
+        .filter_map(|v| v.as_str().map(assess_and_act))
+        .collect();
+    JsonB(Value::Array(results))
+}
