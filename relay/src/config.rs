@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_MAINTENANCE_SECONDS", default_value_t = 3600.0)]
     pub maintenance_seconds: f64,
 
+    /// Seconds between calls of ab.evaluate_all_risks() (risk of every active test, automatic
+    /// rollback, risk_alert events); 0 turns it off.
+    #[arg(long, env = "PG_AB_RELAY_RISK_SECONDS", default_value_t = 60.0)]
+    pub risk_seconds: f64,
+
     /// Log format: text or json.
     #[arg(long, env = "PG_AB_RELAY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -75,8 +80,10 @@ impl Config {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
         }
-        if !(self.maintenance_seconds.is_finite() && self.maintenance_seconds >= 0.0) {
-            return Err("--maintenance-seconds must be 0 or more".into());
+        for (name, v) in [("--maintenance-seconds", self.maintenance_seconds), ("--risk-seconds", self.risk_seconds)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be 0 or more"));
+            }
         }
         if self.log_format != "text" && self.log_format != "json" {
             return Err("--log-format must be text or json".into());

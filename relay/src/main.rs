@@ -91,7 +91,10 @@ async fn run(config: config::Config) -> Result<(), String> {
     };
     let redis_task = tokio::spawn(sink.run(shutdown.clone()));
     let feed = tokio::spawn(ws::feed(app.clone(), shutdown.clone()));
-    let maintenance = tokio::spawn(maintain(db.clone(), config.maintenance_seconds, shutdown.clone()));
+    let maintenance = tokio::spawn(periodic(db.clone(), "metrics partitions", "SELECT ab.create_metrics_partitions()::text",
+                                            config.maintenance_seconds, shutdown.clone()));
+    let risk = tokio::spawn(periodic(db.clone(), "risk evaluation", "SELECT ab.evaluate_all_risks()::text",
+                                     config.risk_seconds, shutdown.clone()));
     let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));
 
     let router = Router::new()
@@ -123,6 +126,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let _ = feed.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     maintenance.abort();
+    risk.abort();
     lag.abort();
     let _ = supervisor.await;
     info!("stopped");
@@ -146,8 +150,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// Keeps the daily metrics partitions ahead of time (pg_ab's periodic job without pg_cron).
-async fn maintain(db: Arc<db::Db>, every_seconds: f64, mut shutdown: watch::Receiver<bool>) {
+/// Runs one SQL statement every `every_seconds` (0: never): the periodic jobs pg_ab needs
+/// without pg_cron (daily metrics partitions, risk evaluation of active tests).
+async fn periodic(db: Arc<db::Db>, what: &'static str, sql: &'static str, every_seconds: f64, mut shutdown: watch::Receiver<bool>) {
     if every_seconds <= 0.0 {
         return;
     }
@@ -158,9 +163,9 @@ async fn maintain(db: Arc<db::Db>, every_seconds: f64, mut shutdown: watch::Rece
             _ = shutdown.changed() => return,
         }
         if let Some(client) = db.client() {
-            match db::guarded(&db, "maintenance", client.query_one("SELECT ab.create_metrics_partitions()", &[])).await {
-                Some(row) => info!(created = row.get::<_, i32>(0), "metrics partitions checked"),
-                None => warn!("metrics partition maintenance failed; retrying at the next tick"),
+            match db::guarded(&db, what, client.query_one(sql, &[])).await {
+                Some(row) => info!(job = what, result = %row.get::<_, String>(0), "periodic job done"),
+                None => warn!(job = what, "periodic job failed; retrying at the next tick"),
             }
         } else {
             // Not connected yet: try again soon rather than a whole interval later.

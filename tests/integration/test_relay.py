@@ -345,3 +345,25 @@ def test_relay_refuses_bad_configuration():
     bad = subprocess.run([RELAY_BIN, "--database-url", "host=/tmp", "--token-secret", SECRET, "--queue-bound", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--queue-bound" in bad.stderr
+
+
+def test_relay_runs_risk_checks_and_delivers_the_alert(dsn, connect, redis_server, relays):
+    conn = connect()
+    conn.execute("SELECT ab.create_flag('ff.ab_auto_rollback', rollout_percentage => 100)")
+    conn.execute("SELECT ab.create_flag('ff.ab_risk_monitoring', rollout_percentage => 100)")
+    make_test(conn, "risky", stages=(100,))
+    relay = relays(dbname_of(dsn), redis_server.url, risk_seconds=0.5)
+    with ws(relay, ["risky"]) as c:
+        subscribe(c, test_ids=["risky"])
+        assert recv_json(c)["update_type"] == "current_state"
+        # A challenger far over the latency budget and failing often.
+        conn.execute("INSERT INTO ab.metrics (test_id, variant, kind, latency_ms, extraction_success) "
+                     "SELECT 'risky', CASE WHEN g % 2 = 0 THEN 'baseline_rule_based' ELSE 'llm_v2' END, "
+                     "CASE WHEN g % 2 = 0 OR g % 7 <> 1 THEN 'extraction' ELSE 'error' END, "
+                     "CASE WHEN g % 2 = 0 THEN 0.8 ELSE 4.0 END, g % 2 = 0 OR g % 7 <> 1 FROM generate_series(1, 1000) g")
+        seen = [recv_json(c, timeout=10) for _ in range(2)]
+        kinds = {m["type"] if m["type"] == "risk_alert" else m["update_type"] for m in seen}
+        assert kinds == {"risk_alert", "rolled_back"}, seen
+        alert = next(m for m in seen if m["type"] == "risk_alert")
+        assert alert["risk_level"] == "critical" and alert["requires_action"] is True and alert["event_id"] > 0
+    assert one(conn, "SELECT status FROM ab.tests WHERE test_id = 'risky'") == "rolled_back"
