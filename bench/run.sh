@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for every benchmark: sets up, builds pg_ab in release mode, starts a private
-# cluster on port 54331, runs bench/run.py (hot path, extraction), bench/hierarchy.py and
-# bench/relay.sh (the relay), and stops the cluster. Results go to stdout; BENCHMARKS.md records them.
+# cluster on port 54331, runs bench/run.py (hot path, extraction), bench/hierarchy.py,
+# bench/evaluate.py (evaluation on 10M metric rows) and bench/relay.sh (the relay), and stops the cluster. Results go to stdout; BENCHMARKS.md records them.
 source "$(dirname "$0")/../scripts/lib.sh"
 setup
 install_extension release
@@ -13,5 +13,7 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /et
 BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/run.py"
 echo
 BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/hierarchy.py"
+echo
+"$PY" "$ROOT/bench/evaluate.py"
 echo
 bash "$ROOT/bench/relay.sh"
