@@ -97,3 +97,21 @@ INSERT INTO ab.risk_thresholds (name, value, description) VALUES
     ('risk_alpha', 0.01, 'level of the sequential test that the success rate is below the champion''s (critical)');
 
 SELECT pg_catalog.pg_extension_config_dump('ab.metric_stats', '');
+
+-- Guardrails: a metric that must not regress, what to do when it does, and how much worse than
+-- the champion (relative) is tolerated. test_id '*' applies to every test without its own row
+-- for that metric. Checked with one-sided always-valid tests (risk_alpha), so checking often is
+-- safe. rollback: critical (rolled back when ff.ab_auto_rollback is on); hold: high, and gated
+-- progression refuses; warn: medium, reported only.
+CREATE TABLE ab.guardrails (
+    test_id   text NOT NULL DEFAULT '*',
+    metric    text NOT NULL CHECK (metric IN ('latency_ms', 'error_rate', 'success_rate', 'average_confidence')),
+    action    text NOT NULL CHECK (action IN ('rollback', 'hold', 'warn')),
+    tolerance double precision NOT NULL DEFAULT 0 CHECK (tolerance >= 0 AND tolerance < 'Infinity'),
+    PRIMARY KEY (test_id, metric)
+);
+INSERT INTO ab.guardrails (test_id, metric, action, tolerance) VALUES
+    ('*', 'error_rate', 'rollback', 0.5),
+    ('*', 'success_rate', 'hold', 0.02),
+    ('*', 'latency_ms', 'hold', 0.2),
+    ('*', 'average_confidence', 'warn', 0.05);

@@ -86,9 +86,89 @@ pub fn challenger_conditions(champion: &VariantStats, c: &VariantStats, t: &Thre
     out
 }
 
+/// What a failing guardrail does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Rollback,
+    Hold,
+    Warn,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "rollback" => Some(Action::Rollback),
+            "hold" => Some(Action::Hold),
+            "warn" => Some(Action::Warn),
+            _ => None,
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            Action::Rollback => Level::Critical,
+            Action::Hold => Level::High,
+            Action::Warn => Level::Medium,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Action::Rollback => "rollback",
+            Action::Hold => "hold",
+            Action::Warn => "warn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrail {
+    pub metric: String,
+    pub action: Action,
+    /// Relative regression tolerated (0.1: 10 % worse than the champion).
+    pub tolerance: f64,
+}
+
+/// A guardrail regressed when a one-sided always-valid test at `risk_alpha` shows the challenger
+/// worse than the champion by more than the tolerance: for lower-is-better metrics the lower end
+/// of the interval of (challenger − champion) is above tolerance·|champion|, for higher-is-better
+/// the upper end is below −tolerance·|champion|.
+pub fn guardrail_conditions(champion: &VariantStats, c: &VariantStats, guardrails: &[Guardrail], t: &Thresholds) -> Vec<Condition> {
+    if champion.requests < t.min_samples || c.requests < t.min_samples {
+        return Vec::new();
+    }
+    let (alpha, tune) = (2.0 * t.risk_alpha, t.sequential_tuning);
+    guardrails
+        .iter()
+        .filter_map(|g| {
+            let (cmp, lower_is_better) = match g.metric.as_str() {
+                "latency_ms" => (stats::welch(&champion.latency, &c.latency, alpha, tune)?, true),
+                "error_rate" => (stats::two_proportions(champion.errors, champion.requests, c.errors, c.requests, alpha, tune)?, true),
+                "success_rate" => (stats::two_proportions(champion.successes, champion.requests, c.successes, c.requests, alpha, tune)?, false),
+                "average_confidence" => (stats::welch(&champion.confidence, &c.confidence, alpha, tune)?, false),
+                _ => return None,
+            };
+            let margin = g.tolerance * cmp.control.abs();
+            let regressed = if lower_is_better { cmp.sequential_ci.0 > margin } else { cmp.sequential_ci.1 < -margin };
+            regressed.then(|| Condition {
+                level: g.action.level(),
+                text: format!("guardrail_{}: {} of {} is worse than the champion's by more than {}% ({:.4} vs {:.4}; always-valid, one-sided alpha {})",
+                              g.action.name(), g.metric, c.variant, g.tolerance * 100.0, cmp.treatment, cmp.control, t.risk_alpha),
+            })
+        })
+        .collect()
+}
+
 /// The test's level and every triggered condition. `srm_p` is the sample-ratio p-value if known.
-pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], srm_p: Option<f64>, t: &Thresholds) -> (Level, Vec<Condition>) {
-    let mut conditions: Vec<Condition> = challengers.iter().flat_map(|c| challenger_conditions(champion, c, t)).collect();
+pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], guardrails: &[Guardrail], srm_p: Option<f64>, t: &Thresholds) -> (Level, Vec<Condition>) {
+    let mut conditions: Vec<Condition> = challengers
+        .iter()
+        .flat_map(|c| {
+            let mut all = challenger_conditions(champion, c, t);
+            all.extend(guardrail_conditions(champion, c, guardrails, t));
+            all
+        })
+        .collect();
     if let Some(p) = srm_p.filter(|p| *p < t.srm_p_value) {
         conditions.push(Condition { level: Level::High, text: format!("sample_ratio_mismatch: chi-square p = {p:.2e}") });
     }
@@ -120,7 +200,7 @@ mod tests {
     fn a_slow_failing_challenger_is_critical() {
         let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
         let bad = variant("b", 1000.0, 3.0, 0.2, 0.5);
-        let (level, conditions) = assess(&champ, &[&bad], None, &thresholds());
+        let (level, conditions) = assess(&champ, &[&bad], &[], None, &thresholds());
         assert_eq!(level, Level::Critical);
         let names: Vec<&str> = conditions.iter().map(|c| c.text.split(':').next().unwrap()).collect();
         assert_eq!(names, ["latency_budget", "latency_regression", "error_rate", "success_rate_drop", "confidence_collapse"]);
@@ -130,20 +210,41 @@ mod tests {
     #[test]
     fn an_equal_challenger_is_low_and_small_samples_are_not_judged() {
         let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
-        assert_eq!(assess(&champ, &[&variant("b", 1000.0, 0.8, 0.01, 0.8)], Some(0.5), &thresholds()).0, Level::Low);
-        assert!(assess(&champ, &[&variant("b", 10.0, 9.0, 0.9, 0.1)], None, &thresholds()).1.is_empty());
-        let (level, c) = assess(&champ, &[], Some(1e-6), &thresholds());
+        assert_eq!(assess(&champ, &[&variant("b", 1000.0, 0.8, 0.01, 0.8)], &[], Some(0.5), &thresholds()).0, Level::Low);
+        assert!(assess(&champ, &[&variant("b", 10.0, 9.0, 0.9, 0.1)], &[], None, &thresholds()).1.is_empty());
+        let (level, c) = assess(&champ, &[], &[], Some(1e-6), &thresholds());
         assert_eq!((level, c.len()), (Level::High, 1));
     }
 
     #[test]
     fn levels_scale_with_how_far_a_threshold_is_crossed() {
         let champ = variant("a", 1000.0, 0.8, 0.01, 0.8);
-        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.0, 0.07, 0.8)], None, &thresholds());
+        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.0, 0.07, 0.8)], &[], None, &thresholds());
         assert_eq!(level, Level::Critical, "error rate 7% with a 1% champion: the success-rate drop is significant");
-        let (level, c) = assess(&champ, &[&variant("b", 1000.0, 1.1, 0.01, 0.8)], None, &thresholds());
+        let (level, c) = assess(&champ, &[&variant("b", 1000.0, 1.1, 0.01, 0.8)], &[], None, &thresholds());
         assert_eq!((level, c.len()), (Level::Low, 0));
-        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.5, 0.01, 0.8)], None, &thresholds());
+        let (level, _) = assess(&champ, &[&variant("b", 1000.0, 1.5, 0.01, 0.8)], &[], None, &thresholds());
         assert_eq!(level, Level::High);
+    }
+
+    #[test]
+    fn guardrails_fire_only_beyond_their_tolerance() {
+        let g = |metric: &str, action, tolerance| Guardrail { metric: metric.into(), action, tolerance };
+        let champ = variant("a", 2000.0, 1.0, 0.01, 0.8);
+        let mut slower = variant("b", 2000.0, 1.15, 0.01, 0.8);
+        // Some spread, so Welch has a variance to work with.
+        for v in [&mut slower] {
+            v.latency.sumsq += 0.01 * v.latency.n;
+        }
+        let mut champ_spread = champ.clone();
+        champ_spread.latency.sumsq += 0.01 * champ.latency.n;
+        let tight = guardrail_conditions(&champ_spread, &slower, &[g("latency_ms", Action::Hold, 0.05)], &thresholds());
+        assert_eq!(tight.len(), 1);
+        assert_eq!(tight[0].level, Level::High);
+        assert!(tight[0].text.starts_with("guardrail_hold: latency_ms of b"));
+        let loose = guardrail_conditions(&champ_spread, &slower, &[g("latency_ms", Action::Hold, 0.5)], &thresholds());
+        assert!(loose.is_empty());
+        let errors = guardrail_conditions(&champ, &variant("b", 2000.0, 1.0, 0.08, 0.8), &[g("error_rate", Action::Rollback, 0.5)], &thresholds());
+        assert_eq!(errors[0].level, Level::Critical);
     }
 }

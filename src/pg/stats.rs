@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 use super::error::{raise, required};
 use super::lifecycle::unknown_test;
 use super::store;
-use crate::error::AbError;
+use crate::error::{AbError, Kind};
 use crate::evaluation::{self, Settings, VariantStats};
 use crate::events;
-use crate::risk::{self, Level, Thresholds};
+use crate::risk::{self, Action, Condition, Guardrail, Level, Thresholds};
 use crate::stats::{sketch, Moments};
 
 /// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty); used by the
@@ -180,12 +180,34 @@ fn evaluate_risk(test_id: Option<&str>) -> JsonB {
     JsonB(assess_and_act(required(test_id, "test_id")))
 }
 
-fn assess_and_act(test_id: &str) -> Value {
+/// The guardrails of a test: its own rows, and the '*' rows for metrics it does not override.
+fn guardrails(test_id: &str) -> Vec<Guardrail> {
+    let rows = store::json_one_ro(
+        "SELECT coalesce(jsonb_agg(jsonb_build_array(metric, action, tolerance)), '[]') FROM (
+             SELECT DISTINCT ON (metric) metric, action, tolerance FROM ab.guardrails
+             WHERE test_id IN ($1, '*') ORDER BY metric, test_id = '*') g",
+        &[test_id.into()],
+    )
+    .unwrap_or(Value::Null);
+    rows.as_array().cloned().unwrap_or_default().iter()
+        .filter_map(|r| Some(Guardrail { metric: r[0].as_str()?.to_owned(), action: Action::parse(r[1].as_str()?)?, tolerance: r[2].as_f64()? }))
+        .collect()
+}
+
+struct Assessment {
+    info: TestInfo,
+    stats: Vec<VariantStats>,
+    level: Level,
+    conditions: Vec<Condition>,
+}
+
+/// Risk conditions of a test over [from, now): thresholds, guardrails and the sample ratio.
+fn assess(test_id: &str, from: Option<TimestampWithTimeZone>) -> Assessment {
     let info = load_test(test_id);
     let t = thresholds();
-    let stats = variant_stats(test_id, &info, None, None);
+    let stats = variant_stats(test_id, &info, from, None);
     let s = settings(&t);
-    let srm_p = units(test_id, &info, &stats, None, None)
+    let srm_p = units(test_id, &info, &stats, from, None)
         .and_then(|u| evaluation::sample_ratio(&u, &stats.iter().map(|v| v.weight).collect::<Vec<_>>(), &s)["p_value"].as_f64());
     let thresholds = Thresholds {
         min_samples: setting(&t, "risk_min_samples", 30.0),
@@ -200,10 +222,15 @@ fn assess_and_act(test_id: &str) -> Value {
     let (level, conditions) = match stats.iter().find(|v| v.variant == info.champion) {
         Some(champion) => {
             let challengers: Vec<&VariantStats> = stats.iter().filter(|v| v.variant != info.champion).collect();
-            risk::assess(champion, &challengers, srm_p, &thresholds)
+            risk::assess(champion, &challengers, &guardrails(test_id), srm_p, &thresholds)
         }
         None => (Level::Low, Vec::new()),
     };
+    Assessment { info, stats, level, conditions }
+}
+
+fn assess_and_act(test_id: &str) -> Value {
+    let Assessment { info, level, conditions, .. } = assess(test_id, None);
     let texts: Vec<String> = conditions.iter().map(|c| c.text.clone()).collect();
     let running = info.status == "active";
     let mut rolled_back = false;
@@ -234,4 +261,74 @@ fn evaluate_all_risks() -> JsonB {
         .filter_map(|v| v.as_str().map(assess_and_act))
         .collect();
     JsonB(Value::Array(results))
+}
+
+/// When the current stage began: the test's last 'started' or 'progressed' event.
+fn stage_started(test_id: &str) -> Option<TimestampWithTimeZone> {
+    Spi::get_one_with_args::<TimestampWithTimeZone>(
+        "SELECT max(created_at) FROM ab.events WHERE test_id = $1 AND type IN ('started', 'progressed')",
+        &[test_id.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Advances a test's rollout only when its gates are open: the stage has run `min_minutes`,
+/// every variant has `min_samples` requests in it, no hold or rollback guardrail has regressed
+/// and the split matches the weights. Otherwise refuses with the reasons (and changes nothing).
+#[pg_extern(volatile, parallel_unsafe)]
+fn progress_rollout_gated(
+    test_id: Option<&str>,
+    min_minutes: default!(Option<f64>, 60.0),
+    min_samples: default!(Option<i64>, 1000),
+) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    let min_minutes = required(min_minutes, "min_minutes");
+    let min_samples = required(min_samples, "min_samples");
+    if !(min_minutes.is_finite() && min_minutes >= 0.0) || min_samples < 0 {
+        raise(AbError::new(Kind::OutOfRange, format!("min_minutes ({min_minutes}) and min_samples ({min_samples}) must be 0 or more")));
+    }
+    JsonB(gated(test_id, min_minutes, min_samples as f64))
+}
+
+fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
+    let since = stage_started(test_id);
+    let a = assess(test_id, since);
+    let mut reasons = Vec::new();
+    if a.info.status != "active" {
+        reasons.push(format!("the test is {}, not active", a.info.status));
+    }
+    let minutes = store::json_one_ro("SELECT to_jsonb(extract(epoch FROM now() - $1::timestamptz) / 60)", &[since.into()])
+        .and_then(|v| v.as_f64());
+    match minutes {
+        Some(m) if m >= min_minutes => {}
+        Some(m) => reasons.push(format!("the stage has run {m:.1} minutes of the {min_minutes} required")),
+        None => reasons.push("the stage's start is unknown (no started or progressed event)".into()),
+    }
+    for v in &a.stats {
+        if v.requests < min_samples {
+            reasons.push(format!("{} has {} requests in this stage, {} required", v.variant, v.requests, min_samples));
+        }
+    }
+    for c in &a.conditions {
+        if c.text.starts_with("guardrail_hold") || c.text.starts_with("guardrail_rollback") || c.text.starts_with("sample_ratio_mismatch") {
+            reasons.push(c.text.clone());
+        }
+    }
+    if !reasons.is_empty() {
+        return json!({"status": "refused", "test_id": test_id, "reasons": reasons});
+    }
+    store::json_one("SELECT ab.progress_rollout($1)::jsonb", &[test_id.into()]).unwrap_or(Value::Null)
+}
+
+/// progress_rollout_gated for every active test; one result per test.
+#[pg_extern(volatile, parallel_unsafe)]
+fn advance_ready_tests(min_minutes: default!(Option<f64>, 60.0), min_samples: default!(Option<i64>, 1000)) -> JsonB {
+    let min_minutes = required(min_minutes, "min_minutes");
+    let min_samples = required(min_samples, "min_samples");
+    let ids = store::json_one_ro("SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'", &[])
+        .unwrap_or(Value::Null);
+    JsonB(Value::Array(
+        ids.as_array().cloned().unwrap_or_default().iter().filter_map(|v| v.as_str().map(|t| gated(t, min_minutes, min_samples as f64))).collect(),
+    ))
 }

@@ -166,3 +166,38 @@ def test_without_the_flag_a_critical_test_is_only_reported(connect):
     r = one(conn, "SELECT ab.evaluate_risk('nof')")
     assert r["risk_level"] == "critical" and not r["rolled_back"] and r["alert_event_id"] is None
     assert one(conn, "SELECT status FROM ab.tests WHERE test_id = 'nof'") == "active"
+
+
+def test_gated_progression_opens_only_with_time_samples_and_healthy_guardrails(connect):
+    conn = connect()
+    make_test(conn, "gate", stages=(50, 100))
+    rng = np.random.default_rng(3)
+    insert_metrics(conn, "gate", CHAMPION, rng.uniform(0.6, 1.0, 300))
+    insert_metrics(conn, "gate", CHALLENGER, rng.uniform(0.6, 1.0, 300))
+    r = one(conn, "SELECT ab.progress_rollout_gated('gate')")  # 60 minutes, 1000 samples by default
+    assert r["status"] == "refused"
+    assert any("minutes" in x for x in r["reasons"]) and any("1000 required" in x for x in r["reasons"])
+    assert one(conn, "SELECT current_stage FROM ab.tests WHERE test_id = 'gate'") == 50
+    r = one(conn, "SELECT ab.progress_rollout_gated('gate', min_minutes => 0, min_samples => 200)")
+    assert r["status"] == "progressed" and r["to_stage"] == 100
+
+    # A challenger 50 % slower regresses the default latency guardrail (hold, 20 % tolerance).
+    make_test(conn, "held", stages=(50, 100))
+    insert_metrics(conn, "held", CHAMPION, rng.uniform(0.6, 1.0, 400))
+    insert_metrics(conn, "held", CHALLENGER, rng.uniform(0.9, 1.5, 400))
+    r = one(conn, "SELECT ab.progress_rollout_gated('held', min_minutes => 0, min_samples => 100)")
+    assert r["status"] == "refused"
+    assert any(x.startswith("guardrail_hold: latency_ms of llm_v2") for x in r["reasons"]), r
+    risk = one(conn, "SELECT ab.evaluate_risk('held')")
+    assert risk["risk_level"] in ("high", "critical") and not risk["rolled_back"]
+    # A per-test guardrail overrides the default: tolerate 100 % for this test.
+    conn.execute("INSERT INTO ab.guardrails (test_id, metric, action, tolerance) VALUES ('held', 'latency_ms', 'warn', 1.0)")
+    r = one(conn, "SELECT ab.progress_rollout_gated('held', min_minutes => 0, min_samples => 100)")
+    assert r["status"] == "progressed", r
+
+    results = one(conn, "SELECT ab.advance_ready_tests(min_minutes => 0, min_samples => 100)")
+    assert {x["test_id"] for x in results} == {"gate", "held"}  # both at 100 %: nothing left to do
+    assert all(x["status"] in ("completed", "refused", "progressed") for x in results)
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("SELECT ab.progress_rollout_gated('gate', min_minutes => -1)")
+    assert e.value.sqlstate == "22003"
