@@ -25,6 +25,7 @@ CREATE TABLE ab.metric_stats (
     dedup_sum         double precision NOT NULL,
     dedup_sumsq       double precision NOT NULL,
     latency_sketch    bigint[] NOT NULL,   -- counts per log bucket (src/stats.rs, sketch)
+    last_recorded_at  timestamptz NOT NULL,  -- for ab.health()'s metrics freshness
     PRIMARY KEY (test_id, variant, hour, shard)
 );
 
@@ -49,7 +50,8 @@ BEGIN
            coalesce(sum(average_confidence * average_confidence), 0),
            count(deduplication_rate), coalesce(sum(deduplication_rate), 0),
            coalesce(sum(deduplication_rate * deduplication_rate), 0),
-           ab._latency_sketch(array_agg(latency_ms) FILTER (WHERE kind = 'extraction' AND latency_ms IS NOT NULL))
+           ab._latency_sketch(array_agg(latency_ms) FILTER (WHERE kind = 'extraction' AND latency_ms IS NOT NULL)),
+           max(recorded_at)
     FROM new_metrics
     GROUP BY test_id, variant, date_trunc('hour', recorded_at)
     ON CONFLICT (test_id, variant, hour, shard) DO UPDATE SET
@@ -68,7 +70,8 @@ BEGIN
         dedup_n = s.dedup_n + excluded.dedup_n,
         dedup_sum = s.dedup_sum + excluded.dedup_sum,
         dedup_sumsq = s.dedup_sumsq + excluded.dedup_sumsq,
-        latency_sketch = ab._sketch_add(s.latency_sketch, excluded.latency_sketch);
+        latency_sketch = ab._sketch_add(s.latency_sketch, excluded.latency_sketch),
+        last_recorded_at = greatest(s.last_recorded_at, excluded.last_recorded_at);
     RETURN NULL;
 END $$;
 
@@ -115,3 +118,16 @@ INSERT INTO ab.guardrails (test_id, metric, action, tolerance) VALUES
     ('*', 'success_rate', 'hold', 0.02),
     ('*', 'latency_ms', 'hold', 0.2),
     ('*', 'average_confidence', 'warn', 0.05);
+
+-- Thresholds of ab.health() and ab.check_alerts(); change a value with UPDATE.
+CREATE TABLE ab.alert_thresholds (
+    name        text PRIMARY KEY,
+    value       double precision NOT NULL CHECK (value >= 0 AND value < 'Infinity'),
+    description text NOT NULL
+);
+INSERT INTO ab.alert_thresholds (name, value, description) VALUES
+    ('latency_p95_ms', 1.25, 'extraction latency P95 over the last hour above this: performance_degradation'),
+    ('cache_hit_rate_min', 0.99, 'this backend''s cache hit rate below this (after 1,000 lookups): cache_performance'),
+    ('events_backlog_max', 1000, 'events not yet delivered by the slowest relay above this: events backlog degraded'),
+    ('relay_stale_seconds', 300, 'a relay cursor not advanced for this long while events wait: events backlog unhealthy'),
+    ('metrics_stale_seconds', 900, 'no metric for this long while a test is active: metrics freshness degraded');

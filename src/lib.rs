@@ -12,6 +12,7 @@ pub mod evaluation;
 pub mod events;
 pub mod extract;
 pub mod flags;
+pub mod health;
 pub mod hash;
 pub mod hierarchy;
 pub mod lifecycle;

@@ -6,6 +6,7 @@ pub mod entities;
 pub mod error;
 pub mod flags;
 pub mod hash;
+pub mod health;
 pub mod hierarchy;
 pub mod lifecycle;
 pub mod stats;

@@ -201,3 +201,29 @@ def test_gated_progression_opens_only_with_time_samples_and_healthy_guardrails(c
     with pytest.raises(psycopg.Error) as e:
         conn.execute("SELECT ab.progress_rollout_gated('gate', min_minutes => -1)")
     assert e.value.sqlstate == "22003"
+
+
+def test_health_and_alerts(connect):
+    conn = connect()
+    h = one(conn, "SELECT ab.health()")
+    assert h["overall_status"] == "healthy", h
+    assert set(h["components"]) == {"flags", "tests", "cache", "metrics_freshness", "events_backlog"}
+    assert one(conn, "SELECT ab.check_alerts()") == []
+
+    make_test(conn, "slow", stages=(100,))  # emits events; no relay has registered yet
+    insert_metrics(conn, "slow", CHAMPION, [2.0] * 100)
+    h = one(conn, "SELECT ab.health()")
+    assert h["components"]["events_backlog"]["status"] == "degraded"
+    assert h["performance_metrics"]["extraction_latency_p95_ms"] == pytest.approx(2.0, rel=0.05)
+    alerts = {a["alert"]: a for a in one(conn, "SELECT ab.check_alerts()")}
+    assert set(alerts) == {"performance_degradation"}
+    assert alerts["performance_degradation"]["threshold"] == 1.25
+
+    # A relay that stopped long ago with events waiting: unhealthy, and the integration alert.
+    conn.execute("INSERT INTO ab.relay_cursors (relay_name, last_event_id, updated_at) VALUES ('api', 0, now() - interval '1 hour')")
+    h = one(conn, "SELECT ab.health()")
+    assert h["components"]["events_backlog"]["status"] == "unhealthy" and h["overall_status"] == "unhealthy"
+    assert {"performance_degradation", "integration_failure"} <= {a["alert"] for a in one(conn, "SELECT ab.check_alerts()")}
+    # Thresholds live in a table.
+    conn.execute("UPDATE ab.alert_thresholds SET value = 5 WHERE name = 'latency_p95_ms'")
+    assert "performance_degradation" not in {a["alert"] for a in one(conn, "SELECT ab.check_alerts()")}
