@@ -28,7 +28,7 @@ relay_pid=$!
 cleanup() {
     kill "$relay_pid" "$redis_pid" 2>/dev/null || true
     wait "$relay_pid" "$redis_pid" 2>/dev/null || true
-    [ "$started_cluster" = 1 ] && cluster_stop bench
+    if [ "$started_cluster" = 1 ]; then cluster_stop bench; fi
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:58765/healthz >/dev/null 2>&1 && break; sleep 0.1; done

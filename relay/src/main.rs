@@ -164,7 +164,11 @@ async fn periodic(db: Arc<db::Db>, what: &'static str, sql: &'static str, every_
         }
         if let Some(client) = db.client() {
             match db::guarded(&db, what, client.query_one(sql, &[])).await {
-                Some(row) => info!(job = what, result = %row.get::<_, String>(0), "periodic job done"),
+                Some(row) => {
+                    let result: String = row.get(0);
+                    let shown: String = result.chars().take(300).collect();
+                    info!(job = what, result = %shown, "periodic job done");
+                }
                 None => warn!(job = what, "periodic job failed; retrying at the next tick"),
             }
         } else {

@@ -97,13 +97,14 @@ fn report() -> Report {
 }
 
 /// overall_status (healthy, degraded, unhealthy), per-component status and performance figures.
-#[pg_extern(volatile, parallel_safe)]
+/// Parallel restricted: the cache figures are the calling backend's.
+#[pg_extern(volatile, parallel_restricted)]
 fn health() -> JsonB {
     JsonB(report().health)
 }
 
 /// The alerts whose thresholds (ab.alert_thresholds) are crossed now; empty when all is well.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_restricted)]
 fn check_alerts() -> JsonB {
     let r = report();
     JsonB(Value::Array(

@@ -292,6 +292,8 @@ fn progress_rollout_gated(
 }
 
 fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
+    // Lock first: of two concurrent callers, the second sees the stage the first started.
+    store::exec("SELECT 1 FROM ab.tests WHERE test_id = $1 FOR UPDATE", &[test_id.into()]);
     let since = stage_started(test_id);
     let a = assess(test_id, since);
     let mut reasons = Vec::new();

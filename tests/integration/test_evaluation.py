@@ -117,18 +117,20 @@ def test_concurrent_metric_writers_do_not_wait_for_each_other(connect):
     assert e["variants"][0]["latency_ms"]["mean"] == pytest.approx(1.5)
 
 
-def setup_risk_flags(conn):
+def monitored_test(conn, test_id, seed, challenger_latency, champion_errors, challenger_errors):
+    """Risk flags on; a 100 % test with 500 champion requests and a challenger to judge."""
     conn.execute("SELECT ab.create_flag('ff.ab_auto_rollback', rollout_percentage => 100)")
     conn.execute("SELECT ab.create_flag('ff.ab_risk_monitoring', rollout_percentage => 100)")
+    make_test(conn, test_id, stages=(100,))
+    rng = np.random.default_rng(seed)
+    insert_metrics(conn, test_id, CHAMPION, rng.uniform(0.6, 1.0, 500), errors=champion_errors)
+    low, high, n = challenger_latency
+    insert_metrics(conn, test_id, CHALLENGER, rng.uniform(low, high, n), errors=challenger_errors)
 
 
 def test_bad_challenger_is_rolled_back_automatically(connect):
     conn = connect()
-    setup_risk_flags(conn)
-    make_test(conn, "bad", stages=(100,))
-    rng = np.random.default_rng(1)
-    insert_metrics(conn, "bad", CHAMPION, rng.uniform(0.6, 1.0, 500), errors=2)
-    insert_metrics(conn, "bad", CHALLENGER, rng.uniform(2.0, 4.0, 440), errors=60)  # injected latency and errors
+    monitored_test(conn, "bad", 1, (2.0, 4.0, 440), 2, 60)  # injected latency and errors
     results = one(conn, "SELECT ab.evaluate_all_risks()")
     assert len(results) == 1
     r = results[0]
@@ -147,11 +149,7 @@ def test_bad_challenger_is_rolled_back_automatically(connect):
 
 def test_equal_challenger_is_left_alone(connect):
     conn = connect()
-    setup_risk_flags(conn)
-    make_test(conn, "same", stages=(100,))
-    rng = np.random.default_rng(2)
-    insert_metrics(conn, "same", CHAMPION, rng.uniform(0.6, 1.0, 500), errors=5)
-    insert_metrics(conn, "same", CHALLENGER, rng.uniform(0.6, 1.0, 500), errors=5)
+    monitored_test(conn, "same", 2, (0.6, 1.0, 500), 5, 5)
     r = one(conn, "SELECT ab.evaluate_risk('same')")
     assert (r["risk_level"], r["rolled_back"], r["triggered_conditions"]) == ("low", False, [])
     assert one(conn, "SELECT status FROM ab.tests WHERE test_id = 'same'") == "active"
