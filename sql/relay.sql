@@ -20,3 +20,23 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 SELECT pg_catalog.pg_extension_config_dump('ab.relay_cursors', '');
+
+-- Deletes delivered events older than keep: never one that a registered relay has not passed
+-- (the slowest cursor bounds it). With no relay registered, age alone decides. A relay name
+-- that is no longer used holds pruning back: delete its row from ab.relay_cursors.
+CREATE FUNCTION ab.prune_events(keep interval DEFAULT '7 days') RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    IF keep IS NULL OR keep < interval '0' THEN
+        RAISE EXCEPTION 'keep must be a non-negative interval, got %', keep
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. SELECT ab.prune_events(''7 days'')';
+    END IF;
+    DELETE FROM ab.events
+    WHERE created_at < now() - keep
+      AND (NOT EXISTS (SELECT 1 FROM ab.relay_cursors)
+           OR id <= (SELECT min(last_event_id) FROM ab.relay_cursors));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;

@@ -47,7 +47,8 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_MAX_BACKOFF_SECONDS", default_value_t = 5.0)]
     pub max_backoff_seconds: f64,
 
-    /// Seconds between calls of ab.create_metrics_partitions() (0 turns it off).
+    /// Seconds between maintenance runs: ab.create_metrics_partitions() and ab.prune_events()
+    /// (delivered events older than 7 days); 0 turns it off.
     #[arg(long, env = "PG_AB_RELAY_MAINTENANCE_SECONDS", default_value_t = 3600.0)]
     pub maintenance_seconds: f64,
 

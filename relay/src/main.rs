@@ -91,8 +91,14 @@ async fn run(config: config::Config) -> Result<(), String> {
     };
     let redis_task = tokio::spawn(sink.run(shutdown.clone()));
     let feed = tokio::spawn(ws::feed(app.clone(), shutdown.clone()));
-    let maintenance = tokio::spawn(periodic(db.clone(), "metrics partitions", "SELECT ab.create_metrics_partitions()::text",
-                                            config.maintenance_seconds, shutdown.clone()));
+    let maintenance = tokio::spawn(periodic(
+        db.clone(),
+        "maintenance",
+        "SELECT jsonb_build_object('metrics_partitions_created', ab.create_metrics_partitions(),
+                                   'events_pruned', ab.prune_events())::text",
+        config.maintenance_seconds,
+        shutdown.clone(),
+    ));
     let risk = tokio::spawn(periodic(db.clone(), "risk evaluation", "SELECT ab.evaluate_all_risks()::text",
                                      config.risk_seconds, shutdown.clone()));
     let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));

@@ -367,3 +367,21 @@ def test_relay_runs_risk_checks_and_delivers_the_alert(dsn, connect, redis_serve
         alert = next(m for m in seen if m["type"] == "risk_alert")
         assert alert["risk_level"] == "critical" and alert["requires_action"] is True and alert["event_id"] > 0
     assert one(conn, "SELECT status FROM ab.tests WHERE test_id = 'risky'") == "rolled_back"
+
+
+def test_prune_events_never_passes_the_slowest_relay(connect):
+    conn = connect()
+    conn.execute("INSERT INTO ab.events (test_id, type, payload, created_at) "
+                 "SELECT 't', 'burst', '{}', now() - interval '30 days' FROM generate_series(1, 10)")
+    ids = [r[0] for r in conn.execute("SELECT id FROM ab.events ORDER BY id").fetchall()]
+    conn.execute("INSERT INTO ab.events (test_id, type, payload) VALUES ('t', 'burst', '{}')")  # recent
+    conn.execute("INSERT INTO ab.relay_cursors (relay_name, last_event_id) VALUES ('fast', %s), ('slow', %s)",
+                 (ids[-1] + 1, ids[3]))
+    assert one(conn, "SELECT ab.prune_events('7 days')") == 4  # up to the slow relay's cursor
+    assert one(conn, "SELECT min(id) FROM ab.events") == ids[4]
+    conn.execute("DELETE FROM ab.relay_cursors WHERE relay_name = 'slow'")
+    assert one(conn, "SELECT ab.prune_events()") == 6  # old ones; the recent event stays
+    assert one(conn, "SELECT count(*) FROM ab.events") == 1
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("SELECT ab.prune_events('-1 day')")
+    assert e.value.sqlstate == "22023"
