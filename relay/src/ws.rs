@@ -266,7 +266,8 @@ async fn current_state(db: &Db, test_id: &str) -> Value {
 }
 
 /// Feeds the hub from the outbox: its own position, so a Redis outage never holds clients back.
-/// Starts at the end of the outbox: clients that missed events resume with `since`.
+/// Starts at the relay's stored cursor (or the end of the outbox for a new relay name); clients
+/// that missed events resume with `since`.
 pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut wake = app.db.subscribe_wake();
     let mut position: Option<Position> = None;
@@ -277,7 +278,11 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let mut more = false;
         if let Some(client) = app.db.client() {
             if position.is_none() {
-                if let Some(row) = guarded(&app.db, "outbox end", client.query_one("SELECT coalesce(max(id), 0) FROM ab.events", &[])).await {
+                // This relay's stored cursor when it has one: an event still uncommitted below
+                // the newest id is then a hole the feed waits for, not one it jumped over.
+                const START: &str = "SELECT coalesce((SELECT last_event_id FROM ab.relay_cursors WHERE relay_name = $1),
+                                                     (SELECT max(id) FROM ab.events), 0)";
+                if let Some(row) = guarded(&app.db, "outbox start", client.query_one(START, &[&app.config.relay_name])).await {
                     position = Some(Position::starting_after(row.get(0)));
                 }
             }
