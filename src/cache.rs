@@ -146,12 +146,16 @@ impl ConfigCache {
 pub struct HierarchyCache {
     nodes: LruCache<String, Option<Rc<Node>>>,
     capacity: usize,
+    /// Every node of the hierarchy is cached (a preload that fit): an uncached prefix is absent.
+    complete: bool,
+    /// A preload was tried since the last clear (so a hierarchy too big to fit is not reloaded).
+    pub preload_tried: bool,
     pub stats: Stats,
 }
 
 impl HierarchyCache {
     pub fn new(capacity: usize) -> Self {
-        HierarchyCache { nodes: LruCache::new(nz(capacity)), capacity, stats: Stats::default() }
+        HierarchyCache { nodes: LruCache::new(nz(capacity)), capacity, complete: false, preload_tried: false, stats: Stats::default() }
     }
 
     pub fn capacity(&self) -> usize {
@@ -172,12 +176,34 @@ impl HierarchyCache {
             self.nodes.resize(nz(capacity));
             self.stats.evictions += (before - self.nodes.len()) as u64;
             self.capacity = capacity;
+            self.complete = self.complete && before == self.nodes.len();
         }
     }
 
     pub fn clear(&mut self) {
         self.nodes.clear();
+        self.complete = false;
+        self.preload_tried = false;
         self.stats.invalidations += 1;
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Caches a whole hierarchy read at once; complete when it all fits. Counted as one miss (one
+    /// query). Returns how many nodes are cached.
+    pub fn preload(&mut self, all: Vec<Node>) -> usize {
+        self.preload_tried = true;
+        self.stats.misses += 1;
+        let fits = all.len() <= self.capacity;
+        for n in all {
+            if self.nodes.push(n.path.clone(), Some(Rc::new(n))).is_some_and(|(k, _)| !self.nodes.contains(&k)) {
+                self.stats.evictions += 1;
+            }
+        }
+        self.complete = fits;
+        self.nodes.len()
     }
 
     /// The chain root-down of `path` (its ancestors and the node itself, those that exist).
@@ -186,7 +212,7 @@ impl HierarchyCache {
         let prefixes = hierarchy::prefixes(path);
         let cached: Vec<Option<Option<Rc<Node>>>> = prefixes.iter().map(|p| self.nodes.get(*p).cloned()).collect();
         let missing: Vec<&str> = prefixes.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(p, _)| *p).collect();
-        if missing.is_empty() {
+        if missing.is_empty() || self.complete {
             self.stats.hits += 1;
             return cached.into_iter().flatten().flatten().collect();
         }
@@ -296,6 +322,17 @@ mod tests {
         assert_eq!(loads, 2);
         assert_eq!(asked[1], vec!["w.x.z".to_string()], "only the missing node is read");
         assert_eq!((c.stats.hits, c.stats.misses), (1, 2));
+        // A preload that fits makes every lookup a hit, an absent path included.
+        let mut full = HierarchyCache::new(10);
+        assert_eq!(full.preload(vec![node("w"), node("w.x")]), 2);
+        assert!(full.is_complete());
+        assert_eq!(full.chain("w.x", |_| panic!("complete")).len(), 2);
+        assert_eq!(full.chain("w.q", |_| panic!("complete")).len(), 1, "absent nodes are known absent");
+        full.clear();
+        assert!(!full.is_complete() && !full.preload_tried);
+        let mut tight = HierarchyCache::new(2);
+        tight.preload(vec![node("a"), node("a.b"), node("a.b.c")]);
+        assert!(!tight.is_complete(), "a hierarchy larger than the cache is not complete");
         let mut small = HierarchyCache::new(2);
         small.chain("a.b.c", |ps| Loaded::keep(Some(ps.iter().map(|p| node(p)).collect())));
         assert_eq!(small.len(), 2);

