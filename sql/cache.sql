@@ -1,8 +1,21 @@
 -- Configuration changes invalidate every backend's pg_ab cache at commit (src/pg/cache.rs).
+-- The signal is the relcache invalidation of an empty table made for it: the data tables' own
+-- relcache entries are also invalidated by VACUUM and ANALYZE, which must not empty the caches
+-- (a preloaded hierarchy of a million nodes would be read again).
+CREATE TABLE ab.config_signal ();
+CREATE TABLE ab.hierarchy_signal ();
+
 CREATE FUNCTION ab.invalidate_config_cache_trigger() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM ab.invalidate_config_cache(TG_RELID);
+    PERFORM ab.invalidate_config_cache('ab.config_signal'::regclass);
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION ab.invalidate_hierarchy_cache_trigger() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ab.invalidate_config_cache('ab.hierarchy_signal'::regclass);
     RETURN NULL;
 END $$;
 

@@ -32,9 +32,9 @@ thread_local! {
     /// touches these flags: it runs inside PostgreSQL's invalidation processing and must not fail.
     static DIRTY: Cell<bool> = const { Cell::new(false) };
     static HIERARCHY_DIRTY: Cell<bool> = const { Cell::new(false) };
-    /// OIDs of ab.flags, ab.tests, ab.variants and ab.hierarchy, resolved on the first fill
-    /// after a clear.
-    static WATCHED: Cell<[pg_sys::Oid; 4]> = const { Cell::new([pg_sys::InvalidOid; 4]) };
+    /// OIDs of ab.config_signal and ab.hierarchy_signal (sql/cache.sql), resolved on the first
+    /// fill after a clear.
+    static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
 }
 
 pub fn init() {
@@ -83,10 +83,10 @@ pub fn init() {
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let watched = WATCHED.with(|w| w.get());
     let unresolved = watched[0] == pg_sys::InvalidOid;
-    if relid == pg_sys::InvalidOid || unresolved || watched[..3].contains(&relid) {
+    if relid == pg_sys::InvalidOid || unresolved || watched[0] == relid {
         DIRTY.with(|d| d.set(true));
     }
-    if relid == pg_sys::InvalidOid || unresolved || watched[3] == relid {
+    if relid == pg_sys::InvalidOid || unresolved || watched[1] == relid {
         HIERARCHY_DIRTY.with(|d| d.set(true));
     }
 }
@@ -122,7 +122,7 @@ fn with_cache<R>(f: impl FnOnce(&mut ConfigCache) -> R) -> R {
         let mut c = c.borrow_mut();
         if DIRTY.with(|d| d.replace(false)) {
             c.clear();
-            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 4]));
+            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 2]));
         }
         let cap = CACHE_SIZE.get().max(2) as usize;
         if c.capacity() != cap {
@@ -173,7 +173,7 @@ fn with_hierarchy<T>(f: impl FnOnce(&mut HierarchyCache) -> T) -> T {
         if HIERARCHY_DIRTY.with(|d| d.replace(false)) {
             h.clear();
             // The OIDs may have changed too (the extension re-created): resolve them again.
-            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 4]));
+            WATCHED.with(|w| w.set([pg_sys::InvalidOid; 2]));
             DIRTY.with(|d| d.set(true));
         }
         let cap = HIERARCHY_CACHE_SIZE.get().max(2) as usize;

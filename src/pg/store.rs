@@ -166,19 +166,14 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
     })
 }
 
-/// OIDs of ab.flags, ab.tests, ab.variants (configuration) and ab.hierarchy: the tables whose
-/// changes invalidate the caches.
-pub fn watched_table_oids() -> [pg_sys::Oid; 4] {
+/// OIDs of the signal relations whose relcache invalidation means "configuration changed" and
+/// "hierarchy changed" (sql/cache.sql).
+pub fn watched_table_oids() -> [pg_sys::Oid; 2] {
     Spi::connect(|c| {
-        let t = c.select(
-            "SELECT 'ab.flags'::regclass::oid, 'ab.tests'::regclass::oid, 'ab.variants'::regclass::oid,
-                    'ab.hierarchy'::regclass::oid",
-            Some(1),
-            &[],
-        )?;
+        let t = c.select("SELECT 'ab.config_signal'::regclass::oid, 'ab.hierarchy_signal'::regclass::oid", Some(1), &[])?;
         let r = t.first();
         let oid = |i| r.get::<pg_sys::Oid>(i).map(|o| o.unwrap_or(pg_sys::InvalidOid));
-        Ok::<_, pgrx::spi::Error>([oid(1)?, oid(2)?, oid(3)?, oid(4)?])
+        Ok::<_, pgrx::spi::Error>([oid(1)?, oid(2)?])
     })
     .or_raise()
 }
