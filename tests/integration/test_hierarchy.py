@@ -67,3 +67,19 @@ def test_preloaded_hierarchy_serves_every_lookup_and_follows_changes(connect):
     assert one(a, "SELECT (nodes, complete)::text FROM ab.preload_hierarchy()") == "(4,t)"
     a.execute("SET pg_ab.hierarchy_cache_size = 2")
     assert one(a, "SELECT (nodes, complete)::text FROM ab.preload_hierarchy()") == "(2,f)"
+
+
+def test_vacuum_and_analyze_do_not_empty_the_cache(connect):
+    a, b = connect(), connect()
+    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
+    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    assert one(a, "SELECT count(*) FROM ab.resolve_ancestors('world.europe')") == 2
+    before = one(a, "SELECT invalidations FROM ab.hierarchy_cache_stats()")
+    b.execute("VACUUM ANALYZE ab.hierarchy")
+    b.execute("VACUUM ANALYZE ab.flags")
+    assert one(a, "SELECT count(*) FROM ab.resolve_ancestors('world.europe')") == 2
+    assert one(a, "SELECT invalidations FROM ab.hierarchy_cache_stats()") == before
+    # A real change still reaches the other session.
+    b.execute("UPDATE ab.hierarchy SET name = 'Earth' WHERE path = 'world'")
+    assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "Earth"
+    assert one(a, "SELECT invalidations FROM ab.hierarchy_cache_stats()") == before + 1
