@@ -1,0 +1,2 @@
+\set r random_zipfian(1, 999989, 1.1)
+SELECT count(*) FROM hbench.targets t, ab.resolve_ancestors(t.path) WHERE t.rank = :r;
