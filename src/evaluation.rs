@@ -105,7 +105,7 @@ fn variant_json(v: &VariantStats) -> Value {
 }
 
 /// The sample-ratio check on units per variant (variants in configuration order).
-pub fn sample_ratio(units: &[f64], weights: &[f64], s: &Settings) -> Value {
+fn sample_ratio(units: &[f64], weights: &[f64], s: &Settings) -> Value {
     match stats::chi_square(units, weights) {
         Some((chi2, p)) => json!({"units": units, "weights": weights, "chi_square": num(chi2), "p_value": num(p),
                                    "mismatch": p < s.srm_p_value}),

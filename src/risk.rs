@@ -44,6 +44,9 @@ pub struct Condition {
     pub level: Level,
     /// e.g. "latency_budget: llm_v2 P95 2.61 ms > 1.25 ms"
     pub text: String,
+    /// Gated progression refuses while it holds: a hold or rollback guardrail, or a sample
+    /// ratio mismatch.
+    pub blocks_progress: bool,
 }
 
 /// The conditions a challenger triggers. Nothing is judged below `min_samples` per side.
@@ -53,7 +56,7 @@ pub fn challenger_conditions(champion: &VariantStats, c: &VariantStats, t: &Thre
         return out;
     }
     let name = &c.variant;
-    let mut add = |level, text: String| out.push(Condition { level, text });
+    let mut add = |level, text: String| out.push(Condition { level, text, blocks_progress: false });
     if let Some(p95) = c.p95() {
         if p95 > t.latency_p95_budget_ms {
             let level = if p95 > 2.0 * t.latency_p95_budget_ms { Level::Critical } else { Level::High };
@@ -152,6 +155,7 @@ pub fn guardrail_conditions(champion: &VariantStats, c: &VariantStats, guardrail
             let regressed = if lower_is_better { cmp.sequential_ci.0 > margin } else { cmp.sequential_ci.1 < -margin };
             regressed.then(|| Condition {
                 level: g.action.level(),
+                blocks_progress: g.action != Action::Warn,
                 text: format!("guardrail_{}: {} of {} is worse than the champion's by more than {}% ({:.4} vs {:.4}; always-valid, one-sided alpha {})",
                               g.action.name(), g.metric, c.variant, g.tolerance * 100.0, cmp.treatment, cmp.control, t.risk_alpha),
             })
@@ -170,7 +174,7 @@ pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], guardrails
         })
         .collect();
     if let Some(p) = srm_p.filter(|p| *p < t.srm_p_value) {
-        conditions.push(Condition { level: Level::High, text: format!("sample_ratio_mismatch: chi-square p = {p:.2e}") });
+        conditions.push(Condition { level: Level::High, text: format!("sample_ratio_mismatch: chi-square p = {p:.2e}"), blocks_progress: true });
     }
     let level = conditions.iter().map(|c| c.level).max().unwrap_or(Level::Low);
     (level, conditions)
@@ -241,6 +245,7 @@ mod tests {
         let tight = guardrail_conditions(&champ_spread, &slower, &[g("latency_ms", Action::Hold, 0.05)], &thresholds());
         assert_eq!(tight.len(), 1);
         assert_eq!(tight[0].level, Level::High);
+        assert!(tight[0].blocks_progress);
         assert!(tight[0].text.starts_with("guardrail_hold: latency_ms of b"));
         let loose = guardrail_conditions(&champ_spread, &slower, &[g("latency_ms", Action::Hold, 0.5)], &thresholds());
         assert!(loose.is_empty());

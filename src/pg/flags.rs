@@ -189,9 +189,14 @@ fn get_rollout_percentage(name: Option<&str>) -> i32 {
 fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
+    is_on(name, unit).unwrap_or_else(|| raise(unknown_flag(name)))
+}
+
+/// Whether a flag is on for a unit, from the cache; None when there is no such flag.
+pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
     cache::accept_invalidations();
-    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
-    flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On
+    let flag = cache::flag(name)?;
+    Some(flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On)
 }
 
 /// The reason behind `is_enabled`: on, disabled, not_in_rollout or dependency_off.

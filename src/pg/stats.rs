@@ -9,12 +9,12 @@ use serde_json::{json, Value};
 
 use super::error::{raise, required};
 use super::lifecycle::unknown_test;
-use super::store;
+use super::{flags, store};
 use crate::error::{AbError, Kind};
 use crate::evaluation::{self, Settings, VariantStats};
 use crate::events;
 use crate::risk::{self, Action, Condition, Guardrail, Level, Thresholds};
-use crate::stats::{sketch, Moments};
+use crate::stats::{self, sketch, Moments};
 
 /// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty); used by the
 /// metrics trigger.
@@ -164,15 +164,6 @@ fn evaluate_between(test_id: Option<&str>, from: Option<TimestampWithTimeZone>, 
     JsonB(evaluate_window(test_id, from, until))
 }
 
-fn flag_on(name: &str, unit: &str) -> bool {
-    store::json_one_ro(
-        "SELECT to_jsonb(CASE WHEN EXISTS (SELECT 1 FROM ab.flags WHERE name = $1) THEN ab.is_enabled($1, $2) ELSE false END)",
-        &[name.into(), unit.into()],
-    )
-    .and_then(|v| v.as_bool())
-    .unwrap_or(false)
-}
-
 /// Risk of a test; rolls it back when critical and ff.ab_auto_rollback is on for it, and emits a
 /// risk_alert event when high or critical and ff.ab_risk_monitoring is on for it.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -207,8 +198,8 @@ fn assess(test_id: &str, from: Option<TimestampWithTimeZone>) -> Assessment {
     let t = thresholds();
     let stats = variant_stats(test_id, &info, from, None);
     let s = settings(&t);
-    let srm_p = units(test_id, &info, &stats, from, None)
-        .and_then(|u| evaluation::sample_ratio(&u, &stats.iter().map(|v| v.weight).collect::<Vec<_>>(), &s)["p_value"].as_f64());
+    let weights: Vec<f64> = stats.iter().map(|v| v.weight).collect();
+    let srm_p = units(test_id, &info, &stats, from, None).and_then(|u| stats::chi_square(&u, &weights)).map(|(_, p)| p);
     let thresholds = Thresholds {
         min_samples: setting(&t, "risk_min_samples", 30.0),
         latency_p95_budget_ms: setting(&t, "latency_p95_budget_ms", 1.25),
@@ -234,13 +225,13 @@ fn assess_and_act(test_id: &str) -> Value {
     let texts: Vec<String> = conditions.iter().map(|c| c.text.clone()).collect();
     let running = info.status == "active";
     let mut rolled_back = false;
-    if running && level == Level::Critical && flag_on("ff.ab_auto_rollback", test_id) {
+    if running && level == Level::Critical && flags::is_on("ff.ab_auto_rollback", test_id).unwrap_or(false) {
         let reason = format!("automatic rollback, risk critical: {}", texts.join("; "));
         store::exec("SELECT ab.rollback_test($1, $2)", &[test_id.into(), reason.as_str().into()]);
         rolled_back = true;
     }
     let mut alert_event_id = None;
-    if running && level.requires_action() && flag_on("ff.ab_risk_monitoring", test_id) {
+    if running && level.requires_action() && flags::is_on("ff.ab_risk_monitoring", test_id).unwrap_or(false) {
         let payload = events::risk_alert(test_id, level.name(), &texts, true, store::transaction_epoch());
         alert_event_id = Some(store::insert_event(Some(test_id), events::RISK_ALERT, payload));
     }
@@ -255,12 +246,7 @@ fn assess_and_act(test_id: &str) -> Value {
 /// pg_cron). Returns one result per test.
 #[pg_extern(volatile, parallel_unsafe)]
 fn evaluate_all_risks() -> JsonB {
-    let ids = store::json_one_ro("SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'", &[])
-        .unwrap_or(Value::Null);
-    let results: Vec<Value> = ids.as_array().cloned().unwrap_or_default().iter()
-        .filter_map(|v| v.as_str().map(assess_and_act))
-        .collect();
-    JsonB(Value::Array(results))
+    JsonB(Value::Array(store::active_test_ids().iter().map(|t| assess_and_act(t)).collect()))
 }
 
 /// When the current stage began: the test's last 'started' or 'progressed' event.
@@ -313,7 +299,7 @@ fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
         }
     }
     for c in &a.conditions {
-        if c.text.starts_with("guardrail_hold") || c.text.starts_with("guardrail_rollback") || c.text.starts_with("sample_ratio_mismatch") {
+        if c.blocks_progress {
             reasons.push(c.text.clone());
         }
     }
@@ -328,9 +314,5 @@ fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
 fn advance_ready_tests(min_minutes: default!(Option<f64>, 60.0), min_samples: default!(Option<i64>, 1000)) -> JsonB {
     let min_minutes = required(min_minutes, "min_minutes");
     let min_samples = required(min_samples, "min_samples");
-    let ids = store::json_one_ro("SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.tests WHERE status = 'active'", &[])
-        .unwrap_or(Value::Null);
-    JsonB(Value::Array(
-        ids.as_array().cloned().unwrap_or_default().iter().filter_map(|v| v.as_str().map(|t| gated(t, min_minutes, min_samples as f64))).collect(),
-    ))
+    JsonB(Value::Array(store::active_test_ids().iter().map(|t| gated(t, min_minutes, min_samples as f64)).collect()))
 }
