@@ -5,23 +5,17 @@
 CREATE TABLE ab.config_signal ();
 CREATE TABLE ab.hierarchy_signal ();
 
-CREATE FUNCTION ab.invalidate_config_cache_trigger() RETURNS trigger
+-- The trigger's argument names the signal relation to invalidate.
+CREATE FUNCTION ab.invalidate_cache_trigger() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM ab.invalidate_config_cache('ab.config_signal'::regclass);
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION ab.invalidate_hierarchy_cache_trigger() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM ab.invalidate_config_cache('ab.hierarchy_signal'::regclass);
+    PERFORM ab.invalidate_config_cache(TG_ARGV[0]::regclass);
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER flags_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.flags
-    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_config_cache_trigger();
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 CREATE TRIGGER tests_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.tests
-    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_config_cache_trigger();
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 CREATE TRIGGER variants_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.variants
-    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_config_cache_trigger();
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');

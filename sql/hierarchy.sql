@@ -16,7 +16,7 @@ CREATE FUNCTION ab.resolve_name(name text)
 
 -- Changes to the hierarchy invalidate every backend's resolution cache at commit.
 CREATE TRIGGER hierarchy_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.hierarchy
-    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_hierarchy_cache_trigger();
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.hierarchy_signal');
 
 -- Every node with its depth and ancestor chain, for reports; refresh with
 -- ab.refresh_hierarchy_ancestry(). (Resolution reads ab.hierarchy itself, so it never lags.)
