@@ -11,8 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_postgres::Client;
 
 /// One event ready to send: its JSON is the stored payload plus `event_id`.
@@ -72,6 +74,10 @@ impl Position {
 
     pub fn high(&self) -> i64 {
         self.high
+    }
+
+    pub fn has_holes(&self) -> bool {
+        !self.holes.is_empty()
     }
 
     pub fn open_holes(&self) -> Vec<i64> {
@@ -200,6 +206,17 @@ async fn read_into(client: &Client, position: &mut Position, limit: i64) -> Resu
         }
     }
     Ok(out)
+}
+
+/// Waits for the next reason to read: a notification, shutdown, or a timer — 50 ms when `soon`
+/// (holes to re-check, a cursor to store), else 1 s (the safety net for a lost notification).
+pub async fn wait_for_more(wake: &mut watch::Receiver<u64>, shutdown: &mut watch::Receiver<bool>, soon: bool) {
+    let idle = if soon { Duration::from_millis(50) } else { Duration::from_secs(1) };
+    tokio::select! {
+        _ = wake.changed() => {}
+        _ = tokio::time::sleep(idle) => {}
+        _ = shutdown.changed() => {}
+    }
 }
 
 /// Events of the given tests (all when `None`) with since < id <= upto, for a client resuming.

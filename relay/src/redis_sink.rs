@@ -194,12 +194,7 @@ impl RedisSink {
             if progressed {
                 continue;
             }
-            let idle = if position.open_holes().is_empty() && cursor == stored { Duration::from_secs(1) } else { Duration::from_millis(50) };
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep(idle) => {}
-                _ = shutdown.changed() => {}
-            }
+            outbox::wait_for_more(&mut wake, &mut shutdown, position.has_holes() || cursor != stored).await;
         }
         info!(cursor = stored, "redis delivery stopped");
     }

@@ -296,12 +296,6 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if more {
             continue;
         }
-        let holes = position.as_ref().is_some_and(|p| !p.open_holes().is_empty());
-        let idle = if holes { Duration::from_millis(50) } else { Duration::from_secs(1) };
-        tokio::select! {
-            _ = wake.changed() => {}
-            _ = tokio::time::sleep(idle) => {}
-            _ = shutdown.changed() => {}
-        }
+        outbox::wait_for_more(&mut wake, &mut shutdown, position.as_ref().is_some_and(Position::has_holes)).await;
     }
 }
