@@ -35,10 +35,14 @@ def test_real_places_resolve(dsn, connect):
     assert [e["metadata"]["confidence_factors"]["geographic_plausibility"] for e in cal if e["entity_type"] == "location"] == [1.0]
 
 
+def add_world_and_europe(conn):
+    conn.execute("SELECT ab.add_place(NULL, 'World', 'world')")
+    conn.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+
+
 def test_hierarchy_changes_reach_other_sessions(connect):
     a, b = connect(), connect()
-    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
-    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    add_world_and_europe(b)
     for _ in range(2):
         assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "World"
     assert one(a, "SELECT hits FROM ab.hierarchy_cache_stats()") >= 1
@@ -48,8 +52,7 @@ def test_hierarchy_changes_reach_other_sessions(connect):
 
 def test_preloaded_hierarchy_serves_every_lookup_and_follows_changes(connect):
     a, b = connect(), connect()
-    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
-    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    add_world_and_europe(b)
     b.execute("SELECT ab.add_place('world.europe', 'France', 'country')")
     a.execute("SET pg_ab.hierarchy_preload = on")
     assert one(a, "SELECT count(*) FROM ab.resolve_ancestors('world.europe.france')") == 3
@@ -71,8 +74,7 @@ def test_preloaded_hierarchy_serves_every_lookup_and_follows_changes(connect):
 
 def test_vacuum_and_analyze_do_not_empty_the_cache(connect):
     a, b = connect(), connect()
-    b.execute("SELECT ab.add_place(NULL, 'World', 'world')")
-    b.execute("SELECT ab.add_place('world', 'Europe', 'continent')")
+    add_world_and_europe(b)
     assert one(a, "SELECT count(*) FROM ab.resolve_ancestors('world.europe')") == 2
     before = one(a, "SELECT invalidations FROM ab.hierarchy_cache_stats()")
     b.execute("VACUUM ANALYZE ab.hierarchy")
