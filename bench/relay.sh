@@ -12,26 +12,16 @@ if ! psql -X -q -h "$ROOT/.run/bench" -p 54331 -U postgres -d postgres -c 'SELEC
     started_cluster=1
 fi
 export PGHOST="$ROOT/.run/bench" PGPORT=54331 PGUSER=postgres
-cargo build -q -p pg_ab_relay --profile relay
 fresh_database pg_ab_relay_bench
 psql -X -q -d pg_ab_relay_bench -c 'CREATE EXTENSION pg_ab CASCADE'
 
-redis_port=56399
-redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
-redis_pid=$!
-relay_log="$ROOT/.run/relay_bench.log"
-secret=relay-bench-secret-0123456789abcdefghij
-"$ROOT/target/relay/pg_ab_relay" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=pg_ab_relay_bench" \
-    --redis-url "redis://127.0.0.1:$redis_port/0" --listen 127.0.0.1:58765 --token-secret "$secret" \
-    --queue-bound 4096 --log-format json >"$relay_log" 2>&1 &
-relay_pid=$!
 cleanup() {
-    kill "$relay_pid" "$redis_pid" 2>/dev/null || true
-    wait "$relay_pid" "$redis_pid" 2>/dev/null || true
+    relay_stop
     if [ "$started_cluster" = 1 ]; then cluster_stop bench; fi
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:58765/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+secret=relay-bench-secret-0123456789abcdefghij
+relay_start pg_ab_relay_bench 56399 58765 "$secret" "$ROOT/.run/relay_bench.log" --queue-bound 4096 --log-format json
 
 python_env
 token=$("$PY" -c "import jwt,time; print(jwt.encode({'test_ids':['*'],'exp':int(time.time())+3600}, '$secret', algorithm='HS256'))")

@@ -15,16 +15,8 @@ PGDATABASE=pg_ab_demo "$PY" "$ROOT/scripts/load_places.py"
 q -d pg_ab_demo -f "$ROOT/scripts/demo.sql"
 
 log "the relay: events to Redis and a WebSocket client"
-cargo build -q -p pg_ab_relay --profile relay
-redis_port=56379
-redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
-redis_pid=$!
+trap 'relay_stop; cluster_stop demo' EXIT
 secret=demo-secret-0123456789abcdefghijklmn
-"$ROOT/target/relay/pg_ab_relay" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=pg_ab_demo" \
-    --redis-url "redis://127.0.0.1:$redis_port/0" --listen 127.0.0.1:58766 --token-secret "$secret" \
-    >"$ROOT/.run/demo/relay.log" 2>&1 &
-relay_pid=$!
-trap 'kill $relay_pid $redis_pid 2>/dev/null; wait $relay_pid $redis_pid 2>/dev/null; cluster_stop demo' EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:58766/healthz >/dev/null 2>&1 && break; sleep 0.1; done
-PGDATABASE=pg_ab_demo RELAY_WS_URL=ws://127.0.0.1:58766/ws REDIS_PORT=$redis_port RELAY_SECRET="$secret" \
+relay_start pg_ab_demo 56379 58766 "$secret" "$ROOT/.run/demo/relay.log"
+PGDATABASE=pg_ab_demo RELAY_WS_URL=ws://127.0.0.1:58766/ws REDIS_PORT=56379 RELAY_SECRET="$secret" \
     "$PY" "$ROOT/scripts/demo_relay.py"

@@ -111,3 +111,24 @@ python_env() {
 
 # psql against the private cluster, quiet and strict.
 q() { psql -X -v ON_ERROR_STOP=1 -q "$@"; }
+
+# relay_start DB REDIS_PORT HTTP_PORT SECRET LOG [relay flags...]: builds pg_ab_relay, starts a
+# redis-server on REDIS_PORT and the relay against DB in the running cluster (HTTP on HTTP_PORT,
+# output in LOG), and waits for its /healthz. Sets RELAY_PID and REDIS_PID for relay_stop.
+relay_start() {
+    local db=$1 redis_port=$2 http_port=$3 secret=$4 logfile=$5
+    shift 5
+    cargo build -q -p pg_ab_relay --profile relay
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+    REDIS_PID=$!
+    "$ROOT/target/relay/pg_ab_relay" --database-url "host=$PGHOST port=$PGPORT user=postgres dbname=$db" \
+        --redis-url "redis://127.0.0.1:$redis_port/0" --listen "127.0.0.1:$http_port" --token-secret "$secret" \
+        "$@" >"$logfile" 2>&1 &
+    RELAY_PID=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+relay_stop() {
+    kill ${RELAY_PID:-} ${REDIS_PID:-} 2>/dev/null || true
+    wait ${RELAY_PID:-} ${REDIS_PID:-} 2>/dev/null || true
+}
