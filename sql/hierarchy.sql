@@ -2,11 +2,13 @@
 
 CREATE INDEX hierarchy_path_gist ON ab.hierarchy USING gist (path);
 
--- Ancestors root first, the node itself last; served from the backend's cache.
+-- Ancestors root first, the node itself last; served from the backend's cache. Written in
+-- Rust against ltree's in-memory layout (src/pg/hierarchy.rs), not through pgrx: it takes and
+-- returns ltree without text conversions.
 CREATE FUNCTION ab.resolve_ancestors(path ltree)
     RETURNS TABLE (path ltree, name text, kind text, depth integer)
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT a.path::ltree, a.name, a.kind, a.depth FROM ab._resolve_ancestors(path::text) a $$;
+    LANGUAGE c STABLE PARALLEL SAFE ROWS 6
+    AS 'MODULE_PATHNAME', 'resolve_ancestors_ltree';
 
 -- Nodes whose name or alias matches, best match first.
 CREATE FUNCTION ab.resolve_name(name text)

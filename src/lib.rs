@@ -16,6 +16,7 @@ pub mod health;
 pub mod hash;
 pub mod hierarchy;
 pub mod lifecycle;
+pub mod ltree;
 pub mod risk;
 pub mod stats;
 pub mod temporal;
@@ -30,7 +31,7 @@ pgrx::extension_sql_file!("../sql/entities.sql", name = "entities", requires = [
 pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", requires = ["schema", pg::cache::invalidate_config_cache]);
 pgrx::extension_sql_file!("../sql/relay.sql", name = "relay", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["entities", pg::stats::_sketch_add, pg::stats::_latency_sketch]);
-pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires = ["entities", "cache_triggers", pg::hierarchy::_resolve_ancestors, pg::hierarchy::_resolve_name]);
+pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires = ["entities", "cache_triggers", pg::hierarchy::_resolve_name]);
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {

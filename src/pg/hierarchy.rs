@@ -7,6 +7,7 @@ use crate::calibration;
 use crate::entities::{self, Entity};
 use crate::error::AbError;
 use crate::hierarchy::{self, Node};
+use crate::ltree::Ltree;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use serde_json::{json, Value};
@@ -64,6 +65,11 @@ fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(compl
 
 fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {
     hierarchy::validate_path(path).or_raise();
+    chain_of_valid(path)
+}
+
+/// The chain of a path known to be well-formed; an unknown path is an error.
+fn chain_of_valid(path: &str) -> Vec<std::rc::Rc<Node>> {
     cache::accept_invalidations();
     let chain = cache::hierarchy_chain(path, load_nodes, load_all_nodes);
     if chain.last().is_none_or(|n| n.path != path) {
@@ -72,18 +78,53 @@ fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {
     chain
 }
 
-/// The node and its ancestors, root first (served from the backend's cache).
-#[pg_extern(stable, parallel_safe)]
-fn _resolve_ancestors(
-    path: Option<&str>,
-) -> TableIterator<'static, (name!(path, String), name!(name, String), name!(kind, String), name!(depth, i32))> {
-    let chain = chain_of(required(path, "path"));
-    TableIterator::new(
-        chain
-            .into_iter()
-            .map(|n| (n.path.clone(), n.name.clone(), n.kind.clone(), n.path.split('.').count() as i32))
-            .collect::<Vec<_>>(),
-    )
+/// PG_FUNCTION_INFO_V1(resolve_ancestors_ltree)
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_resolve_ancestors_ltree() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `ab.resolve_ancestors(path ltree)` (declared in sql/hierarchy.sql): the node and its
+/// ancestors, root first, from the backend's cache. A C-level function rather than a pgrx one:
+/// it reads the ltree argument in place and returns each ancestor as a prefix of the same bytes,
+/// with the rows put straight into the executor's tuplestore, so a cached resolution costs no
+/// text conversion, no SQL wrapper and no per-row call.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn resolve_ancestors_ltree(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let arg = required(unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) }, "path");
+    let value = unsafe { pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) };
+    let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, pgrx::varlena::varsize_any(value)) };
+    let path = Ltree::parse(bytes).or_raise();
+    let chain = chain_of_valid(&path.path());
+
+    let rsinfo = unsafe { (*fcinfo).resultinfo } as *mut pg_sys::ReturnSetInfo;
+    // The executor's expected row type, when it passes one, saves building it from pg_proc.
+    let expected = !rsinfo.is_null()
+        && unsafe { (*rsinfo).type_ } == pg_sys::NodeTag::T_ReturnSetInfo
+        && !unsafe { (*rsinfo).expectedDesc }.is_null();
+    unsafe { pg_sys::InitMaterializedSRF(fcinfo, if expected { pg_sys::MAT_SRF_USE_EXPECTED_DESC as _ } else { 0 }) };
+    for node in chain {
+        let depth = node.path.bytes().filter(|b| *b == b'.').count() + 1;
+        let size = path.prefix_size(depth);
+        let prefix = unsafe { pg_sys::palloc(size) } as *mut pg_sys::varlena;
+        path.write_prefix(depth, unsafe { std::slice::from_raw_parts_mut(prefix as *mut u8, size) });
+        unsafe { pgrx::varlena::set_varsize_4b(prefix, size as i32) };
+        let mut values = [
+            pg_sys::Datum::from(prefix),
+            node.name.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            node.kind.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            pg_sys::Datum::from(depth as i32),
+        ];
+        let mut nulls = [false; 4];
+        unsafe { pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr()) };
+    }
+    pg_sys::Datum::from(0)
 }
 
 #[derive(serde::Deserialize)]

@@ -604,9 +604,10 @@ mod tests {
         expect_error("ab.add_place('world', 'North America')", "42710");
         expect_error("ab.add_place('world', 'x', 'place', '{}', '{}', 'bad-label')", "22023");
         expect_error("ab.add_place('world', '  ')", "22023");
-        // ltree's own input function rejects the literal (42601); the text form explains why.
+        // ltree's own input function rejects the literal (42601).
         expect_error("ab.resolve_ancestors('world.north-america')", "42601");
-        expect_error("ab._resolve_ancestors('world.north-america')", "22023");
+        expect_error("ab.resolve_ancestors(NULL)", "22004");
+        expect_error("ab.resolve_ancestors('')", "22023");
     }
 
     #[pg_test]
@@ -630,6 +631,16 @@ mod tests {
             0
         );
         expect_error("ab.resolve_ancestors('world.atlantis')", "42704");
+        run("SELECT ab.add_place('world.north_america', 'Long', 'x', '{}', '{}', repeat('l', 255))");
+        run("SELECT ab.add_place('world.north_america.' || repeat('l', 255), 'Short', 'x', '{}', '{}', 'abcdef')");
+        // Paths read from the table (short varlena headers) in, real ltree values out: every
+        // returned path is an ancestor-or-self of its node, as deep as the depth column says.
+        assert_eq!(
+            json("SELECT jsonb_build_array(count(*), bool_and(a.path @> h.path AND nlevel(a.path) = a.depth
+                                                          AND a.path = subpath(h.path, 0, a.depth)))
+                  FROM ab.hierarchy h, ab.resolve_ancestors(h.path) a"),
+            json("SELECT jsonb_build_array(sum(nlevel(path)), true) FROM ab.hierarchy")
+        );
         let names = json("SELECT jsonb_agg(jsonb_build_array(path::text, matched)) FROM ab.resolve_name('WASHINGTON')");
         assert_eq!(names[0][0], "world.north_america.united_states.washington", "shallower first");
         assert_eq!(names[1][0], "world.north_america.united_states.district_of_columbia.washington");
