@@ -140,13 +140,70 @@ impl ConfigCache {
     }
 }
 
-/// Hierarchy nodes by path, for ancestor resolution. A resolution is a hit when every node of
-/// its chain is cached (no query at all), a miss otherwise; a miss loads the whole chain in one
-/// query. `None` entries remember paths that do not exist.
+/// A cached hierarchy node and its nearest ancestor that exists, so that a resolution is one
+/// lookup and a walk up the links (the upper levels, shared by many nodes, stay in CPU cache).
+#[derive(Debug)]
+pub struct Cached {
+    pub node: Node,
+    pub depth: usize,
+    up: Option<Rc<Cached>>,
+}
+
+impl std::ops::Deref for Cached {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl Cached {
+    fn new(node: Node, up: Option<Rc<Cached>>) -> Rc<Cached> {
+        let depth = node.path.split('.').count();
+        Rc::new(Cached { node, depth, up })
+    }
+}
+
+/// The chain root-down that ends at `last`: `last` and every ancestor it links to.
+fn chain_to(last: Option<&Rc<Cached>>) -> Vec<Rc<Cached>> {
+    let mut out: Vec<Rc<Cached>> = std::iter::successors(last.cloned(), |n| n.up.clone()).collect();
+    out.reverse();
+    out
+}
+
+/// Links nodes read together (all prefixes of one path, any order) into their chain.
+pub fn link_chain(mut nodes: Vec<Node>) -> Vec<Rc<Cached>> {
+    nodes.sort_by_key(|n| n.path.len());
+    let mut last: Option<Rc<Cached>> = None;
+    for n in nodes {
+        last = Some(Cached::new(n, last));
+    }
+    chain_to(last.as_ref())
+}
+
+/// What the cache knows of a path: the node, or that it does not exist (with the nearest
+/// ancestor that does).
+enum Entry {
+    Present(Rc<Cached>),
+    Absent(Option<Rc<Cached>>),
+}
+
+impl Entry {
+    /// The deepest existing node on the chain down to this path.
+    fn nearest(&self) -> Option<&Rc<Cached>> {
+        match self {
+            Entry::Present(n) => Some(n),
+            Entry::Absent(up) => up.as_ref(),
+        }
+    }
+}
+
+/// Hierarchy nodes by path, for ancestor resolution. A resolution is a hit when its path is
+/// cached (every cached entry links to its ancestors, so no query at all), a miss otherwise; a
+/// miss reads the path and its uncached ancestors in one query. Absent paths are remembered too.
 pub struct HierarchyCache {
-    nodes: LruCache<String, Option<Rc<Node>>>,
+    nodes: LruCache<String, Entry>,
     capacity: usize,
-    /// Every node of the hierarchy is cached (a preload that fit): an uncached prefix is absent.
+    /// Every node of the hierarchy is cached (a preload that fit): an uncached path is absent.
     complete: bool,
     /// A preload was tried since the last clear (so a hierarchy too big to fit is not reloaded).
     pub preload_tried: bool,
@@ -191,49 +248,62 @@ impl HierarchyCache {
         self.complete
     }
 
-    /// Caches a whole hierarchy read at once; complete when it all fits. Counted as one miss (one
-    /// query). Returns how many nodes are cached.
+    /// Caches a whole hierarchy read at once, shallowest nodes first; complete when it all fits,
+    /// else the upper levels (the ones most resolutions share) fill the cache. Counted as one miss
+    /// (one query). Returns how many nodes are cached.
     pub fn preload(&mut self, all: Vec<Node>) -> usize {
         self.preload_tried = true;
         self.stats.misses += 1;
-        let fits = all.len() <= self.capacity;
-        for n in all {
-            if self.nodes.push(n.path.clone(), Some(Rc::new(n))).is_some_and(|(k, _)| !self.nodes.contains(&k)) {
-                self.stats.evictions += 1;
-            }
+        self.nodes.clear();
+        self.complete = all.len() <= self.capacity;
+        let mut all: Vec<(usize, Node)> = all.into_iter().map(|n| (n.path.split('.').count(), n)).collect();
+        all.sort_unstable_by_key(|(depth, _)| *depth);
+        // Nothing is evicted (at most `capacity` nodes) and parents come first, so the nearest
+        // cached ancestor of a node is its nearest existing one.
+        for (_, node) in all.into_iter().take(self.capacity) {
+            let up = hierarchy::prefixes(&node.path).into_iter().rev().skip(1).find_map(|p| self.nodes.peek(p)).and_then(|e| e.nearest().cloned());
+            let path = node.path.clone();
+            self.nodes.push(path, Entry::Present(Cached::new(node, up)));
         }
-        self.complete = fits;
         self.nodes.len()
     }
 
     /// The chain root-down of `path` (its ancestors and the node itself, those that exist).
-    /// `load` gets the prefixes that are not cached and returns the nodes it found among them.
-    pub fn chain(&mut self, path: &str, load: impl FnOnce(&[&str]) -> Loaded<Vec<Node>>) -> Vec<Rc<Node>> {
-        let prefixes = hierarchy::prefixes(path);
-        let cached: Vec<Option<Option<Rc<Node>>>> = prefixes.iter().map(|p| self.nodes.get(*p).cloned()).collect();
-        let missing: Vec<&str> = prefixes.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(p, _)| *p).collect();
-        if missing.is_empty() || self.complete {
+    /// `load` gets the path and its ancestors that are not cached and returns the nodes it found
+    /// among them.
+    pub fn chain(&mut self, path: &str, load: impl FnOnce(&[&str]) -> Loaded<Vec<Node>>) -> Vec<Rc<Cached>> {
+        // A complete cache is never evicted from: no need to keep the LRU order.
+        let cached = if self.complete { self.nodes.peek(path) } else { self.nodes.get(path) };
+        if let Some(entry) = cached {
             self.stats.hits += 1;
-            return cached.into_iter().flatten().flatten().collect();
+            return chain_to(entry.nearest());
+        }
+        // The deepest cached ancestor stands for everything above it.
+        let prefixes = hierarchy::prefixes(path);
+        let known = prefixes.iter().rposition(|p| self.nodes.contains(*p));
+        let mut last = known.and_then(|i| self.nodes.get(prefixes[i])).and_then(|e| e.nearest().cloned());
+        if self.complete {
+            self.stats.hits += 1;
+            return chain_to(last.as_ref());
         }
         self.stats.misses += 1;
-        let loaded = load(&missing);
-        let found = loaded.value.unwrap_or_default();
-        let mut out = Vec::with_capacity(prefixes.len());
-        for (p, c) in prefixes.iter().zip(cached) {
-            let node = match c {
-                Some(entry) => entry,
-                None => {
-                    let node = found.iter().find(|n| n.path == *p).cloned().map(Rc::new);
-                    if loaded.keep && self.nodes.push(p.to_string(), node.clone()).is_some_and(|(k, _)| k != *p) {
-                        self.stats.evictions += 1;
-                    }
-                    node
+        let missing = &prefixes[known.map_or(0, |i| i + 1)..];
+        let loaded = load(missing);
+        let mut found = loaded.value.unwrap_or_default();
+        for p in missing {
+            let entry = match found.iter().position(|n| n.path == *p) {
+                Some(i) => {
+                    let node = Cached::new(found.swap_remove(i), last.take());
+                    last = Some(node.clone());
+                    Entry::Present(node)
                 }
+                None => Entry::Absent(last.clone()),
             };
-            out.extend(node);
+            if loaded.keep && self.nodes.push(p.to_string(), entry).is_some_and(|(k, _)| k != *p) {
+                self.stats.evictions += 1;
+            }
         }
-        out
+        chain_to(last.as_ref())
     }
 }
 
@@ -330,9 +400,23 @@ mod tests {
         assert_eq!(full.chain("w.q", |_| panic!("complete")).len(), 1, "absent nodes are known absent");
         full.clear();
         assert!(!full.is_complete() && !full.preload_tried);
+        let mut gap = HierarchyCache::new(10);
+        gap.preload(vec![node("w.x.y"), node("w")]);
+        let chain = gap.chain("w.x.y", |_| panic!("complete"));
+        assert_eq!(chain.iter().map(|n| (n.path.as_str(), n.depth)).collect::<Vec<_>>(), vec![("w", 1), ("w.x.y", 3)]);
         let mut tight = HierarchyCache::new(2);
-        tight.preload(vec![node("a"), node("a.b"), node("a.b.c")]);
+        tight.preload(vec![node("a.b.c"), node("a"), node("a.b")]);
         assert!(!tight.is_complete(), "a hierarchy larger than the cache is not complete");
+        // The upper levels fill it; a deeper node is read alone and linked to them.
+        let mut asked = vec![];
+        let chain = tight.chain("a.b.c", |ps| {
+            asked = ps.iter().map(|p| p.to_string()).collect();
+            Loaded::keep(Some(vec![node("a.b.c")]))
+        });
+        assert_eq!(asked, vec!["a.b.c".to_string()]);
+        assert_eq!(chain.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(), vec!["a", "a.b", "a.b.c"]);
+        // The root evicted from the LRU still stands in the chains that link to it.
+        assert_eq!(tight.chain("a.b.c", |_| panic!("cached")).len(), 3);
         let mut small = HierarchyCache::new(2);
         small.chain("a.b.c", |ps| Loaded::keep(Some(ps.iter().map(|p| node(p)).collect())));
         assert_eq!(small.len(), 2);

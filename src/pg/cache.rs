@@ -12,7 +12,7 @@
 
 use super::store;
 use crate::assign::TestConfig;
-use crate::cache::{ConfigCache, HierarchyCache, Loaded};
+use crate::cache::{link_chain, Cached, ConfigCache, HierarchyCache, Loaded};
 use crate::hierarchy::Node;
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -195,9 +195,9 @@ fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) ->
 
 /// The chain root-down of `path` from the hierarchy cache; `load` reads the given prefixes,
 /// `load_all` the whole hierarchy (with pg_ab.hierarchy_preload on).
-pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>, load_all: impl FnOnce() -> Vec<Node>) -> Vec<Rc<Node>> {
+pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>, load_all: impl FnOnce() -> Vec<Node>) -> Vec<Rc<Cached>> {
     if snapshot_isolation() {
-        return load(&crate::hierarchy::prefixes(path)).into_iter().map(Rc::new).collect();
+        return link_chain(load(&crate::hierarchy::prefixes(path)));
     }
     with_hierarchy(|h| {
         if HIERARCHY_PRELOAD.get() && !h.preload_tried {

@@ -3,6 +3,7 @@
 
 use super::error::{raise, required, OrRaise};
 use super::{cache, store};
+use crate::cache::Cached;
 use crate::calibration;
 use crate::entities::{self, Entity};
 use crate::error::AbError;
@@ -11,6 +12,7 @@ use crate::ltree::Ltree;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use serde_json::{json, Value};
+use std::rc::Rc;
 
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
@@ -63,13 +65,13 @@ fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(compl
     TableIterator::once((n as i64, complete))
 }
 
-fn chain_of(path: &str) -> Vec<std::rc::Rc<Node>> {
+fn chain_of(path: &str) -> Vec<Rc<Cached>> {
     hierarchy::validate_path(path).or_raise();
     chain_of_valid(path)
 }
 
 /// The chain of a path known to be well-formed; an unknown path is an error.
-fn chain_of_valid(path: &str) -> Vec<std::rc::Rc<Node>> {
+fn chain_of_valid(path: &str) -> Vec<Rc<Cached>> {
     cache::accept_invalidations();
     let chain = cache::hierarchy_chain(path, load_nodes, load_all_nodes);
     if chain.last().is_none_or(|n| n.path != path) {
@@ -110,7 +112,7 @@ pub unsafe extern "C-unwind" fn resolve_ancestors_ltree(fcinfo: pg_sys::Function
         && !unsafe { (*rsinfo).expectedDesc }.is_null();
     unsafe { pg_sys::InitMaterializedSRF(fcinfo, if expected { pg_sys::MAT_SRF_USE_EXPECTED_DESC as _ } else { 0 }) };
     for node in chain {
-        let depth = node.path.bytes().filter(|b| *b == b'.').count() + 1;
+        let depth = node.depth;
         let size = path.prefix_size(depth);
         let prefix = unsafe { pg_sys::palloc(size) } as *mut pg_sys::varlena;
         path.write_prefix(depth, unsafe { std::slice::from_raw_parts_mut(prefix as *mut u8, size) });
