@@ -158,9 +158,12 @@ impl std::ops::Deref for Cached {
 
 impl Cached {
     fn new(node: Node, up: Option<Rc<Cached>>) -> Rc<Cached> {
-        let depth = node.path.split('.').count();
-        Rc::new(Cached { node, depth, up })
+        Rc::new(Cached { depth: depth_of(&node.path), node, up })
     }
+}
+
+fn depth_of(path: &str) -> usize {
+    path.bytes().filter(|b| *b == b'.').count() + 1
 }
 
 /// The chain root-down that ends at `last`: `last` and every ancestor it links to.
@@ -251,20 +254,31 @@ impl HierarchyCache {
     /// Caches a whole hierarchy read at once, shallowest nodes first; complete when it all fits,
     /// else the upper levels (the ones most resolutions share) fill the cache. Counted as one miss
     /// (one query). Returns how many nodes are cached.
-    pub fn preload(&mut self, all: Vec<Node>) -> usize {
+    pub fn preload(&mut self, mut all: Vec<Node>) -> usize {
         self.preload_tried = true;
         self.stats.misses += 1;
-        self.nodes.clear();
         self.complete = all.len() <= self.capacity;
-        let mut all: Vec<(usize, Node)> = all.into_iter().map(|n| (n.path.split('.').count(), n)).collect();
+        let mut all: Vec<(usize, Node)> = all.into_iter().map(|n| (depth_of(&n.path), n)).collect();
         all.sort_unstable_by_key(|(depth, _)| *depth);
-        // Nothing is evicted (at most `capacity` nodes) and parents come first, so the nearest
-        // cached ancestor of a node is its nearest existing one.
-        for (_, node) in all.into_iter().take(self.capacity) {
-            let up = hierarchy::prefixes(&node.path).into_iter().rev().skip(1).find_map(|p| self.nodes.peek(p)).and_then(|e| e.nearest().cloned());
-            let path = node.path.clone();
-            self.nodes.push(path, Entry::Present(Cached::new(node, up)));
+        all.truncate(self.capacity);
+        // Sized for what it will hold (growing a million-entry map rehashes it again and again).
+        self.nodes = LruCache::new(nz(all.len()));
+        // Parents come first and nothing is evicted, so the nearest cached ancestor of a node is
+        // its nearest existing one.
+        for (_, node) in all {
+            let mut up = None;
+            let mut prefix = node.path.as_str();
+            while let Some(dot) = prefix.rfind('.') {
+                prefix = &prefix[..dot];
+                if let Some(entry) = self.nodes.peek(prefix) {
+                    up = entry.nearest().cloned();
+                    break;
+                }
+            }
+            let cached = Cached::new(node, up);
+            self.nodes.push(cached.path.clone(), Entry::Present(cached));
         }
+        self.nodes.resize(nz(self.capacity));
         self.nodes.len()
     }
 
