@@ -1,6 +1,6 @@
 """Hierarchy benchmark (issue 5): cached ab.resolve_ancestors against the two plain SQL forms,
 on a synthetic 1,000,000-node hierarchy with a Zipf-distributed stream of lookups.
-Run through bench/run.sh (BENCH_HIERARCHY=1) or bench/hierarchy.sh."""
+Run through bench/run.sh (or `bench/run.sh hierarchy` alone)."""
 import bisect
 import os
 import random
@@ -73,6 +73,7 @@ def logged_stats(offset):
 
 def main():
     with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_ab CASCADE")
         t0 = time.perf_counter()
         conn.execute((HERE / "hierarchy_setup.sql").read_text())
         print(f"hierarchy: {conn.execute('SELECT count(*) FROM ab.hierarchy').fetchone()[0]:,} nodes, "
@@ -120,6 +121,7 @@ def main():
         conn.execute("SET jit = off")
         conn.execute("CREATE TEMP TABLE stream AS SELECT t.path FROM unnest(%s::bigint[]) r JOIN hbench.targets t ON t.rank = r",
                      (ranks,))
+        conn.execute("ANALYZE stream")
 
         def per_lookup(from_clause):
             best = float("inf")
