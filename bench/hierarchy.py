@@ -7,6 +7,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ TARGETS = 999_989
 ZIPF_S = 1.1
 CACHE_NODES = int(os.environ.get("BENCH_HIERARCHY_CACHE", "1000000"))
 SAMPLES = 20_000
+REQUEST = 10
+_SCRIPTS = tempfile.TemporaryDirectory(prefix="pg_ab_bench_")
 
 
 _CDF = []
@@ -54,11 +57,23 @@ def pgbench(script, options=""):
     env = dict(os.environ, PGOPTIONS=f"-c jit=off {options}")
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", str(WARMUP + SECONDS), "-P", "1",
-         "-f", str(HERE / "pgbench" / script), DB],
+         "-f", str(HERE / "pgbench" / script), DB],  # an absolute path stays as it is
         env=env, capture_output=True, text=True, check=True,
     )
     steady = [float(tps) for t, tps in re.findall(r"progress: ([0-9.]+) s, ([0-9.]+) tps", out.stderr) if float(t) > WARMUP]
     return sum(steady) / len(steady)
+
+
+def request_script(resolve):
+    """A request's worth of lookups (the 'where' entities of a batch of documents): REQUEST
+    Zipf-drawn paths resolved in one statement by `resolve` (None: the paths alone, the floor)."""
+    sets = "".join(f"\\set r{i} random_zipfian(1, {TARGETS}, {ZIPF_S})\n" for i in range(1, REQUEST + 1))
+    ranks = ", ".join(f":r{i}" for i in range(1, REQUEST + 1))
+    lateral = f", {resolve}(t.path)" if resolve else ""
+    script = Path(_SCRIPTS.name) / f"request_{resolve or 'floor'}.sql"
+    script.write_text(f"{sets}SELECT count(*) FROM unnest(ARRAY[{ranks}]::bigint[]) r "
+                      f"JOIN hbench.targets t ON t.rank = r{lateral};\n")
+    return script
 
 
 def logged_stats(offset):
@@ -160,15 +175,15 @@ def main():
     tps["lateral btree"] = pgbench("hier_lateral_btree.sql")
     tps["lateral gist"] = pgbench("hier_lateral_gist.sql")
     tps["lateral preloaded"] = pgbench("hier_lateral_cached.sql", preload)
-    # A request's worth of lookups: 10 paths resolved in one statement (LATERAL).
-    tps["request floor"] = pgbench("hier_request_floor.sql")
-    tps["request btree"] = pgbench("hier_request_btree.sql")
-    tps["request gist"] = pgbench("hier_request_gist.sql")
-    tps["request preloaded"] = pgbench("hier_request_cached.sql", preload)
+    # A request's worth of lookups: REQUEST paths resolved in one statement (LATERAL).
+    tps["request floor"] = pgbench(request_script(None))
+    tps["request btree"] = pgbench(request_script("hbench.btree_form"))
+    tps["request gist"] = pgbench(request_script("hbench.gist_form"))
+    tps["request preloaded"] = pgbench(request_script("ab.resolve_ancestors"), preload)
     for form, v in tps.items():
         label = {"preloaded": "cached, preloaded",
                  "floor": "floor: the target-path lookup alone, no resolution",
-                 "request floor": "request floor: the 10 target-path lookups alone"}.get(form, form)
+                 "request floor": f"request floor: the {REQUEST} target-path lookups alone"}.get(form, form)
         print(f"  {label:<7} {v:10.0f} tps", flush=True)
 
     print("\nsummary                                        measured      target")
@@ -184,8 +199,8 @@ def main():
     print(f"  floor / GiST tps: the most any form could reach  {tps['floor'] / tps['gist']:5.1f} x")
     print(f"  LATERAL form: preloaded / GiST tps           {tps['lateral preloaded'] / tps['lateral gist']:7.1f} x     >= 10 x")
     print(f"  LATERAL form: preloaded / B-tree probe tps   {tps['lateral preloaded'] / tps['lateral btree']:7.1f} x     >= 3 x")
-    print(f"  request (10 lookups): preloaded / GiST tps   {tps['request preloaded'] / tps['request gist']:7.1f} x     >= 10 x")
-    print(f"  request (10 lookups): preloaded / B-tree tps {tps['request preloaded'] / tps['request btree']:7.1f} x     >= 3 x")
+    print(f"  request ({REQUEST} lookups): preloaded / GiST tps   {tps['request preloaded'] / tps['request gist']:7.1f} x     >= 10 x")
+    print(f"  request ({REQUEST} lookups): preloaded / B-tree tps {tps['request preloaded'] / tps['request btree']:7.1f} x     >= 3 x")
     print(f"  request floor / GiST tps: the most any form could reach  {tps['request floor'] / tps['request gist']:5.1f} x")
     if pre_hits + pre_misses:
         print(f"  preloaded hit rate under pgbench             {pre_hits / (pre_hits + pre_misses):8.2%}     >= 99.2 %   "

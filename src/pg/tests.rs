@@ -631,6 +631,8 @@ mod tests {
             0
         );
         expect_error("ab.resolve_ancestors('world.atlantis')", "42704");
+        // Called in the select list (a ProjectSet, not a function scan) it returns the same rows.
+        assert_eq!(one::<i64>("SELECT count(*) FROM (SELECT ab.resolve_ancestors('world.north_america.united_states')) s"), 3);
         run("SELECT ab.add_place('world.north_america', 'Long', 'x', '{}', '{}', repeat('l', 255))");
         run("SELECT ab.add_place('world.north_america.' || repeat('l', 255), 'Short', 'x', '{}', '{}', 'abcdef')");
         // Paths read from the table (short varlena headers) in, real ltree values out: every
