@@ -12,7 +12,7 @@
 
 use super::store;
 use crate::assign::TestConfig;
-use crate::cache::{link_chain, Cached, ConfigCache, HierarchyCache, Loaded};
+use crate::cache::{link_chain, ConfigCache, HierarchyCache, Loaded, NodeRef};
 use crate::hierarchy::Node;
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -193,17 +193,23 @@ fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) ->
     }
 }
 
-/// The chain root-down of `path` from the hierarchy cache; `load` reads the given prefixes,
-/// `load_all` the whole hierarchy (with pg_ab.hierarchy_preload on).
-pub fn hierarchy_chain(path: &str, load: impl Fn(&[&str]) -> Vec<Node>, load_all: impl FnOnce() -> Vec<Node>) -> Vec<Rc<Cached>> {
+/// Runs `f` on the chain root-down of `path` from the hierarchy cache; `load` reads the given
+/// prefixes, `load_all` the whole hierarchy (with pg_ab.hierarchy_preload on).
+pub fn with_hierarchy_chain<R>(
+    path: &str,
+    load: impl Fn(&[&str]) -> Vec<Node>,
+    load_all: impl FnOnce() -> Vec<Node>,
+    f: impl FnOnce(&[NodeRef]) -> R,
+) -> R {
     if snapshot_isolation() {
-        return link_chain(load(&crate::hierarchy::prefixes(path)));
+        let chain = link_chain(load(&crate::hierarchy::prefixes(path)));
+        return f(&chain.iter().map(|n| n.view()).collect::<Vec<_>>());
     }
     with_hierarchy(|h| {
         if HIERARCHY_PRELOAD.get() && !h.preload_tried {
             preload_into(h, load_all);
         }
-        h.chain(path, |prefixes| load_fresh(|| Some(load(prefixes))))
+        h.with_chain(path, |prefixes| load_fresh(|| Some(load(prefixes))), f)
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::error::{raise, required, OrRaise};
 use super::{cache, store};
-use crate::cache::Cached;
+use crate::cache::NodeRef;
 use crate::calibration;
 use crate::entities::{self, Entity};
 use crate::error::AbError;
@@ -12,7 +12,6 @@ use crate::ltree::Ltree;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use serde_json::{json, Value};
-use std::rc::Rc;
 
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
@@ -65,19 +64,15 @@ fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(compl
     TableIterator::once((n as i64, complete))
 }
 
-fn chain_of(path: &str) -> Vec<Rc<Cached>> {
-    hierarchy::validate_path(path).or_raise();
-    chain_of_valid(path)
-}
-
-/// The chain of a path known to be well-formed; an unknown path is an error.
-fn chain_of_valid(path: &str) -> Vec<Rc<Cached>> {
+/// Runs `f` on the chain of a path known to be well-formed; an unknown path is an error.
+fn with_chain_of<R>(path: &str, f: impl FnOnce(&[NodeRef]) -> R) -> R {
     cache::accept_invalidations();
-    let chain = cache::hierarchy_chain(path, load_nodes, load_all_nodes);
-    if chain.last().is_none_or(|n| n.path != path) {
-        raise(AbError::undefined(format!("\"{path}\" is not in ab.hierarchy")));
-    }
-    chain
+    cache::with_hierarchy_chain(path, load_nodes, load_all_nodes, |chain| {
+        if chain.last().is_none_or(|n| n.path != path) {
+            raise(AbError::undefined(format!("\"{path}\" is not in ab.hierarchy")));
+        }
+        f(chain)
+    })
 }
 
 /// PG_FUNCTION_INFO_V1(resolve_ancestors_ltree)
@@ -103,8 +98,12 @@ pub unsafe extern "C-unwind" fn resolve_ancestors_ltree(fcinfo: pg_sys::Function
     let value = unsafe { pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) };
     let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, pgrx::varlena::varsize_any(value)) };
     let path = Ltree::parse(bytes).or_raise();
-    let chain = chain_of_valid(&path.path());
+    with_chain_of(&path.path(), |chain| unsafe { put_rows(fcinfo, &path, chain) });
+    pg_sys::Datum::from(0)
+}
 
+/// The chain as rows of the set-returning call `fcinfo`: each path a prefix of `path`'s bytes.
+unsafe fn put_rows(fcinfo: pg_sys::FunctionCallInfo, path: &Ltree, chain: &[NodeRef]) {
     let rsinfo = unsafe { (*fcinfo).resultinfo } as *mut pg_sys::ReturnSetInfo;
     // The executor's expected row type, when it passes one, saves building it from pg_proc.
     let expected = !rsinfo.is_null()
@@ -119,14 +118,13 @@ pub unsafe extern "C-unwind" fn resolve_ancestors_ltree(fcinfo: pg_sys::Function
         unsafe { pgrx::varlena::set_varsize_4b(prefix, size as i32) };
         let mut values = [
             pg_sys::Datum::from(prefix),
-            node.name.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
-            node.kind.as_str().into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            node.name.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+            node.kind.into_datum().unwrap_or(pg_sys::Datum::from(0)),
             pg_sys::Datum::from(depth as i32),
         ];
         let mut nulls = [false; 4];
         unsafe { pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr()) };
     }
-    pg_sys::Datum::from(0)
 }
 
 #[derive(serde::Deserialize)]
@@ -191,7 +189,8 @@ fn add_place(
     };
     let path = match parent_path {
         Some(p) => {
-            chain_of(p);
+            hierarchy::validate_path(p).or_raise();
+            with_chain_of(p, |_| ());
             format!("{p}.{label}")
         }
         None => label,
@@ -230,12 +229,13 @@ fn apply_hierarchy(entities: Option<JsonB>) -> JsonB {
             continue;
         }
         let Some(best) = matches(entities::text_of(e)).into_iter().next() else { continue };
-        let chain = cache::hierarchy_chain(&best.path, load_nodes, load_all_nodes);
-        let ancestors: Vec<Value> = chain
-            .iter()
-            .filter(|n| n.path != best.path)
-            .map(|n| json!({"path": n.path, "name": n.name, "kind": n.kind}))
-            .collect();
+        let ancestors: Vec<Value> = cache::with_hierarchy_chain(&best.path, load_nodes, load_all_nodes, |chain| {
+            chain
+                .iter()
+                .filter(|n| n.path != best.path)
+                .map(|n| json!({"path": n.path, "name": n.name, "kind": n.kind}))
+                .collect()
+        });
         let m = entities::metadata_mut(e);
         m.insert("hierarchy_path".into(), json!(best.path));
         m.insert("hierarchy_kind".into(), json!(best.kind));
