@@ -184,12 +184,27 @@ fn with_hierarchy<T>(f: impl FnOnce(&mut HierarchyCache) -> T) -> T {
 
 /// Loads every node into the cache (once per change of the hierarchy); the number cached.
 fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) -> usize {
-    match load_fresh(|| Some(load_all())) {
+    let n = match load_fresh(|| Some(load_all())) {
         Loaded { value: Some(all), keep: true } => h.preload(all),
         _ => {
             h.preload_tried = true;
             h.len()
         }
+    };
+    release_freed_memory();
+    n
+}
+
+/// Hands back to the system what the rows read for a preload took (millions of small strings,
+/// freed by now): glibc keeps freed heap memory otherwise, and the backend's resident size
+/// would stay about twice the cache's.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        unsafe { malloc_trim(0) };
     }
 }
 
