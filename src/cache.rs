@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 pub mod hierarchy;
 pub mod preloaded;
-pub use hierarchy::{link_chain, Cached, HierarchyCache, NodeRef};
+pub use hierarchy::{link_chain, HierarchyCache, NodeRef};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Stats {
