@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 pub mod hierarchy;
 pub mod preloaded;
-pub use hierarchy::{link_chain, HierarchyCache, NodeRef};
+pub use hierarchy::{chain_views, HierarchyCache, NodeRef};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Stats {

@@ -65,6 +65,21 @@ pub fn validate_path(path: &str) -> AbResult<()> {
     Ok(())
 }
 
+/// The number of labels of a path.
+pub fn depth(path: &str) -> usize {
+    path.bytes().filter(|b| *b == b'.').count() + 1
+}
+
+/// The path's ancestors, nearest first: "a.b.c" → "a.b", "a".
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rfind('.').map(|dot| &p[..dot])).skip(1)
+}
+
+/// Whether `ancestor` is a proper ancestor of `path`.
+pub fn is_ancestor(ancestor: &str, path: &str) -> bool {
+    path.len() > ancestor.len() && path.as_bytes()[ancestor.len()] == b'.' && path.starts_with(ancestor)
+}
+
 /// "a.b.c" → ["a", "a.b", "a.b.c"]: the root-down chain a resolution looks up.
 pub fn prefixes(path: &str) -> Vec<&str> {
     let mut out: Vec<&str> = path.match_indices('.').map(|(i, _)| &path[..i]).collect();
@@ -97,5 +112,9 @@ mod tests {
         }
         assert_eq!(prefixes("a.b.c"), vec!["a", "a.b", "a.b.c"]);
         assert_eq!(prefixes("a"), vec!["a"]);
+        assert_eq!(ancestors("a.b.c").collect::<Vec<_>>(), vec!["a.b", "a"]);
+        assert_eq!(ancestors("a").count(), 0);
+        assert_eq!((depth("a"), depth("a.b.c")), (1, 3));
+        assert!(is_ancestor("a.b", "a.b.c") && !is_ancestor("a.b", "a.bc") && !is_ancestor("a.b", "a.b"));
     }
 }

@@ -28,16 +28,12 @@ pub struct Cached {
 
 impl Cached {
     fn new(node: Node, up: Option<Rc<Cached>>) -> Rc<Cached> {
-        Rc::new(Cached { depth: depth_of(&node.path), node, up })
+        Rc::new(Cached { depth: hierarchy::depth(&node.path), node, up })
     }
 
     pub fn view(&self) -> NodeRef<'_> {
         NodeRef { path: &self.node.path, name: &self.node.name, kind: &self.node.kind, depth: self.depth }
     }
-}
-
-fn depth_of(path: &str) -> usize {
-    path.bytes().filter(|b| *b == b'.').count() + 1
 }
 
 /// The chain root-down that ends at `last`: `last` and every ancestor it links to.
@@ -47,14 +43,16 @@ fn chain_to(last: Option<&Rc<Cached>>) -> Vec<Rc<Cached>> {
     out
 }
 
-/// Links nodes read together (all prefixes of one path, any order) into their chain.
-pub fn link_chain(mut nodes: Vec<Node>) -> Vec<Rc<Cached>> {
-    nodes.sort_by_key(|n| n.path.len());
-    let mut last: Option<Rc<Cached>> = None;
-    for n in nodes {
-        last = Some(Cached::new(n, last));
+impl<'a> NodeRef<'a> {
+    pub fn of(node: &'a Node) -> NodeRef<'a> {
+        NodeRef { path: &node.path, name: &node.name, kind: &node.kind, depth: hierarchy::depth(&node.path) }
     }
-    chain_to(last.as_ref())
+}
+
+/// Nodes read together, uncached (all prefixes of one path, any order), as their chain.
+pub fn chain_views(nodes: &mut [Node]) -> Vec<NodeRef<'_>> {
+    nodes.sort_by_key(|n| n.path.len());
+    nodes.iter().map(NodeRef::of).collect()
 }
 
 /// What the cache knows of a path: the node, or that it does not exist (with the nearest
@@ -148,20 +146,12 @@ impl HierarchyCache {
             self.preloaded = Some(Preloaded::build(all));
             return self.len();
         }
-        all.sort_unstable_by_key(|n| depth_of(&n.path));
+        all.sort_unstable_by_key(|n| hierarchy::depth(&n.path));
         all.truncate(self.capacity);
         // Parents come first and nothing is evicted, so the nearest cached ancestor of a node is
         // its nearest existing one.
         for node in all {
-            let mut up = None;
-            let mut prefix = node.path.as_str();
-            while let Some(dot) = prefix.rfind('.') {
-                prefix = &prefix[..dot];
-                if let Some(entry) = self.nodes.peek(prefix) {
-                    up = entry.nearest().cloned();
-                    break;
-                }
-            }
+            let up = hierarchy::ancestors(&node.path).find_map(|a| self.nodes.peek(a)).and_then(|e| e.nearest().cloned());
             let cached = Cached::new(node, up);
             self.nodes.push(cached.node.path.clone(), Entry::Present(cached));
         }
@@ -289,8 +279,9 @@ mod tests {
     }
 
     #[test]
-    fn chains_read_together_are_linked() {
-        let c = link_chain(vec![node("a.b"), node("a"), node("a.b.c")]);
-        assert_eq!(c.iter().map(|n| (n.node.path.as_str(), n.depth)).collect::<Vec<_>>(), vec![("a", 1), ("a.b", 2), ("a.b.c", 3)]);
+    fn chains_read_together_are_ordered() {
+        let mut nodes = vec![node("a.b"), node("a"), node("a.b.c")];
+        let c = chain_views(&mut nodes);
+        assert_eq!(c.iter().map(|n| (n.path, n.depth)).collect::<Vec<_>>(), vec![("a", 1), ("a.b", 2), ("a.b.c", 3)]);
     }
 }

@@ -6,7 +6,7 @@
 //! linked entries took a dozen.
 
 use super::hierarchy::NodeRef;
-use crate::hierarchy::Node;
+use crate::hierarchy::{ancestors, depth, is_ancestor, Node};
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -29,24 +29,11 @@ pub struct Preloaded {
     by_path: HashTable<u32>,
 }
 
-fn depth_of(path: &str) -> usize {
-    path.bytes().filter(|b| *b == b'.').count() + 1
-}
-
-/// The path's ancestors, nearest first: "a.b.c" → "a.b", "a".
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(path), |p| p.rfind('.').map(|dot| &p[..dot])).skip(1)
-}
-
 /// ltree's order (label by label, an ancestor before its descendants): the paths' bytes with
 /// '.' below every byte a label can hold.
 fn label_order(a: &Node, b: &Node) -> std::cmp::Ordering {
     let key = |c: &u8| if *c == b'.' { 0 } else { *c };
     a.path.as_bytes().iter().map(key).cmp(b.path.as_bytes().iter().map(key))
-}
-
-fn is_ancestor(ancestor: &str, path: &str) -> bool {
-    path.len() > ancestor.len() && path.as_bytes()[ancestor.len()] == b'.' && path.starts_with(ancestor)
 }
 
 fn path_of<'a>(text: &'a str, r: &Record) -> &'a str {
@@ -91,7 +78,7 @@ impl Preloaded {
                 name_len: n.name.len() as u32,
                 kind_len: n.kind.len() as u32,
                 parent,
-                depth: depth_of(&n.path) as u32,
+                depth: depth(&n.path) as u32,
             };
             p.text.push_str(&n.path);
             p.text.push_str(&n.name);
@@ -147,7 +134,7 @@ mod tests {
     use super::*;
 
     fn node(path: &str, name: &str) -> Node {
-        Node { path: path.into(), name: name.into(), kind: format!("level{}", depth_of(path)) }
+        Node { path: path.into(), name: name.into(), kind: format!("level{}", depth(path)) }
     }
 
     fn chain(p: &Preloaded, path: &str) -> Vec<(String, String, String, usize)> {

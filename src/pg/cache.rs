@@ -12,7 +12,7 @@
 
 use super::store;
 use crate::assign::TestConfig;
-use crate::cache::{link_chain, ConfigCache, HierarchyCache, Loaded, NodeRef};
+use crate::cache::{chain_views, ConfigCache, HierarchyCache, Loaded, NodeRef};
 use crate::hierarchy::Node;
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -217,8 +217,7 @@ pub fn with_hierarchy_chain<R>(
     f: impl FnOnce(&[NodeRef]) -> R,
 ) -> R {
     if snapshot_isolation() {
-        let chain = link_chain(load(&crate::hierarchy::prefixes(path)));
-        return f(&chain.iter().map(|n| n.view()).collect::<Vec<_>>());
+        return f(&chain_views(&mut load(&crate::hierarchy::prefixes(path))));
     }
     with_hierarchy(|h| {
         if HIERARCHY_PRELOAD.get() && !h.preload_tried {
