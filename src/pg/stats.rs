@@ -249,14 +249,15 @@ fn evaluate_all_risks() -> JsonB {
     JsonB(Value::Array(store::active_test_ids().iter().map(|t| assess_and_act(t)).collect()))
 }
 
-/// When the current stage began: the test's last 'started' or 'progressed' event.
-fn stage_started(test_id: &str) -> Option<TimestampWithTimeZone> {
-    Spi::get_one_with_args::<TimestampWithTimeZone>(
-        "SELECT max(created_at) FROM ab.events WHERE test_id = $1 AND type IN ('started', 'progressed')",
+/// When the current stage began (the test's last 'started' or 'progressed' event) and how many
+/// minutes ago; both None when there is no such event.
+fn stage_started(test_id: &str) -> (Option<TimestampWithTimeZone>, Option<f64>) {
+    Spi::get_two_with_args::<TimestampWithTimeZone, f64>(
+        "SELECT max(created_at), extract(epoch FROM now() - max(created_at))::float8 / 60
+         FROM ab.events WHERE test_id = $1 AND type IN ('started', 'progressed')",
         &[test_id.into()],
     )
-    .ok()
-    .flatten()
+    .unwrap_or((None, None))
 }
 
 /// Advances a test's rollout only when its gates are open: the stage has run `min_minutes`,
@@ -280,14 +281,12 @@ fn progress_rollout_gated(
 fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
     // Lock first: of two concurrent callers, the second sees the stage the first started.
     store::exec("SELECT 1 FROM ab.tests WHERE test_id = $1 FOR UPDATE", &[test_id.into()]);
-    let since = stage_started(test_id);
+    let (since, minutes) = stage_started(test_id);
     let a = assess(test_id, since);
     let mut reasons = Vec::new();
     if a.info.status != "active" {
         reasons.push(format!("the test is {}, not active", a.info.status));
     }
-    let minutes = store::json_one_ro("SELECT to_jsonb(extract(epoch FROM now() - $1::timestamptz) / 60)", &[since.into()])
-        .and_then(|v| v.as_f64());
     match minutes {
         Some(m) if m >= min_minutes => {}
         Some(m) => reasons.push(format!("the stage has run {m:.1} minutes of the {min_minutes} required")),
