@@ -1,32 +1,28 @@
-//! A whole hierarchy held by a backend after a preload that fits: every node's path, name and
-//! kind in one buffer, each node a fixed-size record with its parent's index, and a hash table
-//! from path to record, in depth-first order. About a quarter of the memory of separately
-//! allocated cache entries, and a resolution touches the table, its node and its ancestors, which
-//! lie next to it or are shared by many nodes (so mostly in CPU cache): a few memory misses where
-//! linked entries took a dozen.
+//! A whole hierarchy held by a backend after a preload that fits, laid out for few memory
+//! misses per resolution: every node is one run of bytes (a small header, where its ancestors
+//! are, then its path, name and kind) in one buffer, in depth-first order, and an
+//! open-addressing table maps a path's hash to its node. Finding a node is one table line and
+//! the node itself; its ancestors are read at once rather than one link after another (so their
+//! memory misses overlap), and the upper levels, shared by many nodes, stay in CPU cache.
 
 use super::hierarchy::NodeRef;
 use crate::hierarchy::{ancestors, depth, is_ancestor, Node};
-use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
-const NO_PARENT: u32 = u32::MAX;
-
-struct Record {
-    /// Where path, name and kind start in `text`, back to back.
-    start: u32,
-    path_len: u32,
-    name_len: u32,
-    kind_len: u32,
-    /// The nearest ancestor that exists, or NO_PARENT.
-    parent: u32,
-    depth: u32,
-}
+/// A node's place in `data`, in 4-byte words (so 32 bits reach 16 GB).
+type Word = u32;
+/// Native-endian u32s: depth, how many ancestors exist, the lengths of path, name and kind;
+/// then the word of each existing ancestor, root first; then the text.
+const HEADER: usize = 20;
 
 pub struct Preloaded {
-    text: String,
-    records: Vec<Record>,
-    by_path: HashTable<u32>,
+    /// The nodes back to back, each starting at a multiple of 4. Invariant: the path, name and
+    /// kind of every node are copied whole from `&str`s, so each is valid UTF-8.
+    data: Vec<u8>,
+    /// Linear probing, at most half full: the hash's upper half (a tag that spares most
+    /// mismatches a read of the node) and the node's word + 1; 0 is an empty slot.
+    slots: Vec<u64>,
+    len: usize,
 }
 
 /// ltree's order (label by label, an ancestor before its descendants): the paths' bytes with
@@ -36,96 +32,132 @@ fn label_order(a: &Node, b: &Node) -> std::cmp::Ordering {
     a.path.as_bytes().iter().map(key).cmp(b.path.as_bytes().iter().map(key))
 }
 
-fn path_of<'a>(text: &'a str, r: &Record) -> &'a str {
-    &text[r.start as usize..(r.start + r.path_len) as usize]
+/// At most: `depth - 1` ancestors.
+fn node_size(n: &Node) -> usize {
+    (HEADER + 4 * (depth(&n.path) - 1) + n.path.len() + n.name.len() + n.kind.len()).next_multiple_of(4)
+}
+
+fn slot_count(nodes: usize) -> usize {
+    (nodes * 2).max(8).next_power_of_two()
 }
 
 impl Preloaded {
-    /// Whether `nodes` fit 32-bit offsets (4 GB of text); otherwise the LRU cache holds them.
+    /// Whether `nodes` fit 32-bit words (16 GB); otherwise the LRU cache holds them.
     pub fn can_hold(nodes: &[Node]) -> bool {
-        let text: usize = nodes.iter().map(|n| n.path.len() + n.name.len() + n.kind.len()).sum();
-        text < u32::MAX as usize && nodes.len() < NO_PARENT as usize
+        let bytes: usize = nodes.iter().map(node_size).sum();
+        bytes / 4 < Word::MAX as usize
     }
 
     /// Call only when `can_hold(&nodes)`.
     pub fn build(mut nodes: Vec<Node>) -> Preloaded {
         // Depth-first order: a node's ancestors come before it and are on a stack, and a deep
-        // chain lies in a few neighbouring records and lines of text. Nodes read in byte order
-        // of their paths are in it already (PostgreSQL 15's labels hold only bytes above '.'):
-        // checking is one sequential pass, sorting strings spread over the heap is not.
+        // chain lies in neighbouring runs. Nodes read in byte order of their paths are in it
+        // already (PostgreSQL 15's labels hold only bytes above '.'): checking is one
+        // sequential pass, sorting strings spread over the heap is not.
         if !nodes.is_sorted_by(|a, b| label_order(a, b).is_le()) {
             nodes.sort_unstable_by(label_order);
         }
-        let text_len = nodes.iter().map(|n| n.path.len() + n.name.len() + n.kind.len()).sum();
         let mut p = Preloaded {
-            text: String::with_capacity(text_len),
-            records: Vec::with_capacity(nodes.len()),
-            by_path: HashTable::with_capacity(nodes.len()),
+            data: Vec::with_capacity(nodes.iter().map(node_size).sum()),
+            slots: vec![0; slot_count(nodes.len())],
+            len: 0,
         };
-        let mut stack: Vec<u32> = Vec::new();
+        let mut stack: Vec<Word> = Vec::new();
         for n in nodes {
             // Sorted, so a repeated path (ab.hierarchy has none) would follow itself.
-            if stack.last().is_some_and(|&i| p.node(i).path == n.path) {
+            if stack.last().is_some_and(|&w| p.path_bytes(w) == n.path.as_bytes()) {
                 continue;
             }
-            while stack.last().is_some_and(|&i| !is_ancestor(p.node(i).path, &n.path)) {
+            while stack.last().is_some_and(|&w| !is_ancestor(p.node(w).path, &n.path)) {
                 stack.pop();
             }
-            let parent = stack.last().copied().unwrap_or(NO_PARENT);
-            let record = Record {
-                start: p.text.len() as u32,
-                path_len: n.path.len() as u32,
-                name_len: n.name.len() as u32,
-                kind_len: n.kind.len() as u32,
-                parent,
-                depth: depth(&n.path) as u32,
-            };
-            p.text.push_str(&n.path);
-            p.text.push_str(&n.name);
-            p.text.push_str(&n.kind);
-            let index = p.records.len() as u32;
-            p.records.push(record);
-            stack.push(index);
-            let (text, records) = (&p.text, &p.records);
-            p.by_path.insert_unique(xxh3_64(n.path.as_bytes()), index, |&i| {
-                xxh3_64(path_of(text, &records[i as usize]).as_bytes())
-            });
+            let word = (p.data.len() / 4) as Word;
+            let header = [depth(&n.path) as u32, stack.len() as u32, n.path.len() as u32, n.name.len() as u32, n.kind.len() as u32];
+            for field in header.iter().chain(&stack) {
+                p.data.extend_from_slice(&field.to_ne_bytes());
+            }
+            for text in [&n.path, &n.name, &n.kind] {
+                p.data.extend_from_slice(text.as_bytes());
+            }
+            p.data.resize(p.data.len().next_multiple_of(4), 0);
+            p.insert(xxh3_64(n.path.as_bytes()), word);
+            stack.push(word);
         }
         p
     }
 
+    fn insert(&mut self, hash: u64, word: Word) {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (hash & 0xffff_ffff_0000_0000) | (word as u64 + 1);
+        self.len += 1;
+    }
+
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len == 0
     }
 
-    fn find(&self, path: &str) -> Option<u32> {
-        self.by_path.find(xxh3_64(path.as_bytes()), |&i| path_of(&self.text, &self.records[i as usize]) == path).copied()
+    fn field(&self, word: Word, index: usize) -> u32 {
+        let at = word as usize * 4 + index * 4;
+        u32::from_ne_bytes([self.data[at], self.data[at + 1], self.data[at + 2], self.data[at + 3]])
     }
 
-    fn node(&self, i: u32) -> NodeRef<'_> {
-        let r = &self.records[i as usize];
-        let (start, path_end) = (r.start as usize, (r.start + r.path_len) as usize);
-        let name_end = path_end + r.name_len as usize;
+    /// Where the node's text starts in `data`.
+    fn text_start(&self, word: Word) -> usize {
+        word as usize * 4 + HEADER + 4 * self.field(word, 1) as usize
+    }
+
+    fn path_bytes(&self, word: Word) -> &[u8] {
+        let start = self.text_start(word);
+        &self.data[start..start + self.field(word, 2) as usize]
+    }
+
+    fn find(&self, path: &str) -> Option<Word> {
+        let hash = xxh3_64(path.as_bytes());
+        let tag = hash & 0xffff_ffff_0000_0000;
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            let word = (slot as u32).wrapping_sub(1);
+            if slot & 0xffff_ffff_0000_0000 == tag && self.path_bytes(word) == path.as_bytes() {
+                return Some(word);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn node(&self, word: Word) -> NodeRef<'_> {
+        let start = self.text_start(word);
+        let (path_len, name_len, kind_len) = (self.field(word, 2) as usize, self.field(word, 3) as usize, self.field(word, 4) as usize);
+        let text = &self.data[start..start + path_len + name_len + kind_len];
+        // SAFETY: `build` copied path, name and kind whole from `&str`s at these bounds.
+        let str_of = |from: usize, to: usize| unsafe { std::str::from_utf8_unchecked(&text[from..to]) };
         NodeRef {
-            path: &self.text[start..path_end],
-            name: &self.text[path_end..name_end],
-            kind: &self.text[name_end..name_end + r.kind_len as usize],
-            depth: r.depth as usize,
+            path: str_of(0, path_len),
+            name: str_of(path_len, path_len + name_len),
+            kind: str_of(path_len + name_len, text.len()),
+            depth: self.field(word, 0) as usize,
         }
     }
 
     /// The chain root-down of `path`: its existing ancestors and the node itself if it exists.
     pub fn chain(&self, path: &str) -> Vec<NodeRef<'_>> {
-        let last = self.find(path).or_else(|| ancestors(path).find_map(|a| self.find(a)));
-        let mut out: Vec<NodeRef> = std::iter::successors(last, |&i| Some(self.records[i as usize].parent).filter(|&p| p != NO_PARENT))
-            .map(|i| self.node(i))
-            .collect();
-        out.reverse();
-        out
+        let Some(last) = self.find(path).or_else(|| ancestors(path).find_map(|a| self.find(a))) else {
+            return vec![];
+        };
+        let above = (0..self.field(last, 1) as usize).map(|i| self.field(last, HEADER / 4 + i));
+        above.chain([last]).map(|w| self.node(w)).collect()
     }
 }
 
@@ -179,6 +211,9 @@ mod tests {
         for i in (0..5000).step_by(97) {
             let c = chain(&p, &format!("r.n{}.m{i}", i % 50));
             assert_eq!(c.iter().map(|n| n.1.as_str()).collect::<Vec<_>>(), vec!["Root".to_string(), format!("N{}", i % 50), format!("M{i}")]);
+            // Absent: the probe runs through occupied slots to an empty one.
+            assert_eq!(chain(&p, &format!("r.n{}.x{i}", i % 50)).len(), 2);
+            assert!(p.find(&format!("r.m{i}")).is_none());
         }
     }
 }
