@@ -20,6 +20,22 @@ CREATE FUNCTION ab.resolve_name(name text)
 CREATE TRIGGER hierarchy_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.hierarchy
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.hierarchy_signal');
 
+-- The committed states of ab.hierarchy, counted: backends that preload the hierarchy map one
+-- shared image of each state (src/pg/cache.rs). One row; every statement that changes
+-- ab.hierarchy bumps it, so transactions that change the hierarchy take turns.
+CREATE TABLE ab.hierarchy_version (version bigint NOT NULL);
+INSERT INTO ab.hierarchy_version VALUES (0);
+
+CREATE FUNCTION ab.count_hierarchy_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE ab.hierarchy_version SET version = version + 1;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER hierarchy_count_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.hierarchy
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.count_hierarchy_version();
+
 -- Every node with its depth and ancestor chain, for reports; refresh with
 -- ab.refresh_hierarchy_ancestry(). (Resolution reads ab.hierarchy itself, so it never lags.)
 CREATE MATERIALIZED VIEW ab.hierarchy_ancestry AS

@@ -134,18 +134,37 @@ impl HierarchyCache {
         self.preloaded.is_some()
     }
 
+    /// Whether the whole hierarchy is held in an image shared with other backends.
+    pub fn is_shared(&self) -> bool {
+        self.preloaded.as_ref().is_some_and(|p| p.is_shared())
+    }
+
+    /// Whether a whole hierarchy of `nodes` nodes fits this cache.
+    pub fn fits(&self, nodes: usize) -> bool {
+        nodes <= self.capacity
+    }
+
+    /// Serves every resolution from `whole` (the whole hierarchy, which `fits`) from now on.
+    /// Counted as one miss, like a preload.
+    pub fn install(&mut self, whole: Preloaded) -> usize {
+        self.preload_tried = true;
+        self.stats.misses += 1;
+        self.nodes = empty_lru(self.capacity);
+        self.preloaded = Some(whole);
+        self.len()
+    }
+
     /// Caches a whole hierarchy read at once: all of it when it fits, else the shallowest nodes
     /// (the ancestors most resolutions share) up to the capacity. Counted as one miss (one
     /// query). Returns how many nodes are cached.
     pub fn preload(&mut self, mut all: Vec<Node>) -> usize {
+        if self.fits(all.len()) && Preloaded::can_hold(&all) {
+            return self.install(Preloaded::build(all));
+        }
         self.preload_tried = true;
         self.stats.misses += 1;
         self.nodes = empty_lru(self.capacity);
         self.preloaded = None;
-        if all.len() <= self.capacity && Preloaded::can_hold(&all) {
-            self.preloaded = Some(Preloaded::build(all));
-            return self.len();
-        }
         all.sort_unstable_by_key(|n| hierarchy::depth(&n.path));
         all.truncate(self.capacity);
         // Parents come first and nothing is evicted, so the nearest cached ancestor of a node is

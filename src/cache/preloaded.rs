@@ -1,28 +1,64 @@
-//! A whole hierarchy held by a backend after a preload that fits, laid out for few memory
+//! A whole hierarchy held after a preload that fits, as one image laid out for few memory
 //! misses per resolution: every node is one run of bytes (a small header, where its ancestors
-//! are, then its path, name and kind) in one buffer, in depth-first order, and an
-//! open-addressing table maps a path's hash to its node. Finding a node is one table line and
-//! the node itself; its ancestors are read at once rather than one link after another (so their
-//! memory misses overlap), and the upper levels, shared by many nodes, stay in CPU cache.
+//! are, then its path, name and kind), in depth-first order, and an open-addressing table maps
+//! a path's hash to its node. Finding a node is one table line and the node itself; its
+//! ancestors are read at once rather than one link after another (so their memory misses
+//! overlap), and the upper levels, shared by many nodes, stay in CPU cache.
+//!
+//! The image holds no pointers, so it can be written to a file and mapped by every backend
+//! (`share`, `open_shared`): one copy in memory for all of them, and a backend's preload is a
+//! mapping instead of reading and building the hierarchy again.
 
 use super::hierarchy::NodeRef;
 use crate::hierarchy::{ancestors, depth, is_ancestor, Node};
+use std::io::Write;
+use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// A node's place in `data`, in 4-byte words (so 32 bits reach 16 GB).
+/// A node's place in the image's data, in 4-byte words (so 32 bits reach 16 GB).
 type Word = u32;
-/// Native-endian u32s: depth, how many ancestors exist, the lengths of path, name and kind;
-/// then the word of each existing ancestor, root first; then the text.
-const HEADER: usize = 20;
+/// A node's header: native-endian u32s, depth, how many ancestors exist, the lengths of path,
+/// name and kind; then the word of each existing ancestor, root first; then the text.
+const NODE_HEADER: usize = 20;
+/// The image: magic, node count, slot count, data length (u64 each), zeros up to DATA; the
+/// nodes from DATA; the slots after them, 8-aligned.
+const MAGIC: &[u8; 8] = b"pgabhie1";
+const DATA: usize = 64;
+
+/// The bytes of an image: built in this backend, or a file mapped read-only.
+enum Image {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Image {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Image::Owned(v) => v,
+            Image::Mapped(m) => m,
+        }
+    }
+}
 
 pub struct Preloaded {
-    /// The nodes back to back, each starting at a multiple of 4. Invariant: the path, name and
-    /// kind of every node are copied whole from `&str`s, so each is valid UTF-8.
-    data: Vec<u8>,
-    /// Linear probing, at most half full: the hash's upper half (a tag that spares most
-    /// mismatches a read of the node) and the node's word + 1; 0 is an empty slot.
-    slots: Vec<u64>,
+    /// Invariant: the path, name and kind of every node were copied whole from `&str`s (by
+    /// `build`, or by the `build` that wrote a mapped file), so each is valid UTF-8.
+    image: Image,
     len: usize,
+    /// Where the slots start, and their count less one (a power of two less one). A slot is
+    /// the hash's upper half (a tag that spares most mismatches a read of the node) and the
+    /// node's word + 1; 0 is an empty slot. Linear probing, at most half full.
+    slots_at: usize,
+    mask: usize,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    (read_u32(bytes, at) as u64) | ((read_u32(bytes, at + 4) as u64) << 32)
 }
 
 /// ltree's order (label by label, an ancestor before its descendants): the paths' bytes with
@@ -34,12 +70,14 @@ fn label_order(a: &Node, b: &Node) -> std::cmp::Ordering {
 
 /// At most: `depth - 1` ancestors.
 fn node_size(n: &Node) -> usize {
-    (HEADER + 4 * (depth(&n.path) - 1) + n.path.len() + n.name.len() + n.kind.len()).next_multiple_of(4)
+    (NODE_HEADER + 4 * (depth(&n.path) - 1) + n.path.len() + n.name.len() + n.kind.len()).next_multiple_of(4)
 }
 
 fn slot_count(nodes: usize) -> usize {
     (nodes * 2).max(8).next_power_of_two()
 }
+
+const TAG: u64 = 0xffff_ffff_0000_0000;
 
 impl Preloaded {
     /// Whether `nodes` fit 32-bit words (16 GB); otherwise the LRU cache holds them.
@@ -57,43 +95,110 @@ impl Preloaded {
         if !nodes.is_sorted_by(|a, b| label_order(a, b).is_le()) {
             nodes.sort_unstable_by(label_order);
         }
-        let mut p = Preloaded {
-            data: Vec::with_capacity(nodes.iter().map(node_size).sum()),
-            slots: vec![0; slot_count(nodes.len())],
-            len: 0,
-        };
+        let slots = slot_count(nodes.len());
+        let data_max: usize = nodes.iter().map(node_size).sum();
+        let mut image = Vec::with_capacity(DATA + data_max.next_multiple_of(8) + 8 * slots);
+        image.resize(DATA, 0);
+        let mut hashes: Vec<(u64, Word)> = Vec::with_capacity(nodes.len());
         let mut stack: Vec<Word> = Vec::new();
         for n in nodes {
             // Sorted, so a repeated path (ab.hierarchy has none) would follow itself.
-            if stack.last().is_some_and(|&w| p.path_bytes(w) == n.path.as_bytes()) {
+            if stack.last().is_some_and(|&w| node_at(&image, w).path == n.path) {
                 continue;
             }
-            while stack.last().is_some_and(|&w| !is_ancestor(p.node(w).path, &n.path)) {
+            while stack.last().is_some_and(|&w| !is_ancestor(node_at(&image, w).path, &n.path)) {
                 stack.pop();
             }
-            let word = (p.data.len() / 4) as Word;
+            let word = ((image.len() - DATA) / 4) as Word;
             let header = [depth(&n.path) as u32, stack.len() as u32, n.path.len() as u32, n.name.len() as u32, n.kind.len() as u32];
             for field in header.iter().chain(&stack) {
-                p.data.extend_from_slice(&field.to_ne_bytes());
+                image.extend_from_slice(&field.to_ne_bytes());
             }
             for text in [&n.path, &n.name, &n.kind] {
-                p.data.extend_from_slice(text.as_bytes());
+                image.extend_from_slice(text.as_bytes());
             }
-            p.data.resize(p.data.len().next_multiple_of(4), 0);
-            p.insert(xxh3_64(n.path.as_bytes()), word);
+            image.resize(image.len().next_multiple_of(4), 0);
+            hashes.push((xxh3_64(n.path.as_bytes()), word));
             stack.push(word);
         }
-        p
+        let data_len = image.len() - DATA;
+        image.resize(image.len().next_multiple_of(8), 0);
+        let slots_at = image.len();
+        image.resize(slots_at + 8 * slots, 0);
+        let mask = slots - 1;
+        for &(hash, word) in &hashes {
+            let mut i = hash as usize & mask;
+            while read_u64(&image, slots_at + 8 * i) != 0 {
+                i = (i + 1) & mask;
+            }
+            let slot = (hash & TAG) | (word as u64 + 1);
+            image[slots_at + 8 * i..slots_at + 8 * i + 8].copy_from_slice(&slot.to_ne_bytes());
+        }
+        for (i, value) in [hashes.len(), slots, data_len].into_iter().enumerate() {
+            image[8 + 8 * i..16 + 8 * i].copy_from_slice(&(value as u64).to_ne_bytes());
+        }
+        image[..8].copy_from_slice(MAGIC);
+        Preloaded { image: Image::Owned(image), len: hashes.len(), slots_at, mask }
     }
 
-    fn insert(&mut self, hash: u64, word: Word) {
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        while self.slots[i] != 0 {
-            i = (i + 1) & mask;
+    /// Checks an image's header against its size; the node runs are trusted (only `build`
+    /// writes them).
+    fn from_image(image: Image) -> Result<Preloaded, String> {
+        if image.len() < DATA || &image[..8] != MAGIC {
+            return Err("not a pg_ab hierarchy image".into());
         }
-        self.slots[i] = (hash & 0xffff_ffff_0000_0000) | (word as u64 + 1);
-        self.len += 1;
+        let [len, slots, data_len] = [8, 16, 24].map(|at| read_u64(&image, at) as usize);
+        let slots_at = (DATA + data_len).next_multiple_of(8);
+        if !slots.is_power_of_two() || slots < 2 * len || slots_at.checked_add(8 * slots) != Some(image.len()) {
+            return Err("a pg_ab hierarchy image of the wrong size".into());
+        }
+        Ok(Preloaded { image, len, slots_at, mask: slots - 1 })
+    }
+
+    /// Writes the image to `dir/name` (a temporary file renamed into place, so no reader sees
+    /// part of one; files are never changed after that, which is what makes mapping them
+    /// sound) and returns the preload over that file, mapped. Then removes the files `stale`
+    /// names: earlier states of the same hierarchy.
+    pub fn share(&self, dir: &Path, name: &str, stale: impl Fn(&str) -> bool) -> std::io::Result<Preloaded> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let temporary = dir.join(format!("tmp-{}-{name}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .and_then(|mut f| f.write_all(&self.image))
+            .and_then(|()| std::fs::rename(&temporary, dir.join(name)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e);
+        }
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if entry.file_name().to_str().is_some_and(|f| f != name && stale(f)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Preloaded::open_shared(dir, name)?.ok_or_else(|| std::io::Error::other("the image just written is gone"))
+    }
+
+    /// Maps the image `dir/name` if there is one.
+    pub fn open_shared(dir: &Path, name: &str) -> std::io::Result<Option<Preloaded>> {
+        let file = match std::fs::File::open(dir.join(name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: image files are written whole under another name and renamed into place;
+        // nothing writes to one after that (see `share`).
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        Preloaded::from_image(Image::Mapped(map)).map(Some).map_err(std::io::Error::other)
+    }
+
+    /// Whether the image is a file shared with other backends.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.image, Image::Mapped(_))
     }
 
     pub fn len(&self) -> usize {
@@ -105,49 +210,22 @@ impl Preloaded {
     }
 
     fn field(&self, word: Word, index: usize) -> u32 {
-        let at = word as usize * 4 + index * 4;
-        u32::from_ne_bytes([self.data[at], self.data[at + 1], self.data[at + 2], self.data[at + 3]])
-    }
-
-    /// Where the node's text starts in `data`.
-    fn text_start(&self, word: Word) -> usize {
-        word as usize * 4 + HEADER + 4 * self.field(word, 1) as usize
-    }
-
-    fn path_bytes(&self, word: Word) -> &[u8] {
-        let start = self.text_start(word);
-        &self.data[start..start + self.field(word, 2) as usize]
+        field(&self.image, word, index)
     }
 
     fn find(&self, path: &str) -> Option<Word> {
         let hash = xxh3_64(path.as_bytes());
-        let tag = hash & 0xffff_ffff_0000_0000;
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
+        let mut i = hash as usize & self.mask;
         loop {
-            let slot = self.slots[i];
+            let slot = read_u64(&self.image, self.slots_at + 8 * i);
             if slot == 0 {
                 return None;
             }
             let word = (slot as u32).wrapping_sub(1);
-            if slot & 0xffff_ffff_0000_0000 == tag && self.path_bytes(word) == path.as_bytes() {
+            if slot & TAG == hash & TAG && node_at(&self.image, word).path == path {
                 return Some(word);
             }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn node(&self, word: Word) -> NodeRef<'_> {
-        let start = self.text_start(word);
-        let (path_len, name_len, kind_len) = (self.field(word, 2) as usize, self.field(word, 3) as usize, self.field(word, 4) as usize);
-        let text = &self.data[start..start + path_len + name_len + kind_len];
-        // SAFETY: `build` copied path, name and kind whole from `&str`s at these bounds.
-        let str_of = |from: usize, to: usize| unsafe { std::str::from_utf8_unchecked(&text[from..to]) };
-        NodeRef {
-            path: str_of(0, path_len),
-            name: str_of(path_len, path_len + name_len),
-            kind: str_of(path_len + name_len, text.len()),
-            depth: self.field(word, 0) as usize,
+            i = (i + 1) & self.mask;
         }
     }
 
@@ -156,8 +234,27 @@ impl Preloaded {
         let Some(last) = self.find(path).or_else(|| ancestors(path).find_map(|a| self.find(a))) else {
             return vec![];
         };
-        let above = (0..self.field(last, 1) as usize).map(|i| self.field(last, HEADER / 4 + i));
-        above.chain([last]).map(|w| self.node(w)).collect()
+        let above = (0..self.field(last, 1) as usize).map(|i| self.field(last, NODE_HEADER / 4 + i));
+        above.chain([last]).map(|w| node_at(&self.image, w)).collect()
+    }
+}
+
+fn field(image: &[u8], word: Word, index: usize) -> u32 {
+    read_u32(image, DATA + word as usize * 4 + index * 4)
+}
+
+/// The node at `word` of an image `build` wrote.
+fn node_at(image: &[u8], word: Word) -> NodeRef<'_> {
+    let [depth, above, path_len, name_len, kind_len] = [0, 1, 2, 3, 4].map(|i| field(image, word, i) as usize);
+    let start = DATA + word as usize * 4 + NODE_HEADER + 4 * above;
+    let text = &image[start..start + path_len + name_len + kind_len];
+    // SAFETY: `build` copied path, name and kind whole from `&str`s at these bounds.
+    let str_of = |from: usize, to: usize| unsafe { std::str::from_utf8_unchecked(&text[from..to]) };
+    NodeRef {
+        path: str_of(0, path_len),
+        name: str_of(path_len, path_len + name_len),
+        kind: str_of(path_len + name_len, text.len()),
+        depth,
     }
 }
 
@@ -197,6 +294,32 @@ mod tests {
         assert_eq!(chain(&p, "a.b-c").iter().map(|n| n.1.as_str()).collect::<Vec<_>>(), vec!["A", "BC"]);
         // A duplicate path is kept once.
         assert_eq!(Preloaded::build(vec![node("a", "A"), node("a", "B")]).len(), 1);
+    }
+
+    #[test]
+    fn shared_through_a_file() {
+        let dir = std::env::temp_dir().join(format!("pg_ab_preloaded_test_{}", std::process::id()));
+        let built = Preloaded::build(vec![node("w", "World"), node("w.x", "X"), node("w.x.y", "Ÿ")]);
+        assert!(!built.is_shared());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("h-1"), b"older").unwrap();
+        std::fs::write(dir.join("other-1"), b"not ours").unwrap();
+        let shared = built.share(&dir, "h-2", |f| f.starts_with("h-")).unwrap();
+        assert!(shared.is_shared());
+        assert_eq!(chain(&shared, "w.x.y"), chain(&built, "w.x.y"));
+        assert_eq!(chain(&shared, "w.x.nope").len(), 2);
+        let mut files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        files.sort();
+        assert_eq!(files, vec!["h-2", "other-1"], "the stale image is removed, the temporary renamed");
+        let opened = Preloaded::open_shared(&dir, "h-2").unwrap().unwrap();
+        assert_eq!((opened.len(), chain(&opened, "w.x")), (3, chain(&built, "w.x")));
+        assert!(Preloaded::open_shared(&dir, "h-3").unwrap().is_none());
+        // A file cut short, or not an image at all, is refused.
+        let bytes = std::fs::read(dir.join("h-2")).unwrap();
+        std::fs::write(dir.join("h-4"), &bytes[..bytes.len() - 8]).unwrap();
+        assert!(Preloaded::open_shared(&dir, "h-4").is_err());
+        assert!(Preloaded::open_shared(&dir, "other-1").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -12,12 +12,14 @@
 
 use super::store;
 use crate::assign::TestConfig;
+use crate::cache::preloaded::Preloaded;
 use crate::cache::{chain_views, ConfigCache, HierarchyCache, Loaded, NodeRef};
 use crate::hierarchy::Node;
 use crate::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 pub static CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -184,8 +186,10 @@ fn with_hierarchy<T>(f: impl FnOnce(&mut HierarchyCache) -> T) -> T {
 
 /// Loads every node into the cache (once per change of the hierarchy); the number cached.
 fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) -> usize {
-    let n = match load_fresh(|| Some(load_all())) {
-        Loaded { value: Some(all), keep: true } => h.preload(all),
+    let capacity = h.capacity();
+    let n = match load_fresh(|| Some(whole_hierarchy(capacity, load_all))) {
+        Loaded { value: Some(Whole::Image(whole)), keep: true } => h.install(whole),
+        Loaded { value: Some(Whole::Nodes(all)), keep: true } => h.preload(all),
         _ => {
             h.preload_tried = true;
             h.len()
@@ -193,6 +197,58 @@ fn preload_into(h: &mut HierarchyCache, load_all: impl FnOnce() -> Vec<Node>) ->
     };
     release_freed_memory();
     n
+}
+
+enum Whole {
+    Image(Preloaded),
+    Nodes(Vec<Node>),
+}
+
+/// Where backends share hierarchy images: PostgreSQL's directory for transient files, which
+/// base backups leave out (pg_stat_statements keeps its query texts there too).
+fn shared_dir() -> PathBuf {
+    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+    Path::new(&*data_dir.to_string_lossy()).join("pg_stat_tmp")
+}
+
+/// The whole hierarchy as of the active snapshot: the image of that committed state if a
+/// backend made one, else the nodes read now, made into an image for the next backends when
+/// it fits a cache of `capacity` nodes. An image is named after the database, the version
+/// table (so a re-created extension starts afresh), the version and the xid that wrote it.
+fn whole_hierarchy(capacity: usize, load_all: impl FnOnce() -> Vec<Node>) -> Whole {
+    let Some((table, version, xmin)) = store::hierarchy_version() else {
+        return Whole::Nodes(load_all());
+    };
+    let prefix = format!("pg_ab_hierarchy-{}-", u32::from(unsafe { pg_sys::MyDatabaseId }));
+    let name = format!("{prefix}{}-{version}-{xmin}", u32::from(table));
+    let dir = shared_dir();
+    match Preloaded::open_shared(&dir, &name) {
+        Ok(Some(whole)) if whole.len() <= capacity => return Whole::Image(whole),
+        Ok(Some(_)) => return Whole::Nodes(load_all()),
+        Ok(None) => {}
+        Err(e) => pgrx::warning!("pg_ab: ignoring the shared hierarchy image {name}: {e}"),
+    }
+    let all = load_all();
+    if all.len() > capacity || !Preloaded::can_hold(&all) {
+        return Whole::Nodes(all);
+    }
+    let built = Preloaded::build(all);
+    // Older states of this database's hierarchy; a newer one may be in use already.
+    let stale = |file: &str| {
+        file.strip_prefix(&prefix).is_some_and(|rest| {
+            let mut parts = rest.split('-');
+            let older = parts.next() != Some(&u32::from(table).to_string())
+                || parts.next().and_then(|v| v.parse::<i64>().ok()).is_none_or(|v| v < version);
+            older
+        })
+    };
+    match built.share(&dir, &name, stale) {
+        Ok(shared) => Whole::Image(shared),
+        Err(e) => {
+            pgrx::warning!("pg_ab: the hierarchy image is not shared with other backends: {e}");
+            Whole::Image(built)
+        }
+    }
 }
 
 /// Hands back to the system what the rows read for a preload took (millions of small strings,
@@ -227,11 +283,11 @@ pub fn with_hierarchy_chain<R>(
     })
 }
 
-/// Loads the whole hierarchy into this backend's cache now; (nodes cached, complete).
-pub fn preload_hierarchy(load_all: impl FnOnce() -> Vec<Node>) -> (usize, bool) {
+/// Loads the whole hierarchy into this backend's cache now; (nodes cached, complete, shared).
+pub fn preload_hierarchy(load_all: impl FnOnce() -> Vec<Node>) -> (usize, bool, bool) {
     with_hierarchy(|h| {
         let n = preload_into(h, load_all);
-        (n, h.is_complete())
+        (n, h.is_complete(), h.is_shared())
     })
 }
 

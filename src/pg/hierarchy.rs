@@ -56,14 +56,15 @@ fn load_all_nodes() -> Vec<Node> {
     .or_raise()
 }
 
-/// Loads the whole hierarchy into this backend's resolution cache; returns the nodes cached and
+/// Loads the whole hierarchy into this backend's resolution cache; returns the nodes cached,
 /// whether all of them fit (then every resolution is served from memory until the hierarchy
-/// changes). pg_ab.hierarchy_preload does the same at a backend's first resolution.
+/// changes) and whether that memory is an image shared with the other backends.
+/// pg_ab.hierarchy_preload does the same at a backend's first resolution.
 #[pg_extern(volatile, parallel_restricted)]
-fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(complete, bool))> {
+fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(complete, bool), name!(shared, bool))> {
     cache::accept_invalidations();
-    let (n, complete) = cache::preload_hierarchy(load_all_nodes);
-    TableIterator::once((n as i64, complete))
+    let (n, complete, shared) = cache::preload_hierarchy(load_all_nodes);
+    TableIterator::once((n as i64, complete, shared))
 }
 
 /// Runs `f` on the chain of a path known to be well-formed; an unknown path is an error.

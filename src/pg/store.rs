@@ -178,6 +178,29 @@ pub fn watched_table_oids() -> [pg_sys::Oid; 2] {
     .or_raise()
 }
 
+/// The committed state of ab.hierarchy the active snapshot sees, as (the version table's oid,
+/// version, the xid that wrote it): None when this transaction changed the hierarchy itself
+/// (that state is not committed, so not for sharing) or the version row is missing.
+pub fn hierarchy_version() -> Option<(pg_sys::Oid, i64, u32)> {
+    let row = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT 'ab.hierarchy_version'::regclass::oid, version, xmin::text::bigint FROM ab.hierarchy_version",
+            Some(1),
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::Error>(Some((r.get::<pg_sys::Oid>(1)?, r.get::<i64>(2)?, r.get::<i64>(3)?)))
+    })
+    .or_raise();
+    let (Some(oid), Some(version), Some(xmin)) = row? else { return None };
+    let xmin = xmin as u32;
+    let own = unsafe { pg_sys::TransactionIdIsCurrentTransactionId(xmin.into()) };
+    (!own).then_some((oid, version, xmin))
+}
+
 /// Ids of the active tests, sorted.
 pub fn active_test_ids() -> Vec<String> {
     deserialize(

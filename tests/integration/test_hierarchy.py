@@ -85,3 +85,44 @@ def test_vacuum_and_analyze_do_not_empty_the_cache(connect):
     b.execute("UPDATE ab.hierarchy SET name = 'Earth' WHERE path = 'world'")
     assert one(a, "SELECT name FROM ab.resolve_ancestors('world.europe') WHERE depth = 1") == "Earth"
     assert one(a, "SELECT invalidations FROM ab.hierarchy_cache_stats()") == before + 1
+
+
+def test_preloading_sessions_share_one_image_of_each_committed_state(connect):
+    a, b, writer = connect(), connect(), connect()
+    add_world_and_europe(writer)
+    writer.execute("SELECT ab.add_place('world.europe', 'France', 'country')")
+    folder = Path(one(a, "SHOW data_directory")) / "pg_stat_tmp"
+    database = one(a, "SELECT oid FROM pg_database WHERE datname = current_database()")
+
+    def images():
+        return {p.name: p.stat().st_ino for p in folder.glob(f"pg_ab_hierarchy-{database}-*")}
+
+    assert images() == {}
+    preload = "SELECT (nodes, complete, shared)::text FROM ab.preload_hierarchy()"
+    assert one(a, preload) == "(3,t,t)"
+    first = images()
+    assert len(first) == 1
+    # The second session maps the same file (same inode: nothing written again).
+    assert one(b, preload) == "(3,t,t)"
+    assert images() == first
+    chain = "SELECT string_agg(name, '/' ORDER BY depth) FROM ab.resolve_ancestors(%s)"
+    assert one(a, chain, "world.europe.france") == one(b, chain, "world.europe.france") == "World/Europe/France"
+    # A transaction that changes the hierarchy reads its own change into a copy of its own; no
+    # uncommitted state is shared, and a rollback leaves the other sessions' image as it was.
+    t = connect(autocommit=False)
+    t.execute("SELECT ab.add_place('world', 'Asia', 'continent')")
+    assert one(t, preload) == "(4,t,f)"
+    assert one(t, chain, "world.asia") == "World/Asia"
+    t.rollback()
+    assert images() == first
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        b.execute("SELECT * FROM ab.resolve_ancestors('world.asia')")
+    # A committed change: the next preload writes the new state's image and removes the old.
+    a.execute("SET pg_ab.hierarchy_preload = on")
+    writer.execute("SELECT ab.add_place('world', 'Asia', 'continent')")
+    assert one(a, chain, "world.asia") == "World/Asia"
+    assert one(a, "SELECT entries FROM ab.hierarchy_cache_stats()") == 4
+    second = images()
+    assert len(second) == 1 and second.keys() != first.keys()
+    assert one(b, preload) == "(4,t,t)"
+    assert images() == second
