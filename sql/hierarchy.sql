@@ -10,6 +10,13 @@ CREATE FUNCTION ab.resolve_ancestors(path ltree)
     LANGUAGE c STABLE PARALLEL SAFE ROWS 6
     AS 'MODULE_PATHNAME', 'resolve_ancestors_ltree';
 
+-- The chains of many paths in one call (a request's paths: one function scan, not one per
+-- path); ord is the position of the row's path in the array, from 1.
+CREATE FUNCTION ab.resolve_ancestors_many(paths ltree[])
+    RETURNS TABLE (ord integer, path ltree, name text, kind text, depth integer)
+    LANGUAGE c STABLE PARALLEL SAFE ROWS 60
+    AS 'MODULE_PATHNAME', 'resolve_ancestors_many_ltree';
+
 -- Nodes whose name or alias matches, best match first.
 CREATE FUNCTION ab.resolve_name(name text)
     RETURNS TABLE (path ltree, name text, kind text, depth integer, matched text)

@@ -216,7 +216,9 @@ fn shared_dir() -> PathBuf {
 /// it fits a cache of `capacity` nodes. An image is named after the database, the version
 /// table (so a re-created extension starts afresh), the version and the xid that wrote it.
 fn whole_hierarchy(capacity: usize, load_all: impl FnOnce() -> Vec<Node>) -> Whole {
-    let Some((table, version, xmin)) = store::hierarchy_version() else {
+    // A parallel worker keeps nothing it loads (load_fresh), so it has nothing to share.
+    let version = if unsafe { pg_sys::IsInParallelMode() } { None } else { store::hierarchy_version() };
+    let Some((table, version, xmin)) = version else {
         return Whole::Nodes(load_all());
     };
     let prefix = format!("pg_ab_hierarchy-{}-", u32::from(unsafe { pg_sys::MyDatabaseId }));
@@ -237,9 +239,8 @@ fn whole_hierarchy(capacity: usize, load_all: impl FnOnce() -> Vec<Node>) -> Who
     let stale = |file: &str| {
         file.strip_prefix(&prefix).is_some_and(|rest| {
             let mut parts = rest.split('-');
-            let older = parts.next() != Some(&u32::from(table).to_string())
-                || parts.next().and_then(|v| v.parse::<i64>().ok()).is_none_or(|v| v < version);
-            older
+            parts.next() != Some(&u32::from(table).to_string())
+                || parts.next().and_then(|v| v.parse::<i64>().ok()).is_none_or(|v| v < version)
         })
     };
     match built.share(&dir, &name, stale) {

@@ -82,9 +82,17 @@ fn with_chain_of<R>(path: &str, f: impl FnOnce(&[NodeRef]) -> R) -> R {
 #[unsafe(no_mangle)]
 #[doc(hidden)]
 pub extern "C" fn pg_finfo_resolve_ancestors_ltree() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
     &V1_API
 }
+
+/// PG_FUNCTION_INFO_V1(resolve_ancestors_many_ltree)
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_resolve_ancestors_many_ltree() -> &'static pg_sys::Pg_finfo_record {
+    &V1_API
+}
+
+const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
 
 /// `ab.resolve_ancestors(path ltree)` (declared in sql/hierarchy.sql): the node and its
 /// ancestors, root first, from the backend's cache. A C-level function rather than a pgrx one:
@@ -98,35 +106,88 @@ pub extern "C" fn pg_finfo_resolve_ancestors_ltree() -> &'static pg_sys::Pg_finf
 #[pg_guard]
 pub unsafe extern "C-unwind" fn resolve_ancestors_ltree(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let arg = required(unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) }, "path");
+    let rows = unsafe { Rows::begin(fcinfo) };
     let value = unsafe { pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) };
-    let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, pgrx::varlena::varsize_any(value)) };
-    let path = Ltree::parse(bytes).or_raise();
-    with_chain_of(&path.path(), |chain| unsafe { put_rows(fcinfo, &path, chain) });
+    resolve_into(&rows, value, None);
     pg_sys::Datum::from(0)
 }
 
-/// The chain as rows of the set-returning call `fcinfo`: each path a prefix of `path`'s bytes.
-unsafe fn put_rows(fcinfo: pg_sys::FunctionCallInfo, path: &Ltree, chain: &[NodeRef]) {
-    let rsinfo = unsafe { (*fcinfo).resultinfo } as *mut pg_sys::ReturnSetInfo;
-    // The executor's expected row type, when it passes one, saves building it from pg_proc.
-    let expected = !rsinfo.is_null()
-        && unsafe { (*rsinfo).type_ } == pg_sys::NodeTag::T_ReturnSetInfo
-        && !unsafe { (*rsinfo).expectedDesc }.is_null();
-    unsafe { pg_sys::InitMaterializedSRF(fcinfo, if expected { pg_sys::MAT_SRF_USE_EXPECTED_DESC as _ } else { 0 }) };
-    for node in chain {
-        let depth = node.depth;
-        let size = path.prefix_size(depth);
-        let prefix = unsafe { pg_sys::palloc(size) } as *mut pg_sys::varlena;
-        path.write_prefix(depth, unsafe { std::slice::from_raw_parts_mut(prefix as *mut u8, size) });
-        unsafe { pgrx::varlena::set_varsize_4b(prefix, size as i32) };
-        let mut values = [
-            pg_sys::Datum::from(prefix),
-            node.name.into_datum().unwrap_or(pg_sys::Datum::from(0)),
-            node.kind.into_datum().unwrap_or(pg_sys::Datum::from(0)),
-            pg_sys::Datum::from(depth as i32),
-        ];
-        let mut nulls = [false; 4];
-        unsafe { pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr()) };
+/// `ab.resolve_ancestors_many(paths ltree[])`: the chains of every path of the array in one
+/// call (one function scan for a request's paths, not one per path), each row with the
+/// position of its path in the array, from 1.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn resolve_ancestors_many_ltree(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let arg = required(unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) }, "paths");
+    let rows = unsafe { Rows::begin(fcinfo) };
+    let array = unsafe { pg_sys::pg_detoast_datum(arg.cast_mut_ptr()) } as *mut pg_sys::ArrayType;
+    let (mut len, mut by_value, mut align) = (0i16, false, 0 as std::ffi::c_char);
+    let (mut values, mut nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+    unsafe {
+        let element = (*array).elemtype;
+        pg_sys::get_typlenbyvalalign(element, &mut len, &mut by_value, &mut align);
+        pg_sys::deconstruct_array(array, element, len as i32, by_value, align, &mut values, &mut nulls, &mut count);
+    }
+    for i in 0..count.max(0) as usize {
+        if unsafe { *nulls.add(i) } {
+            required(None::<()>, &format!("element {} of paths", i + 1));
+        }
+        let value = unsafe { pg_sys::pg_detoast_datum((*values.add(i)).cast_mut_ptr()) };
+        resolve_into(&rows, value, Some(i as i32 + 1));
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// Resolves the ltree `value` (detoasted) and puts its chain into `rows`.
+fn resolve_into(rows: &Rows, value: *mut pg_sys::varlena, position: Option<i32>) {
+    let bytes = unsafe { std::slice::from_raw_parts(value as *const u8, pgrx::varlena::varsize_any(value)) };
+    let path = Ltree::parse(bytes).or_raise();
+    with_chain_of(&path.path(), |chain| rows.put(&path, chain, position));
+}
+
+/// The result rows of a set-returning call, put straight into the executor's tuplestore.
+struct Rows {
+    rsinfo: *mut pg_sys::ReturnSetInfo,
+}
+
+impl Rows {
+    /// # Safety
+    /// `fcinfo` is the valid call info of a set-returning call.
+    unsafe fn begin(fcinfo: pg_sys::FunctionCallInfo) -> Rows {
+        let rsinfo = unsafe { (*fcinfo).resultinfo } as *mut pg_sys::ReturnSetInfo;
+        // The executor's expected row type, when it passes one, saves building it from pg_proc.
+        let expected = !rsinfo.is_null()
+            && unsafe { (*rsinfo).type_ } == pg_sys::NodeTag::T_ReturnSetInfo
+            && !unsafe { (*rsinfo).expectedDesc }.is_null();
+        unsafe { pg_sys::InitMaterializedSRF(fcinfo, if expected { pg_sys::MAT_SRF_USE_EXPECTED_DESC as _ } else { 0 }) };
+        Rows { rsinfo }
+    }
+
+    /// The chain as rows (the path's position first, if given): each path a prefix of
+    /// `path`'s bytes.
+    fn put(&self, path: &Ltree, chain: &[NodeRef], position: Option<i32>) {
+        for node in chain {
+            let depth = node.depth;
+            let size = path.prefix_size(depth);
+            let prefix = unsafe { pg_sys::palloc(size) } as *mut pg_sys::varlena;
+            path.write_prefix(depth, unsafe { std::slice::from_raw_parts_mut(prefix as *mut u8, size) });
+            unsafe { pgrx::varlena::set_varsize_4b(prefix, size as i32) };
+            let mut values = [
+                pg_sys::Datum::from(position.unwrap_or(0)),
+                pg_sys::Datum::from(prefix),
+                node.name.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+                node.kind.into_datum().unwrap_or(pg_sys::Datum::from(0)),
+                pg_sys::Datum::from(depth as i32),
+            ];
+            let mut nulls = [false; 5];
+            let columns = &mut values[if position.is_some() { 0 } else { 1 }..];
+            unsafe {
+                pg_sys::tuplestore_putvalues((*self.rsinfo).setResult, (*self.rsinfo).setDesc, columns.as_mut_ptr(), nulls.as_mut_ptr())
+            };
+        }
     }
 }
 

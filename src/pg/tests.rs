@@ -643,6 +643,23 @@ mod tests {
                   FROM ab.hierarchy h, ab.resolve_ancestors(h.path) a"),
             json("SELECT jsonb_build_array(sum(nlevel(path)), true) FROM ab.hierarchy")
         );
+        // Many paths in one call: the rows of one call per path, each with its path's position
+        // (a path given twice is answered twice); elements read from the table too.
+        let paths = "ARRAY['world.north_america.united_states', 'world', 'world.north_america.united_states']::ltree[]";
+        assert_eq!(
+            json(&format!("SELECT jsonb_agg(jsonb_build_array(ord, path::text, name, kind, depth) ORDER BY ord, depth)
+                           FROM ab.resolve_ancestors_many({paths})")),
+            json(&format!("SELECT jsonb_agg(jsonb_build_array(p.ord, r.path::text, r.name, r.kind, r.depth) ORDER BY p.ord, r.depth)
+                           FROM unnest({paths}) WITH ORDINALITY p(path, ord), ab.resolve_ancestors(p.path) r"))
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM ab.resolve_ancestors_many(ARRAY(SELECT path FROM ab.hierarchy))"),
+            one::<i64>("SELECT sum(nlevel(path)) FROM ab.hierarchy")
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM ab.resolve_ancestors_many('{}')"), 0);
+        expect_error("ab.resolve_ancestors_many(NULL)", "22004");
+        expect_error("ab.resolve_ancestors_many(ARRAY['world', NULL]::ltree[])", "22004");
+        expect_error("ab.resolve_ancestors_many(ARRAY['world', 'world.atlantis']::ltree[])", "42704");
         let names = json("SELECT jsonb_agg(jsonb_build_array(path::text, matched)) FROM ab.resolve_name('WASHINGTON')");
         assert_eq!(names[0][0], "world.north_america.united_states.washington", "shallower first");
         assert_eq!(names[1][0], "world.north_america.united_states.district_of_columbia.washington");
