@@ -65,16 +65,19 @@ def pgbench(script, options=""):
     return sum(steady) / len(steady)
 
 
-def request_script(name, call=None):
+def request_script(name, call=None, one_call=None):
     """A request's worth of lookups (the 'where' entities of a batch of documents): REQUEST
-    Zipf-drawn paths, each resolved in one statement by the set-returning `call` on t.path
-    (None: the paths alone, the floor)."""
+    Zipf-drawn paths resolved in one statement, by the set-returning `call` on each t.path
+    (None: the paths alone, the floor) or by `one_call` on the array of all of them."""
     sets = "".join(f"\\set r{i} random_zipfian(1, {TARGETS}, {ZIPF_S})\n" for i in range(1, REQUEST + 1))
     ranks = ", ".join(f":r{i}" for i in range(1, REQUEST + 1))
-    lateral = f", {call}" if call else ""
+    paths = f"unnest(ARRAY[{ranks}]::bigint[]) r JOIN hbench.targets t ON t.rank = r"
+    if one_call:
+        statement = f"SELECT count(*) FROM {one_call}(ARRAY(SELECT t.path FROM {paths}))"
+    else:
+        statement = f"SELECT count(t.path) FROM {paths}{f', {call}' if call else ''}"
     script = Path(_SCRIPTS.name) / f"request_{name}.sql"
-    script.write_text(f"{sets}SELECT count(t.path) FROM unnest(ARRAY[{ranks}]::bigint[]) r "
-                      f"JOIN hbench.targets t ON t.rank = r{lateral};\n")
+    script.write_text(f"{sets}{statement};\n")
     return script
 
 
@@ -187,6 +190,7 @@ def main():
         "request btree": (request_script("btree", "hbench.btree_form(t.path)"), ""),
         "request gist": (request_script("gist", "hbench.gist_form(t.path)"), ""),
         "request preloaded": (request_script("preloaded", "ab.resolve_ancestors(t.path)"), preload),
+        "request preloaded, one call": (request_script("many", one_call="ab.resolve_ancestors_many"), preload),
         # The cheapest set-returning call in its place: as many integers as the path has levels.
         "request generate_series": (request_script("generate_series", "generate_series(1, nlevel(t.path))"), ""),
     }
@@ -223,6 +227,8 @@ def main():
     print(f"  LATERAL form: preloaded / B-tree probe tps   {tps['lateral preloaded'] / tps['lateral btree']:7.1f} x     >= 3 x")
     print(f"  request ({REQUEST} lookups): preloaded / GiST tps   {tps['request preloaded'] / tps['request gist']:7.1f} x     >= 10 x")
     print(f"  request ({REQUEST} lookups): preloaded / B-tree tps {tps['request preloaded'] / tps['request btree']:7.1f} x     >= 3 x")
+    print(f"  request, one call: preloaded / GiST tps      {tps['request preloaded, one call'] / tps['request gist']:7.1f} x     >= 10 x")
+    print(f"  request, one call: preloaded / B-tree tps    {tps['request preloaded, one call'] / tps['request btree']:7.1f} x     >= 3 x")
     print(f"  request floor / GiST tps: the most any form could reach  {tps['request floor'] / tps['request gist']:5.1f} x")
     print(f"  request: preloaded / generate_series in its place tps  {tps['request preloaded'] / tps['request generate_series']:5.2f} x")
     if pre_hits + pre_misses:
