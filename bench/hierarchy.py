@@ -181,6 +181,8 @@ def main():
         "preloaded": ("hier_cached.sql", f"{preload} -c pg_ab.log_cache_stats=on"),
         # The floor every form shares: the transaction with the target-path lookup, no resolution.
         "floor": ("hier_floor.sql", ""),
+        # The ceiling of any transaction at all.
+        "select 1": ("select1.sql", ""),
         # The same lookups written as a LATERAL join, which lets PostgreSQL inline the plain forms.
         "lateral btree": ("hier_lateral_btree.sql", ""),
         "lateral gist": ("hier_lateral_gist.sql", ""),
@@ -208,6 +210,7 @@ def main():
     for form, v in tps.items():
         label = {"preloaded": "cached, preloaded",
                  "floor": "floor: the target-path lookup alone, no resolution",
+                 "select 1": "SELECT 1",
                  "request floor": f"request floor: the {REQUEST} target-path lookups alone",
                  "request generate_series": "request, generate_series(1, nlevel(path)) in place of the resolution"}.get(form, form)
         print(f"  {label:<7} {v:10.0f} tps   (runs: {', '.join(f'{r:.0f}' for r in runs[form])})", flush=True)
@@ -223,6 +226,7 @@ def main():
     print(f"  one statement: preloaded / GiST per resolution    {statement['gist'] / statement['preloaded']:7.1f} x")
     print(f"  one statement: preloaded / B-tree per resolution  {statement['btree'] / statement['preloaded']:7.1f} x")
     print(f"  floor / GiST tps: the most any form could reach  {tps['floor'] / tps['gist']:5.1f} x")
+    print(f"  SELECT 1 / GiST tps: no transaction does better  {tps['select 1'] / tps['gist']:5.1f} x")
     print(f"  LATERAL form: preloaded / GiST tps           {tps['lateral preloaded'] / tps['lateral gist']:7.1f} x     >= 10 x")
     print(f"  LATERAL form: preloaded / B-tree probe tps   {tps['lateral preloaded'] / tps['lateral btree']:7.1f} x     >= 3 x")
     print(f"  request ({REQUEST} lookups): preloaded / GiST tps   {tps['request preloaded'] / tps['request gist']:7.1f} x     >= 10 x")

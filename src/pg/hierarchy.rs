@@ -167,8 +167,8 @@ impl Rows {
     }
 
     /// The chain as rows (the path's position first, if given): each path a prefix of
-    /// `path`'s bytes. The chain's values are laid out in one allocation (tuplestore_putvalues
-    /// copies them): three per row took most of a cached resolution's time in palloc.
+    /// `path`'s bytes. The chain's values share one allocation, not three per row
+    /// (tuplestore_putvalues copies them anyway).
     fn put(&self, path: &Ltree, chain: &[NodeRef], position: Option<i32>) {
         const HEADER: usize = pg_sys::VARHDRSZ;
         let text_size = |s: &str| (HEADER + s.len()).next_multiple_of(8);
