@@ -20,9 +20,9 @@ type Word = u32;
 /// A node's header: native-endian u32s, depth, how many ancestors exist, the lengths of path,
 /// name and kind; then the word of each existing ancestor, root first; then the text.
 const NODE_HEADER: usize = 20;
-/// The image: magic, node count, slot count, data length (u64 each), zeros up to DATA; the
-/// nodes from DATA; the slots after them, 8-aligned.
-const MAGIC: &[u8; 8] = b"pgabhie1";
+/// The image: magic, node count, slot count, data length, the xxh3 of everything from DATA on
+/// (u64 each), zeros up to DATA; the nodes from DATA; the slots after them, 8-aligned.
+const MAGIC: &[u8; 8] = b"pgabhie2";
 const DATA: usize = 64;
 
 /// The bytes of an image: built in this backend, or a file mapped read-only.
@@ -134,15 +134,16 @@ impl Preloaded {
             let slot = (hash & TAG) | (word as u64 + 1);
             image[slots_at + 8 * i..slots_at + 8 * i + 8].copy_from_slice(&slot.to_ne_bytes());
         }
-        for (i, value) in [hashes.len(), slots, data_len].into_iter().enumerate() {
-            image[8 + 8 * i..16 + 8 * i].copy_from_slice(&(value as u64).to_ne_bytes());
+        let checksum = xxh3_64(&image[DATA..]);
+        for (i, value) in [hashes.len() as u64, slots as u64, data_len as u64, checksum].into_iter().enumerate() {
+            image[8 + 8 * i..16 + 8 * i].copy_from_slice(&value.to_ne_bytes());
         }
         image[..8].copy_from_slice(MAGIC);
         Preloaded { image: Image::Owned(image), len: hashes.len(), slots_at, mask }
     }
 
-    /// Checks an image's header against its size; the node runs are trusted (only `build`
-    /// writes them).
+    /// Checks an image's header against its size and its checksum (a file left half-written by
+    /// a crash is refused, not read): then its node runs are what `build` wrote.
     fn from_image(image: Image) -> Result<Preloaded, String> {
         if image.len() < DATA || &image[..8] != MAGIC {
             return Err("not a pg_ab hierarchy image".into());
@@ -151,6 +152,9 @@ impl Preloaded {
         let slots_at = (DATA + data_len).next_multiple_of(8);
         if !slots.is_power_of_two() || slots < 2 * len || slots_at.checked_add(8 * slots) != Some(image.len()) {
             return Err("a pg_ab hierarchy image of the wrong size".into());
+        }
+        if xxh3_64(&image[DATA..]) != read_u64(&image, 32) {
+            return Err("a pg_ab hierarchy image that fails its checksum".into());
         }
         Ok(Preloaded { image, len, slots_at, mask: slots - 1 })
     }
@@ -319,6 +323,10 @@ mod tests {
         std::fs::write(dir.join("h-4"), &bytes[..bytes.len() - 8]).unwrap();
         assert!(Preloaded::open_shared(&dir, "h-4").is_err());
         assert!(Preloaded::open_shared(&dir, "other-1").is_err());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(dir.join("h-5"), &flipped).unwrap();
+        assert!(Preloaded::open_shared(&dir, "h-5").is_err_and(|e| e.to_string().contains("checksum")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
