@@ -83,6 +83,11 @@ FROM jsonb_array_elements(:'r'::jsonb -> 'entities_extracted') e;
 SELECT r.path, r.kind, r.matched,
        (SELECT string_agg(a.name, ' > ' ORDER BY a.depth) FROM ab.resolve_ancestors(r.path) a) AS ancestors
 FROM ab.resolve_name('Washington DC') r LIMIT 1;
+\echo 'The whole hierarchy in memory, one image for every connection (ab.preload_hierarchy), and a request''s places in one call:'
+SELECT * FROM ab.preload_hierarchy();
+SELECT ord, string_agg(name, ' > ' ORDER BY depth) AS ancestors
+FROM ab.resolve_ancestors_many(ARRAY['world.europe.france', 'world.north_america.united_states.district_of_columbia.washington']::ltree[])
+GROUP BY ord ORDER BY ord;
 \echo
 \echo 'llm_v2 runs outside the database: the API passes its entities and latency (':llm_user'):'
 SELECT r ->> 'variant_used' AS variant_used, r -> 'processing_metrics' -> 'entities_processed' AS entities,
