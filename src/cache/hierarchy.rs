@@ -158,8 +158,11 @@ impl HierarchyCache {
     /// (the ancestors most resolutions share) up to the capacity. Counted as one miss (one
     /// query). Returns how many nodes are cached.
     pub fn preload(&mut self, mut all: Vec<Node>) -> usize {
-        if self.fits(all.len()) && Preloaded::can_hold(&all) {
-            return self.install(Preloaded::build(all));
+        if self.fits(all.len()) {
+            match Preloaded::build(all) {
+                Ok(whole) => return self.install(whole),
+                Err(nodes) => all = nodes,
+            }
         }
         self.preload_tried = true;
         self.stats.misses += 1;

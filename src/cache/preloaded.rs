@@ -80,14 +80,13 @@ fn slot_count(nodes: usize) -> usize {
 const TAG: u64 = 0xffff_ffff_0000_0000;
 
 impl Preloaded {
-    /// Whether `nodes` fit 32-bit words (16 GB); otherwise the LRU cache holds them.
-    pub fn can_hold(nodes: &[Node]) -> bool {
-        let bytes: usize = nodes.iter().map(node_size).sum();
-        bytes / 4 < Word::MAX as usize
-    }
-
-    /// Call only when `can_hold(&nodes)`.
-    pub fn build(mut nodes: Vec<Node>) -> Preloaded {
+    /// The image of `nodes`; the nodes back, untouched, when they do not fit 32-bit words
+    /// (16 GB): then the LRU cache holds them.
+    pub fn build(mut nodes: Vec<Node>) -> Result<Preloaded, Vec<Node>> {
+        let data_max: usize = nodes.iter().map(node_size).sum();
+        if data_max / 4 >= Word::MAX as usize {
+            return Err(nodes);
+        }
         // Depth-first order: a node's ancestors come before it and are on a stack, and a deep
         // chain lies in neighbouring runs. Nodes read in byte order of their paths are in it
         // already (PostgreSQL 15's labels hold only bytes above '.'): checking is one
@@ -96,7 +95,6 @@ impl Preloaded {
             nodes.sort_unstable_by(label_order);
         }
         let slots = slot_count(nodes.len());
-        let data_max: usize = nodes.iter().map(node_size).sum();
         let mut image = Vec::with_capacity(DATA + data_max.next_multiple_of(8) + 8 * slots);
         image.resize(DATA, 0);
         let mut hashes: Vec<(u64, Word)> = Vec::with_capacity(nodes.len());
@@ -139,7 +137,7 @@ impl Preloaded {
             image[8 + 8 * i..16 + 8 * i].copy_from_slice(&value.to_ne_bytes());
         }
         image[..8].copy_from_slice(MAGIC);
-        Preloaded { image: Image::Owned(image), len: hashes.len(), slots_at, mask }
+        Ok(Preloaded { image: Image::Owned(image), len: hashes.len(), slots_at, mask })
     }
 
     /// Checks an image's header against its size and its checksum (a file left half-written by
@@ -270,6 +268,10 @@ mod tests {
         Node { path: path.into(), name: name.into(), kind: format!("level{}", depth(path)) }
     }
 
+    fn built(nodes: Vec<Node>) -> Preloaded {
+        Preloaded::build(nodes).unwrap_or_else(|_| panic!("fits"))
+    }
+
     fn chain(p: &Preloaded, path: &str) -> Vec<(String, String, String, usize)> {
         p.chain(path).iter().map(|n| (n.path.into(), n.name.into(), n.kind.into(), n.depth)).collect()
     }
@@ -277,7 +279,7 @@ mod tests {
     #[test]
     fn chains_from_one_buffer() {
         // Any order in; an intermediate node missing ("w.x"); names of every length.
-        let p = Preloaded::build(vec![node("w.x.y.z", ""), node("w.x.y", "Y"), node("w", "World"), node("w.q", "Ünïcode")]);
+        let p = built(vec![node("w.x.y.z", ""), node("w.x.y", "Y"), node("w", "World"), node("w.q", "Ünïcode")]);
         assert_eq!(p.len(), 4);
         assert_eq!(
             chain(&p, "w.x.y.z"),
@@ -293,17 +295,17 @@ mod tests {
         assert!(chain(&p, "elsewhere").is_empty());
         // Labels compared one by one: "a.b-c" (PostgreSQL 16 allows '-', which sorts before
         // '.') does not come between "a.b" and its child.
-        let p = Preloaded::build(vec![node("a.b.c", "C"), node("a.b-c", "BC"), node("a.b", "B"), node("a", "A")]);
+        let p = built(vec![node("a.b.c", "C"), node("a.b-c", "BC"), node("a.b", "B"), node("a", "A")]);
         assert_eq!(chain(&p, "a.b.c").iter().map(|n| n.1.as_str()).collect::<Vec<_>>(), vec!["A", "B", "C"]);
         assert_eq!(chain(&p, "a.b-c").iter().map(|n| n.1.as_str()).collect::<Vec<_>>(), vec!["A", "BC"]);
         // A duplicate path is kept once.
-        assert_eq!(Preloaded::build(vec![node("a", "A"), node("a", "B")]).len(), 1);
+        assert_eq!(built(vec![node("a", "A"), node("a", "B")]).len(), 1);
     }
 
     #[test]
     fn shared_through_a_file() {
         let dir = std::env::temp_dir().join(format!("pg_ab_preloaded_test_{}", std::process::id()));
-        let built = Preloaded::build(vec![node("w", "World"), node("w.x", "X"), node("w.x.y", "Ÿ")]);
+        let built = built(vec![node("w", "World"), node("w.x", "X"), node("w.x.y", "Ÿ")]);
         assert!(!built.is_shared());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("h-1"), b"older").unwrap();
@@ -337,7 +339,7 @@ mod tests {
             nodes.push(node(&format!("r.n{}", i % 50), &format!("N{}", i % 50)));
             nodes.push(node(&format!("r.n{}.m{i}", i % 50), &format!("M{i}")));
         }
-        let p = Preloaded::build(nodes);
+        let p = built(nodes);
         assert_eq!(p.len(), 1 + 50 + 5000);
         for i in (0..5000).step_by(97) {
             let c = chain(&p, &format!("r.n{}.m{i}", i % 50));

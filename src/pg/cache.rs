@@ -231,10 +231,13 @@ fn whole_hierarchy(capacity: usize, load_all: impl FnOnce() -> Vec<Node>) -> Who
         Err(e) => pgrx::warning!("pg_ab: ignoring the shared hierarchy image {name}: {e}"),
     }
     let all = load_all();
-    if all.len() > capacity || !Preloaded::can_hold(&all) {
+    if all.len() > capacity {
         return Whole::Nodes(all);
     }
-    let built = Preloaded::build(all);
+    let built = match Preloaded::build(all) {
+        Ok(built) => built,
+        Err(all) => return Whole::Nodes(all),
+    };
     // Older states of this database's hierarchy; a newer one may be in use already.
     let stale = |file: &str| {
         file.strip_prefix(&prefix).is_some_and(|rest| {
