@@ -187,7 +187,7 @@ def main():
         "lateral btree": ("hier_lateral_btree.sql", ""),
         "lateral gist": ("hier_lateral_gist.sql", ""),
         "lateral preloaded": ("hier_lateral_cached.sql", preload),
-        # A request's worth of lookups: REQUEST paths resolved in one statement (LATERAL).
+        # A request's worth of lookups: REQUEST paths resolved in one statement (LATERAL, or one call).
         "request floor": (request_script("floor"), ""),
         "request btree": (request_script("btree", "hbench.btree_form(t.path)"), ""),
         "request gist": (request_script("gist", "hbench.gist_form(t.path)"), ""),
