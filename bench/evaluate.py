@@ -37,6 +37,7 @@ def main():
         c.execute(f"CREATE DATABASE {DB}")
     conn = psycopg.connect(dbname=DB, autocommit=True)
     conn.execute("CREATE EXTENSION pg_ab CASCADE")
+    conn.execute("SELECT ab.create_metrics_partitions()")
     conn.execute("""SELECT ab.create_test('{"test_name": "eval", "test_id": "eval", "champion_variant": "baseline_rule_based",
                     "challenger_variant": "llm_v2", "rollout_stages": [100]}')""")
     conn.execute("SELECT ab.start_test('eval')")

@@ -13,7 +13,7 @@ if ! psql -X -q -h "$ROOT/.run/bench" -p 54331 -U postgres -d postgres -c 'SELEC
 fi
 export PGHOST="$ROOT/.run/bench" PGPORT=54331 PGUSER=postgres
 fresh_database pg_ab_relay_bench
-psql -X -q -d pg_ab_relay_bench -c 'CREATE EXTENSION pg_ab CASCADE'
+psql -X -q -d pg_ab_relay_bench -c 'CREATE EXTENSION pg_ab CASCADE' -c 'SELECT ab.create_metrics_partitions()'
 
 cleanup() {
     relay_stop

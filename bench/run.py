@@ -28,6 +28,7 @@ def prepare(conn):
     conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
     conn.execute("CREATE EXTENSION IF NOT EXISTS ltree")
     conn.execute("CREATE EXTENSION pg_ab")
+    conn.execute("SELECT ab.create_metrics_partitions()")
     conn.execute("SELECT ab.create_flag('ff.entity_extraction_v1', '', 100)")
     conn.execute("SELECT ab.create_flag('ff.ab_routing', '', 100, true, ARRAY['ff.entity_extraction_v1'])")
     conn.execute(

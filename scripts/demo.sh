@@ -10,7 +10,7 @@ trap 'cluster_stop demo' EXIT
 cluster_start demo 54329
 fresh_database pg_ab_demo
 python_env
-q -d pg_ab_demo -c "CREATE EXTENSION pg_ab CASCADE"
+q -d pg_ab_demo -c "CREATE EXTENSION pg_ab CASCADE" -c "SELECT ab.create_metrics_partitions()"
 PGDATABASE=pg_ab_demo "$PY" "$ROOT/scripts/load_places.py"
 q -d pg_ab_demo -f "$ROOT/scripts/demo.sql"
 

@@ -52,18 +52,25 @@ CREATE TABLE ab.metrics (
 ) PARTITION BY RANGE (recorded_at);
 -- Rows outside every daily partition land here, so nothing is ever lost.
 CREATE TABLE ab.metrics_default PARTITION OF ab.metrics DEFAULT;
-CREATE INDEX metrics_test_variant ON ab.metrics (test_id, variant, recorded_at);
+-- Each partition has its own index, made with it: an index on ab.metrics itself would belong to
+-- the extension and be made again on every partition a restore attaches, before pg_dump's own
+-- CREATE INDEX of that partition, which would then fail.
+CREATE INDEX metrics_default_test_variant ON ab.metrics_default (test_id, variant, recorded_at);
 
 -- Creates the daily partitions from today to today + days_ahead (those that do not exist yet
--- and whose day has no rows in the default partition). Run it daily (pg_cron, or any
--- scheduler); returns how many partitions it created.
+-- and whose day has no rows in the default partition). Run it daily (pg_cron, the relay, or
+-- any scheduler); returns how many partitions it created. The install script makes none: the
+-- partitions are the user's (pg_dump keeps them with their rows), so a restore on another day
+-- does not collide with partitions CREATE EXTENSION would make. Runs as the extension's owner
+-- (partitions of ab.metrics need its owner), so pg_ab_relay and pg_ab_admin can call it.
 CREATE FUNCTION ab.create_metrics_partitions(days_ahead integer DEFAULT 7) RETURNS integer
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     day date;
     created integer := 0;
     part text;
 BEGIN
+    PERFORM ab.require_primary('ab.create_metrics_partitions');
     IF days_ahead IS NULL OR days_ahead < 0 OR days_ahead > 366 THEN
         RAISE EXCEPTION 'days_ahead must be between 0 and 366, got %', days_ahead
             USING ERRCODE = 'numeric_value_out_of_range';
@@ -76,18 +83,21 @@ BEGIN
                               WHERE recorded_at >= day AND recorded_at < day + 1);
         EXECUTE format('CREATE TABLE ab.%I PARTITION OF ab.metrics FOR VALUES FROM (%L) TO (%L)',
                        part, day::timestamptz, (day + 1)::timestamptz);
+        EXECUTE format('CREATE INDEX %I ON ab.%I (test_id, variant, recorded_at)', part || '_test_variant', part);
         created := created + 1;
     END LOOP;
     RETURN created;
 END $$;
 
--- Drops the daily partitions that end on or before `older_than`; returns how many.
+-- Drops the daily partitions that end on or before `older_than`; returns how many. Runs as the
+-- extension's owner (dropping a partition needs it); only pg_ab_admin may call it.
 CREATE FUNCTION ab.drop_metrics_partitions(older_than timestamptz) RETURNS integer
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p record;
     dropped integer := 0;
 BEGIN
+    PERFORM ab.require_primary('ab.drop_metrics_partitions');
     IF older_than IS NULL THEN
         RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -108,7 +118,6 @@ BEGIN
     RETURN dropped;
 END $$;
 
-SELECT ab.create_metrics_partitions(7);
 
 -- Per-variant aggregates for dashboards; refresh with ab.refresh_variant_metrics().
 CREATE MATERIALIZED VIEW ab.variant_metrics AS
@@ -131,9 +140,16 @@ GROUP BY test_id, variant;
 -- A unique index on plain columns: REFRESH ... CONCURRENTLY needs it.
 CREATE UNIQUE INDEX variant_metrics_key ON ab.variant_metrics (test_id, variant);
 
+-- Runs as the extension's owner (a refresh needs the view's owner).
 CREATE FUNCTION ab.refresh_variant_metrics() RETURNS void
-LANGUAGE sql VOLATILE AS $$ REFRESH MATERIALIZED VIEW CONCURRENTLY ab.variant_metrics $$;
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ab.require_primary('ab.refresh_variant_metrics');
+    REFRESH MATERIALIZED VIEW CONCURRENTLY ab.variant_metrics;
+$$;
 
 SELECT pg_catalog.pg_extension_config_dump('ab.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.calibration_weights', '');
+-- Daily partitions are not the extension's (create_metrics_partitions makes them after the
+-- install), so pg_dump keeps them and their rows; the default partition is, so it is listed.
+SELECT pg_catalog.pg_extension_config_dump('ab.metrics_default', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.hierarchy', '');

@@ -59,5 +59,9 @@ SELECT h.path,
 FROM ab.hierarchy h;
 CREATE UNIQUE INDEX hierarchy_ancestry_path ON ab.hierarchy_ancestry (path);
 
+-- Runs as the extension's owner (a refresh needs the view's owner).
 CREATE FUNCTION ab.refresh_hierarchy_ancestry() RETURNS void
-LANGUAGE sql VOLATILE AS $$ REFRESH MATERIALIZED VIEW CONCURRENTLY ab.hierarchy_ancestry $$;
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ab.require_primary('ab.refresh_hierarchy_ancestry');
+    REFRESH MATERIALIZED VIEW CONCURRENTLY ab.hierarchy_ancestry;
+$$;

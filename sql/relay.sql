@@ -24,11 +24,13 @@ SELECT pg_catalog.pg_extension_config_dump('ab.relay_cursors', '');
 -- Deletes delivered events older than keep: never one that a registered relay has not passed
 -- (the slowest cursor bounds it). With no relay registered, age alone decides. A relay name
 -- that is no longer used holds pruning back: delete its row from ab.relay_cursors.
+-- Runs as the extension's owner, so pg_ab_relay prunes without a DELETE grant on ab.events.
 CREATE FUNCTION ab.prune_events(keep interval DEFAULT '7 days') RETURNS bigint
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     removed bigint;
 BEGIN
+    PERFORM ab.require_primary('ab.prune_events');
     IF keep IS NULL OR keep < interval '0' THEN
         RAISE EXCEPTION 'keep must be a non-negative interval, got %', keep
             USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. SELECT ab.prune_events(''7 days'')';

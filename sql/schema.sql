@@ -99,6 +99,11 @@ ALTER SEQUENCE ab.events_id_seq OWNED BY ab.events.id;
 CREATE FUNCTION ab.events_assign_id() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- A restore (COPY) loads events with the ids they were dumped with; the relay cursors and
+    -- ab.events_id_seq come back with them.
+    IF NEW.id IS NOT NULL AND ab.restoring() THEN
+        RETURN NEW;
+    END IF;
     PERFORM pg_current_xact_id();
     NEW.id := nextval('ab.events_id_seq');
     RETURN NEW;
@@ -110,7 +115,10 @@ CREATE TRIGGER events_assign_id BEFORE INSERT ON ab.events
 CREATE FUNCTION ab.notify_event() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('pg_ab_events', NEW.id::text);
+    -- Restored events were delivered when they happened.
+    IF NOT ab.restoring() THEN
+        PERFORM pg_notify('pg_ab_events', NEW.id::text);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -137,6 +145,10 @@ DECLARE
     new_row jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
     row_key text;
 BEGIN
+    -- A restore (COPY) loads rows that the restored audit trail already describes.
+    IF ab.restoring() THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'UPDATE' AND old_row = new_row THEN
         RETURN NULL;
     END IF;

@@ -32,6 +32,8 @@ pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", requires 
 pgrx::extension_sql_file!("../sql/relay.sql", name = "relay", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["entities", pg::stats::_sketch_add, pg::stats::_latency_sketch]);
 pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires = ["entities", "cache_triggers", pg::hierarchy::_resolve_name]);
+pgrx::extension_sql_file!("../sql/defaults.sql", name = "defaults", requires = ["entities", "stats"]);
+pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", finalize);
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {

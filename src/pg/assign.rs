@@ -1,6 +1,6 @@
 //! SQL API of assignment: the read-only hot path and its logging companion.
 
-use super::error::{raise, required};
+use super::error::{raise, require_primary, required};
 use super::cache;
 use super::store;
 use crate::assign::{self as logic, Assignment, Reason, TestConfig};
@@ -246,6 +246,7 @@ pub unsafe extern "C-unwind" fn pg_ab_assign(fcinfo: pg_sys::FunctionCallInfo) -
 #[unsafe(no_mangle)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn pg_ab_assign_and_log(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    require_primary("ab.assign_and_log");
     let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);

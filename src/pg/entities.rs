@@ -2,7 +2,7 @@
 //! extraction pipeline under A/B testing.
 
 use super::assign as assignment;
-use super::error::{raise, required, OrRaise};
+use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
 use crate::assign::{Assignment, Reason};
 use crate::calibration::{self, Context, Factors, Weights};
@@ -218,6 +218,7 @@ fn set_calibration_weights(
     temporal_coherence: Option<f64>,
     geographic_plausibility: Option<f64>,
 ) -> JsonB {
+    require_primary("ab.set_calibration_weights");
     let w = Weights {
         base: required(base, "base"),
         source_reliability: required(source_reliability, "source_reliability"),
@@ -241,6 +242,7 @@ fn set_calibration_weights(
 /// Adds or updates a source and its reliability (0–1).
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_source_reliability(source_id: Option<&str>, reliability: Option<f64>, description: default!(Option<&str>, "''")) -> bool {
+    require_primary("ab.set_source_reliability");
     let source_id = required(source_id, "source_id");
     let r = required(reliability, "reliability");
     if source_id.trim().is_empty() {
@@ -326,6 +328,7 @@ fn record_extraction(test_id: &str, variant: &str, m: &ExtractionMetrics) -> Val
 /// extraction_success_rate (0 or 1, the seed's name). Returns the row's extraction_id.
 #[pg_extern(volatile, parallel_unsafe)]
 fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metrics: Option<JsonB>) -> pgrx::Uuid {
+    require_primary("ab.submit_extraction_metrics");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
     let metrics = required(metrics, "metrics").0;
     let obj = object(
@@ -368,6 +371,7 @@ fn uuid_of(v: Value) -> pgrx::Uuid {
 /// content_length.
 #[pg_extern(volatile, parallel_unsafe)]
 fn submit_error_metrics(test_id: Option<&str>, variant: Option<&str>, error: Option<JsonB>) -> pgrx::Uuid {
+    require_primary("ab.submit_error_metrics");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
     let error = required(error, "error").0;
     let obj = object(&error, "error", &["error_type", "error_message", "extraction_time_ms", "content_length"]);
@@ -441,6 +445,7 @@ fn extract_entities_with_ab_testing(
     latency_ms: default!(Option<f64>, "NULL"),
     similarity_threshold: default!(Option<f64>, 0.8),
 ) -> JsonB {
+    require_primary("ab.extract_entities_with_ab_testing");
     let started = Instant::now();
     let content = required(content, "content");
     extract::validate_content(content).or_raise();

@@ -49,3 +49,26 @@ pub fn required<T>(value: Option<T>, arg: &str) -> T {
         raise(AbError::new(Kind::NullValue, format!("{arg} must not be NULL")))
     })
 }
+
+/// Refuses a writing function on a hot standby with SQLSTATE 25006 (read_only_sql_transaction),
+/// naming the function, before it touches anything. `function` is its SQL name, e.g.
+/// `"ab.create_flag"`. After recovery ends `RecoveryInProgress()` is a local flag read, so the
+/// check costs nothing on a primary.
+pub fn require_primary(function: &str) {
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        ErrorReport::new(
+            Code::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("{function} writes to the database and cannot run on a standby"),
+            "pg_ab",
+        )
+        .set_detail("this server is in recovery (a hot standby): it answers reads only")
+        .set_hint(format!("call {function} on the primary; assignment, flag checks, evaluation, health and hierarchy reads work here"))
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+/// `ab.require_primary(function)`: the same check for pg_ab's SQL-language functions.
+#[pg_extern(stable, parallel_safe, name = "require_primary")]
+fn require_primary_sql(function: &str) {
+    require_primary(function)
+}

@@ -1,6 +1,6 @@
 //! SQL API of feature flags.
 
-use super::error::{raise, required, OrRaise};
+use super::error::{raise, require_primary, required, OrRaise};
 use super::cache;
 use super::store;
 use crate::error::{AbError, Kind};
@@ -58,6 +58,7 @@ fn create_flag(
     enabled: default!(Option<bool>, true),
     depends_on: default!(Option<Vec<Option<String>>>, "'{}'"),
 ) -> JsonB {
+    require_primary("ab.create_flag");
     let name = required(name, "flag name");
     flags::validate_name(name).or_raise();
     let pct = required(rollout_percentage, "rollout_percentage");
@@ -96,6 +97,7 @@ fn create_flag(
 /// Replaces a flag's dependency list; a list that would close a cycle is rejected.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_flag_dependencies(name: Option<&str>, depends_on: Option<Vec<Option<String>>>) -> JsonB {
+    require_primary("ab.set_flag_dependencies");
     let name = required(name, "flag name");
     let deps: Vec<String> = required(depends_on, "depends_on")
         .into_iter()
@@ -112,6 +114,7 @@ fn set_flag_dependencies(name: Option<&str>, depends_on: Option<Vec<Option<Strin
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn update_rollout_percentage(name: Option<&str>, rollout_percentage: Option<i32>) -> JsonB {
+    require_primary("ab.update_rollout_percentage");
     let name = required(name, "flag name");
     let pct = required(rollout_percentage, "rollout_percentage");
     flags::validate_percentage(pct).or_raise();
@@ -120,11 +123,13 @@ fn update_rollout_percentage(name: Option<&str>, rollout_percentage: Option<i32>
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable_flag(name: Option<&str>) -> JsonB {
+    require_primary("ab.enable_flag");
     JsonB(change_flag(required(name, "flag name"), "enabled = true", "flag_enabled", None))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn disable_flag(name: Option<&str>) -> JsonB {
+    require_primary("ab.disable_flag");
     JsonB(change_flag(required(name, "flag name"), "enabled = false", "flag_disabled", None))
 }
 
@@ -132,6 +137,7 @@ fn disable_flag(name: Option<&str>) -> JsonB {
 /// Returns how many flags were switched from on to off.
 #[pg_extern(volatile, parallel_unsafe)]
 fn disable_flags(names: Option<Vec<Option<String>>>) -> i32 {
+    require_primary("ab.disable_flags");
     let mut switched = 0;
     for name in required(names, "flag names") {
         let name = required(name, "each flag name");
@@ -150,6 +156,7 @@ fn disable_flags(names: Option<Vec<Option<String>>>) -> i32 {
 /// Deletes a flag. Refused while another flag depends on it or a test owns it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn delete_flag(name: Option<&str>) -> bool {
+    require_primary("ab.delete_flag");
     let name = required(name, "flag name");
     store::exec("LOCK TABLE ab.flags IN SHARE ROW EXCLUSIVE MODE", &[]);
     let existing = store::all_dependencies();

@@ -1,7 +1,7 @@
 //! SQL API of the place hierarchy: labels, ancestor resolution (cached), name resolution, and
 //! attaching places to 'where' entities. The ltree-typed wrappers are in sql/hierarchy.sql.
 
-use super::error::{raise, required, OrRaise};
+use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
 use crate::cache::NodeRef;
 use crate::calibration;
@@ -252,6 +252,7 @@ fn add_place(
     attributes: default!(Option<JsonB>, "'{}'"),
     label: default!(Option<&str>, "NULL"),
 ) -> String {
+    require_primary("ab.add_place");
     let name = required(name, "name");
     if name.trim().is_empty() {
         raise(AbError::invalid("a place needs a name that is not blank"));

@@ -1,7 +1,7 @@
 //! SQL API of the test lifecycle. Every function locks the test's row first, so concurrent
 //! callers on one test run one after the other and each sees the other's result.
 
-use super::error::{raise, required, OrRaise};
+use super::error::{raise, require_primary, required, OrRaise};
 use super::store;
 use crate::assign::{test_flag_name, ROUTING_FLAG};
 use crate::error::{AbError, Kind};
@@ -69,6 +69,7 @@ fn emit(test_id: &str, update_type: &str, data: Value) {
 /// Creates a test from a JSON config; returns its test_id. See the README for both forms.
 #[pg_extern(volatile, parallel_unsafe)]
 fn create_test(config: Option<JsonB>) -> String {
+    require_primary("ab.create_test");
     let config = required(config, "config").0;
     let def = lifecycle::parse_test_config(&config).or_raise();
     let test_id = match &def.test_id {
@@ -125,6 +126,7 @@ fn create_test(config: Option<JsonB>) -> String {
 /// the first rollout stage, all in the caller's transaction.
 #[pg_extern(volatile, parallel_unsafe)]
 fn start_test(test_id: Option<&str>) -> JsonB {
+    require_primary("ab.start_test");
     let test_id = required(test_id, "test_id");
     let (row, status) = lock_test(test_id);
     lifecycle::transition(status, Action::Start, test_id).or_raise();
@@ -152,6 +154,7 @@ fn start_test(test_id: Option<&str>) -> JsonB {
 /// Moves an active test to its next rollout stage.
 #[pg_extern(volatile, parallel_unsafe)]
 fn progress_rollout(test_id: Option<&str>) -> JsonB {
+    require_primary("ab.progress_rollout");
     let test_id = required(test_id, "test_id");
     let (row, status) = lock_test(test_id);
     lifecycle::transition(status, Action::Progress, test_id).or_raise();
@@ -173,6 +176,7 @@ fn progress_rollout(test_id: Option<&str>) -> JsonB {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn pause_test(test_id: Option<&str>, reason: default!(Option<&str>, "'manual'")) -> JsonB {
+    require_primary("ab.pause_test");
     let test_id = required(test_id, "test_id");
     let reason = reason.unwrap_or("manual");
     let (_, status) = lock_test(test_id);
@@ -184,6 +188,7 @@ fn pause_test(test_id: Option<&str>, reason: default!(Option<&str>, "'manual'"))
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn resume_test(test_id: Option<&str>) -> JsonB {
+    require_primary("ab.resume_test");
     let test_id = required(test_id, "test_id");
     let (row, status) = lock_test(test_id);
     let to = lifecycle::transition(status, Action::Resume, test_id).or_raise();
@@ -196,6 +201,7 @@ fn resume_test(test_id: Option<&str>) -> JsonB {
 /// event, all in one transaction. Everyone gets the champion from the next statement on.
 #[pg_extern(volatile, parallel_unsafe)]
 fn rollback_test(test_id: Option<&str>, reason: Option<&str>) -> JsonB {
+    require_primary("ab.rollback_test");
     let test_id = required(test_id, "test_id");
     let reason = required(reason, "reason");
     if reason.trim().is_empty() {
@@ -212,6 +218,7 @@ fn rollback_test(test_id: Option<&str>, reason: Option<&str>) -> JsonB {
 /// Completes a test; with a winner, everyone gets the winner from then on.
 #[pg_extern(volatile, parallel_unsafe)]
 fn complete_test(test_id: Option<&str>, winner: default!(Option<&str>, "NULL")) -> JsonB {
+    require_primary("ab.complete_test");
     let test_id = required(test_id, "test_id");
     let (row, status) = lock_test(test_id);
     let to = lifecycle::transition(status, Action::Complete, test_id).or_raise();
@@ -232,6 +239,7 @@ fn complete_test(test_id: Option<&str>, winner: default!(Option<&str>, "NULL")) 
 /// Deletes a test with its variants, sticky assignments, exposures and its flag. Its events stay.
 #[pg_extern(volatile, parallel_unsafe)]
 fn delete_test(test_id: Option<&str>) -> JsonB {
+    require_primary("ab.delete_test");
     let test_id = required(test_id, "test_id");
     let (row, _) = lock_test(test_id);
     store::exec("DELETE FROM ab.tests WHERE test_id = $1", &[test_id.into()]);
@@ -244,6 +252,7 @@ fn delete_test(test_id: Option<&str>) -> JsonB {
 /// assignment keep it until ab.bump_bucket_version.
 #[pg_extern(volatile, parallel_unsafe)]
 fn update_weights(test_id: Option<&str>, weights: Option<JsonB>) -> JsonB {
+    require_primary("ab.update_weights");
     let test_id = required(test_id, "test_id");
     let weights = required(weights, "weights").0;
     let (_, status) = lock_test(test_id);
@@ -281,6 +290,7 @@ fn update_weights(test_id: Option<&str>, weights: Option<JsonB>) -> JsonB {
 /// Starts a new bucketing epoch for sticky assignments: units are re-split on their next call.
 #[pg_extern(volatile, parallel_unsafe)]
 fn bump_bucket_version(test_id: Option<&str>) -> i32 {
+    require_primary("ab.bump_bucket_version");
     let test_id = required(test_id, "test_id");
     lock_test(test_id);
     let v = store::json_one(
@@ -297,6 +307,7 @@ fn bump_bucket_version(test_id: Option<&str>) -> i32 {
 /// Makes a test the default one, whose champion ab.get_champion_assignment() serves.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_default_test(test_id: Option<&str>) -> bool {
+    require_primary("ab.set_default_test");
     let test_id = required(test_id, "test_id");
     lock_test(test_id);
     store::exec("UPDATE ab.tests SET is_default = false WHERE is_default AND test_id <> $1", &[test_id.into()]);
@@ -373,6 +384,7 @@ fn get_active_tests() -> TableIterator<
 /// ff.ab_risk_monitoring (those that exist) and pauses every active test, in one transaction.
 #[pg_extern(volatile, parallel_unsafe)]
 fn integration_rollback(reason: Option<&str>) -> JsonB {
+    require_primary("ab.integration_rollback");
     let reason = required(reason, "reason");
     let mut disabled = Vec::new();
     for flag in [ROUTING_FLAG, "ff.ab_auto_rollback", "ff.ab_risk_monitoring"] {

@@ -9,6 +9,7 @@ pub mod hash;
 pub mod health;
 pub mod hierarchy;
 pub mod lifecycle;
+pub mod restore;
 pub mod stats;
 pub mod store;
 

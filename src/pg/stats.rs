@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::error::{raise, required};
+use super::error::{raise, require_primary, required};
 use super::lifecycle::unknown_test;
 use super::{flags, store};
 use crate::error::{AbError, Kind};
@@ -168,6 +168,7 @@ fn evaluate_between(test_id: Option<&str>, from: Option<TimestampWithTimeZone>, 
 /// risk_alert event when high or critical and ff.ab_risk_monitoring is on for it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn evaluate_risk(test_id: Option<&str>) -> JsonB {
+    require_primary("ab.evaluate_risk");
     JsonB(assess_and_act(required(test_id, "test_id")))
 }
 
@@ -244,8 +245,12 @@ fn assess_and_act(test_id: &str) -> Value {
 
 /// evaluate_risk for every active test: the periodic job (the relay calls it on a timer, or
 /// pg_cron). Returns one result per test.
-#[pg_extern(volatile, parallel_unsafe)]
+/// Runs as the extension's owner with a pinned search_path: pg_ab_relay calls it on a timer and
+/// must be able to roll a test back without holding the admin's rights.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn evaluate_all_risks() -> JsonB {
+    require_primary("ab.evaluate_all_risks");
     JsonB(Value::Array(store::active_test_ids().iter().map(|t| assess_and_act(t)).collect()))
 }
 
@@ -269,6 +274,7 @@ fn progress_rollout_gated(
     min_minutes: default!(Option<f64>, 60.0),
     min_samples: default!(Option<i64>, 1000),
 ) -> JsonB {
+    require_primary("ab.progress_rollout_gated");
     let test_id = required(test_id, "test_id");
     let min_minutes = required(min_minutes, "min_minutes");
     let min_samples = required(min_samples, "min_samples");
@@ -311,6 +317,7 @@ fn gated(test_id: &str, min_minutes: f64, min_samples: f64) -> Value {
 /// progress_rollout_gated for every active test; one result per test.
 #[pg_extern(volatile, parallel_unsafe)]
 fn advance_ready_tests(min_minutes: default!(Option<f64>, 60.0), min_samples: default!(Option<i64>, 1000)) -> JsonB {
+    require_primary("ab.advance_ready_tests");
     let min_minutes = required(min_minutes, "min_minutes");
     let min_samples = required(min_samples, "min_samples");
     JsonB(Value::Array(store::active_test_ids().iter().map(|t| gated(t, min_minutes, min_samples as f64)).collect()))

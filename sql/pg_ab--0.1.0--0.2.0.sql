@@ -1,0 +1,457 @@
+-- pg_ab 0.1.0 -> 0.2.0 (the "operate" release): restores that lose nothing, refusals on a
+-- standby, least-privilege roles. Run by ALTER EXTENSION pg_ab UPDATE; it ends with exactly
+-- the schema a fresh 0.2.0 install has (tests/integration/test_backup_upgrade.py checks it).
+\echo Use "ALTER EXTENSION pg_ab UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Functions of the shared library new in 0.2.0 (src/pg/error.rs, src/pg/restore.rs).
+CREATE FUNCTION "require_primary"(
+	"function" TEXT /* & str */
+) RETURNS void
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'require_primary_sql_wrapper';
+
+CREATE FUNCTION "restoring"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'restoring_wrapper';
+
+-- The relay role evaluates risk and rolls back on a guardrail without the admin's rights.
+ALTER FUNCTION ab.evaluate_all_risks() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Loads (COPY: pg_restore, psql) are not changes: no audit rows, events keep their ids and
+-- send no NOTIFY (sql/schema.sql).
+
+-- Event ids are handed out after the inserting transaction has an xid (and only here: a column
+-- default would be evaluated before this trigger and burn an id per row). A relay that sees a
+-- hole in the ids (a later event committed first) keeps the hole open while a transaction that
+-- could hold it still runs; with the xid taken first, the holder is always one that had an xid
+-- when the hole was seen, so "all of those finished" proves the hole is an abort, not a loss.
+CREATE OR REPLACE FUNCTION ab.events_assign_id() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- A restore (COPY) loads events with the ids they were dumped with; the relay cursors and
+    -- ab.events_id_seq come back with them.
+    IF NEW.id IS NOT NULL AND ab.restoring() THEN
+        RETURN NEW;
+    END IF;
+    PERFORM pg_current_xact_id();
+    NEW.id := nextval('ab.events_id_seq');
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ab.notify_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Restored events were delivered when they happened.
+    IF NOT ab.restoring() THEN
+        PERFORM pg_notify('pg_ab_events', NEW.id::text);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION ab.audit_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    old_row jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END;
+    new_row jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
+    row_key text;
+BEGIN
+    -- A restore (COPY) loads rows that the restored audit trail already describes.
+    IF ab.restoring() THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND old_row = new_row THEN
+        RETURN NULL;
+    END IF;
+    row_key := CASE TG_TABLE_NAME
+        WHEN 'flags'    THEN coalesce(new_row, old_row) ->> 'name'
+        WHEN 'tests'    THEN coalesce(new_row, old_row) ->> 'test_id'
+        WHEN 'variants' THEN (coalesce(new_row, old_row) ->> 'test_id') || '/'
+                             || (coalesce(new_row, old_row) ->> 'variant')
+    END;
+    INSERT INTO ab.audit (table_name, row_key, action, old_value, new_value)
+    VALUES (TG_TABLE_NAME, row_key, TG_OP, old_row, new_row);
+    RETURN NULL;
+END $$;
+
+
+-- Writing functions refuse on a standby; maintenance runs as the owner (sql/entities.sql,
+-- sql/hierarchy.sql, sql/relay.sql).
+
+-- Creates the daily partitions from today to today + days_ahead (those that do not exist yet
+-- and whose day has no rows in the default partition). Run it daily (pg_cron, the relay, or
+-- any scheduler); returns how many partitions it created. The install script makes none: the
+-- partitions are the user's (pg_dump keeps them with their rows), so a restore on another day
+-- does not collide with partitions CREATE EXTENSION would make. Runs as the extension's owner
+-- (partitions of ab.metrics need its owner), so pg_ab_relay and pg_ab_admin can call it.
+CREATE OR REPLACE FUNCTION ab.create_metrics_partitions(days_ahead integer DEFAULT 7) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    day date;
+    created integer := 0;
+    part text;
+BEGIN
+    PERFORM ab.require_primary('ab.create_metrics_partitions');
+    IF days_ahead IS NULL OR days_ahead < 0 OR days_ahead > 366 THEN
+        RAISE EXCEPTION 'days_ahead must be between 0 and 366, got %', days_ahead
+            USING ERRCODE = 'numeric_value_out_of_range';
+    END IF;
+    FOR i IN 0..days_ahead LOOP
+        day := current_date + i;
+        part := 'metrics_' || to_char(day, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass('ab.' || part) IS NOT NULL;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM ab.metrics_default
+                              WHERE recorded_at >= day AND recorded_at < day + 1);
+        EXECUTE format('CREATE TABLE ab.%I PARTITION OF ab.metrics FOR VALUES FROM (%L) TO (%L)',
+                       part, day::timestamptz, (day + 1)::timestamptz);
+        EXECUTE format('CREATE INDEX %I ON ab.%I (test_id, variant, recorded_at)', part || '_test_variant', part);
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END $$;
+
+-- Drops the daily partitions that end on or before `older_than`; returns how many. Runs as the
+-- extension's owner (dropping a partition needs it); only pg_ab_admin may call it.
+CREATE OR REPLACE FUNCTION ab.drop_metrics_partitions(older_than timestamptz) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p record;
+    dropped integer := 0;
+BEGIN
+    PERFORM ab.require_primary('ab.drop_metrics_partitions');
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOR p IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'ab.metrics'::regclass AND c.relname ~ '^metrics_[0-9]{8}$'
+          AND (to_date(substr(c.relname, 9), 'YYYYMMDD') + 1)::timestamptz <= older_than
+    LOOP
+        -- Partitions made when the extension was created belong to it: release them first.
+        IF EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                   WHERE e.extname = 'pg_ab' AND d.classid = 'pg_class'::regclass
+                     AND d.objid = ('ab.' || quote_ident(p.relname))::regclass AND d.deptype = 'e') THEN
+            EXECUTE format('ALTER EXTENSION pg_ab DROP TABLE ab.%I', p.relname);
+        END IF;
+        EXECUTE format('DROP TABLE ab.%I', p.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END $$;
+
+-- Runs as the extension's owner (a refresh needs the view's owner).
+CREATE OR REPLACE FUNCTION ab.refresh_variant_metrics() RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ab.require_primary('ab.refresh_variant_metrics');
+    REFRESH MATERIALIZED VIEW CONCURRENTLY ab.variant_metrics;
+$$;
+
+-- Runs as the extension's owner (a refresh needs the view's owner).
+CREATE OR REPLACE FUNCTION ab.refresh_hierarchy_ancestry() RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ab.require_primary('ab.refresh_hierarchy_ancestry');
+    REFRESH MATERIALIZED VIEW CONCURRENTLY ab.hierarchy_ancestry;
+$$;
+
+-- Deletes delivered events older than keep: never one that a registered relay has not passed
+-- (the slowest cursor bounds it). With no relay registered, age alone decides. A relay name
+-- that is no longer used holds pruning back: delete its row from ab.relay_cursors.
+-- Runs as the extension's owner, so pg_ab_relay prunes without a DELETE grant on ab.events.
+CREATE OR REPLACE FUNCTION ab.prune_events(keep interval DEFAULT '7 days') RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    PERFORM ab.require_primary('ab.prune_events');
+    IF keep IS NULL OR keep < interval '0' THEN
+        RAISE EXCEPTION 'keep must be a non-negative interval, got %', keep
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. SELECT ab.prune_events(''7 days'')';
+    END IF;
+    DELETE FROM ab.events
+    WHERE created_at < now() - keep
+      AND (NOT EXISTS (SELECT 1 FROM ab.relay_cursors)
+           OR id <= (SELECT min(last_event_id) FROM ab.relay_cursors));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END $$;
+
+
+-- The daily partitions 0.1.0 made at install become the user's, like every later one, so
+-- pg_dump keeps them with their rows; the default partition is dumped as a config table.
+DO $$
+DECLARE
+    p regclass;
+BEGIN
+    FOR p IN
+        SELECT c.oid::regclass FROM pg_catalog.pg_inherits i
+        JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+        WHERE i.inhparent = 'ab.metrics'::regclass AND c.relname ~ '^metrics_[0-9]{8}$'
+    LOOP
+        EXECUTE format('ALTER EXTENSION pg_ab DROP TABLE %s', p);
+    END LOOP;
+END $$;
+SELECT pg_catalog.pg_extension_config_dump('ab.metrics_default', '');
+
+-- One index per partition instead of one on ab.metrics (see sql/entities.sql): the partitions'
+-- indexes are rebuilt once, under their new names.
+DROP INDEX ab.metrics_test_variant;
+DO $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN
+        SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'ab.metrics'::regclass
+    LOOP
+        EXECUTE format('CREATE INDEX %I ON ab.%I (test_id, variant, recorded_at)', p.relname || '_test_variant', p.relname);
+    END LOOP;
+END $$;
+
+
+-- Shipped defaults: the rows the install script seeds into settings tables (calibration
+-- weights, evaluation and alert thresholds, guardrails) and how a restore keeps the user's.
+--
+-- pg_dump keeps every row of these tables (pg_extension_config_dump), and pg_restore first runs
+-- CREATE EXTENSION, which seeds the defaults again. So a row inserted over a shipped default that
+-- nobody changed replaces it instead of colliding with it, and a shipped default the user deleted
+-- is remembered (ab.removed_defaults, dumped) and deleted again when the dump is restored. A
+-- release that changes a default updates ab.shipped_defaults and the rows still equal to the old
+-- one in its upgrade script.
+
+-- What this release ships: one row per seeded row, its key columns and its whole value. Written
+-- by the install and upgrade scripts, never dumped (CREATE EXTENSION writes it again).
+CREATE TABLE ab.shipped_defaults (
+    table_name text NOT NULL,
+    key        jsonb NOT NULL,
+    row_value  jsonb NOT NULL,
+    PRIMARY KEY (table_name, key)
+);
+
+-- Shipped defaults the user deleted. Dumped, so a restore deletes them again.
+CREATE TABLE ab.removed_defaults (
+    table_name text NOT NULL,
+    key        jsonb NOT NULL,
+    removed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key)
+);
+
+-- The key of a row: the named columns of its jsonb form.
+CREATE FUNCTION ab.row_key(row_value jsonb, key_columns text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.jsonb_object_agg(c, row_value -> c) FROM pg_catalog.unnest(key_columns) c $$;
+
+-- BEFORE INSERT on a seeded table (arguments: its key columns): a row whose key holds an
+-- unchanged shipped default replaces it.
+CREATE FUNCTION ab.replace_shipped_default() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    k jsonb := ab.row_key(to_jsonb(NEW), TG_ARGV);
+BEGIN
+    EXECUTE format('DELETE FROM %I.%I t WHERE to_jsonb(t) = (SELECT d.row_value FROM ab.shipped_defaults d
+                                                             WHERE d.table_name = %L AND d.key = $1)',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_TABLE_NAME)
+        USING k;
+    DELETE FROM ab.removed_defaults WHERE table_name = TG_TABLE_NAME AND key = k;
+    RETURN NEW;
+END $$;
+
+-- AFTER DELETE or UPDATE on a seeded table (arguments: its key columns): a shipped default's key
+-- that no longer exists is remembered.
+CREATE FUNCTION ab.remember_removed_default() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    k jsonb := ab.row_key(to_jsonb(OLD), TG_ARGV);
+BEGIN
+    IF TG_OP = 'UPDATE' AND k = ab.row_key(to_jsonb(NEW), TG_ARGV) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ab.shipped_defaults WHERE table_name = TG_TABLE_NAME AND key = k) THEN
+        INSERT INTO ab.removed_defaults (table_name, key) VALUES (TG_TABLE_NAME, k) ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- AFTER INSERT on ab.removed_defaults (a restore loading it): the default goes again.
+CREATE FUNCTION ab.apply_removed_default() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ab.shipped_defaults WHERE table_name = NEW.table_name) THEN
+        RAISE EXCEPTION 'ab.removed_defaults: % has no shipped defaults', NEW.table_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'table_name must be one of calibration_weights, risk_thresholds, alert_thresholds, guardrails';
+    END IF;
+    EXECUTE format('DELETE FROM ab.%I t WHERE to_jsonb(t) @> $1', NEW.table_name) USING NEW.key;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER removed_defaults_apply AFTER INSERT ON ab.removed_defaults
+    FOR EACH ROW EXECUTE FUNCTION ab.apply_removed_default();
+
+INSERT INTO ab.shipped_defaults (table_name, key, row_value) VALUES
+    ('alert_thresholds', '{"name": "cache_hit_rate_min"}', '{"name": "cache_hit_rate_min", "value": 0.99, "description": "this backend''s cache hit rate below this (after 1,000 lookups): cache_performance"}'),
+    ('alert_thresholds', '{"name": "events_backlog_max"}', '{"name": "events_backlog_max", "value": 1000, "description": "events not yet delivered by the slowest relay above this: events backlog degraded"}'),
+    ('alert_thresholds', '{"name": "latency_p95_ms"}', '{"name": "latency_p95_ms", "value": 1.25, "description": "extraction latency P95 over the last hour above this: performance_degradation"}'),
+    ('alert_thresholds', '{"name": "metrics_stale_seconds"}', '{"name": "metrics_stale_seconds", "value": 900, "description": "no metric for this long while a test is active: metrics freshness degraded"}'),
+    ('alert_thresholds', '{"name": "relay_stale_seconds"}', '{"name": "relay_stale_seconds", "value": 300, "description": "a relay cursor not advanced for this long while events wait: events backlog unhealthy"}'),
+    ('calibration_weights', '{"singleton": true}', '{"base": 0.4, "singleton": true, "source_reliability": 0.2, "temporal_coherence": 0.15, "contextual_consistency": 0.15, "geographic_plausibility": 0.1}'),
+    ('guardrails', '{"metric": "average_confidence", "test_id": "*"}', '{"action": "warn", "metric": "average_confidence", "test_id": "*", "tolerance": 0.05}'),
+    ('guardrails', '{"metric": "error_rate", "test_id": "*"}', '{"action": "rollback", "metric": "error_rate", "test_id": "*", "tolerance": 0.5}'),
+    ('guardrails', '{"metric": "latency_ms", "test_id": "*"}', '{"action": "hold", "metric": "latency_ms", "test_id": "*", "tolerance": 0.2}'),
+    ('guardrails', '{"metric": "success_rate", "test_id": "*"}', '{"action": "hold", "metric": "success_rate", "test_id": "*", "tolerance": 0.02}'),
+    ('risk_thresholds', '{"name": "alpha"}', '{"name": "alpha", "value": 0.05, "description": "significance level of evaluate() (two-sided; Holm-adjusted across a challenger''s metrics)"}'),
+    ('risk_thresholds', '{"name": "confidence_drop_pct"}', '{"name": "confidence_drop_pct", "value": 20, "description": "challenger mean confidence this many percent below the champion''s is high risk (confidence collapse)"}'),
+    ('risk_thresholds', '{"name": "error_rate_max"}', '{"name": "error_rate_max", "value": 0.05, "description": "challenger error rate above this is high risk, above twice this critical"}'),
+    ('risk_thresholds', '{"name": "latency_p95_budget_ms"}', '{"name": "latency_p95_budget_ms", "value": 1.25, "description": "challenger P95 latency above this is high risk, above twice this critical"}'),
+    ('risk_thresholds', '{"name": "latency_p95_increase_pct"}', '{"name": "latency_p95_increase_pct", "value": 50, "description": "challenger P95 this many percent above the champion''s is medium risk"}'),
+    ('risk_thresholds', '{"name": "min_samples"}', '{"name": "min_samples", "value": 100, "description": "requests per variant below which evaluate() says not_enough_data"}'),
+    ('risk_thresholds', '{"name": "minimum_detectable_effect"}', '{"name": "minimum_detectable_effect", "value": 0.05, "description": "relative change of the success rate that the power analysis sizes for"}'),
+    ('risk_thresholds', '{"name": "power"}', '{"name": "power", "value": 0.8, "description": "power of the sample size calculation"}'),
+    ('risk_thresholds', '{"name": "risk_alpha"}', '{"name": "risk_alpha", "value": 0.01, "description": "level of the sequential test that the success rate is below the champion''s (critical)"}'),
+    ('risk_thresholds', '{"name": "risk_min_samples"}', '{"name": "risk_min_samples", "value": 30, "description": "requests per variant before a risk condition is judged"}'),
+    ('risk_thresholds', '{"name": "sequential_tuning"}', '{"name": "sequential_tuning", "value": 5000, "description": "sample size at which the always-valid interval is tightest (GrowthBook''s default)"}'),
+    ('risk_thresholds', '{"name": "srm_p_value"}', '{"name": "srm_p_value", "value": 0.001, "description": "a sample ratio mismatch is flagged below this chi-square p-value"}');
+
+CREATE TRIGGER calibration_weights_replace_default BEFORE INSERT ON ab.calibration_weights
+    FOR EACH ROW EXECUTE FUNCTION ab.replace_shipped_default('singleton');
+CREATE TRIGGER calibration_weights_removed_default AFTER DELETE OR UPDATE ON ab.calibration_weights
+    FOR EACH ROW EXECUTE FUNCTION ab.remember_removed_default('singleton');
+CREATE TRIGGER risk_thresholds_replace_default BEFORE INSERT ON ab.risk_thresholds
+    FOR EACH ROW EXECUTE FUNCTION ab.replace_shipped_default('name');
+CREATE TRIGGER risk_thresholds_removed_default AFTER DELETE OR UPDATE ON ab.risk_thresholds
+    FOR EACH ROW EXECUTE FUNCTION ab.remember_removed_default('name');
+CREATE TRIGGER alert_thresholds_replace_default BEFORE INSERT ON ab.alert_thresholds
+    FOR EACH ROW EXECUTE FUNCTION ab.replace_shipped_default('name');
+CREATE TRIGGER alert_thresholds_removed_default AFTER DELETE OR UPDATE ON ab.alert_thresholds
+    FOR EACH ROW EXECUTE FUNCTION ab.remember_removed_default('name');
+CREATE TRIGGER guardrails_replace_default BEFORE INSERT ON ab.guardrails
+    FOR EACH ROW EXECUTE FUNCTION ab.replace_shipped_default('test_id', 'metric');
+CREATE TRIGGER guardrails_removed_default AFTER DELETE OR UPDATE ON ab.guardrails
+    FOR EACH ROW EXECUTE FUNCTION ab.remember_removed_default('test_id', 'metric');
+
+SELECT pg_catalog.pg_extension_config_dump('ab.removed_defaults', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.risk_thresholds', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.alert_thresholds', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.guardrails', '');
+
+
+-- Shipped defaults a 0.1.0 user had already deleted are remembered as such.
+DO $$
+DECLARE
+    d record;
+    present boolean;
+BEGIN
+    FOR d IN SELECT table_name, key FROM ab.shipped_defaults LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM ab.%I t WHERE to_jsonb(t) @> $1)', d.table_name)
+            INTO present USING d.key;
+        IF NOT present THEN
+            INSERT INTO ab.removed_defaults (table_name, key) VALUES (d.table_name, d.key);
+        END IF;
+    END LOOP;
+END $$;
+
+
+-- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without
+-- it) and no EXECUTE on any function (revoked below, at the end of the install script).
+-- ab.create_roles() creates four roles, NOLOGIN, each a set of grants in this database:
+--
+--   pg_ab_reader  the API's read path: assignment, flag checks, evaluation, health, hierarchy
+--   pg_ab_writer  reader + metrics, exposures, sticky assignments, the extraction pipeline
+--   pg_ab_admin   writer + everything else: flags, tests and their lifecycle, thresholds,
+--                 guardrails, calibration, sources, hierarchy changes, partitions, audit reads
+--   pg_ab_relay   what pg_ab_relay runs: the outbox and its cursor, tests for snapshots,
+--                 maintenance (partitions, pruning) and risk evaluation with automatic rollback
+--
+-- Grant a role to a login role: GRANT pg_ab_writer TO api_service. Roles are cluster-wide and
+-- grants are per database: run SELECT ab.create_roles() in every database that has pg_ab (again
+-- after an upgrade that adds functions; it is safe to repeat). It needs CREATEROLE (or
+-- superuser) and the ownership of pg_ab's objects, so run it as the role that created the
+-- extension.
+
+-- Which functions each role may call. A name covers all of its overloads.
+CREATE FUNCTION ab.role_functions(role_name text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE role_name
+    WHEN 'pg_ab_reader' THEN ARRAY[
+        -- assignment and flags
+        'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
+        'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
+        'get_test', 'get_active_tests',
+        -- entity post-processing without metrics
+        'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
+        'apply_deduplication', 'entity_similarity', 'extract_entities_rule_based', 'place_keys',
+        'place_label', 'apply_hierarchy',
+        -- evaluation and health
+        'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'sketch_sum',
+        '_sketch_add', 'role_functions',
+        -- the backend's caches and the hierarchy
+        'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
+        'resolve_ancestors', 'resolve_ancestors_many', 'resolve_name', '_resolve_name']
+    WHEN 'pg_ab_writer' THEN ARRAY[
+        'assign_and_log', 'submit_extraction_metrics', 'submit_error_metrics',
+        'extract_entities_with_ab_testing', '_latency_sketch']
+    WHEN 'pg_ab_relay' THEN ARRAY[
+        'get_test', 'relay_lag', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
+    END
+$$;
+
+CREATE FUNCTION ab.create_roles() RETURNS text[]
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $$
+DECLARE
+    r text;
+    f regprocedure;
+    created text[] := '{}';
+BEGIN
+    PERFORM ab.require_primary('ab.create_roles');
+    FOREACH r IN ARRAY ARRAY['pg_ab_reader', 'pg_ab_writer', 'pg_ab_admin', 'pg_ab_relay'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            created := created || r;
+        END IF;
+    END LOOP;
+    GRANT pg_ab_reader TO pg_ab_writer;
+    GRANT pg_ab_writer TO pg_ab_admin;
+    GRANT USAGE ON SCHEMA ab TO pg_ab_reader, pg_ab_relay;
+
+    -- Reader: the tables the read functions query (they run as the caller).
+    GRANT SELECT ON ab.flags, ab.tests, ab.variants, ab.assignments, ab.exposures, ab.sources,
+                    ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
+                    ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
+                    ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry
+        TO pg_ab_reader;
+    -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
+    -- sticky assignments.
+    GRANT INSERT ON ab.metrics, ab.exposures TO pg_ab_writer;
+    GRANT INSERT, UPDATE ON ab.metric_stats, ab.assignments TO pg_ab_writer;
+    GRANT USAGE ON SEQUENCE ab.exposures_id_seq TO pg_ab_writer;
+    -- Admin: every table and sequence. The audit trail is append-only (its trigger runs as the
+    -- caller, so that changed_by is the caller); the shipped defaults are written only by the
+    -- install and upgrade scripts.
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ab TO pg_ab_admin;
+    REVOKE UPDATE, DELETE ON ab.audit FROM pg_ab_admin;
+    REVOKE INSERT, UPDATE, DELETE ON ab.shipped_defaults FROM pg_ab_admin;
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ab TO pg_ab_admin;
+    -- Relay: reads the outbox and tests, keeps its cursor; maintenance and risk evaluation run as
+    -- the extension's owner (SECURITY DEFINER functions).
+    GRANT SELECT ON ab.events, ab.tests TO pg_ab_relay;
+    GRANT SELECT, INSERT, UPDATE ON ab.relay_cursors TO pg_ab_relay;
+    -- ab.get_test reads the test's variants and flag.
+    GRANT SELECT ON ab.variants, ab.flags TO pg_ab_relay;
+
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'ab'::regnamespace LOOP
+        -- Everything to the admin; then each role's list.
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_ab_admin', f);
+    END LOOP;
+    FOREACH r IN ARRAY ARRAY['pg_ab_reader', 'pg_ab_writer', 'pg_ab_relay'] LOOP
+        FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                 WHERE p.pronamespace = 'ab'::regnamespace AND p.proname = ANY (ab.role_functions(r)) LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
+        END LOOP;
+    END LOOP;
+    RETURN created;
+END $$;
+
+-- Nothing for PUBLIC: a role gets pg_ab's functions through the grants above.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ab FROM PUBLIC;
