@@ -62,7 +62,7 @@ CREATE INDEX metrics_default_test_variant ON ab.metrics_default (test_id, varian
 -- any scheduler); returns how many partitions it created. The install script makes none: the
 -- partitions are the user's (pg_dump keeps them with their rows), so a restore on another day
 -- does not collide with partitions CREATE EXTENSION would make. Runs as the extension's owner
--- (partitions of ab.metrics need its owner), so pg_ab_relay and pg_ab_admin can call it.
+-- (partitions of ab.metrics need its owner), so ab_relay and ab_admin can call it.
 CREATE FUNCTION ab.create_metrics_partitions(days_ahead integer DEFAULT 7) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -90,7 +90,7 @@ BEGIN
 END $$;
 
 -- Drops the daily partitions that end on or before `older_than`; returns how many. Runs as the
--- extension's owner (dropping a partition needs it); only pg_ab_admin may call it.
+-- extension's owner (dropping a partition needs it); only ab_admin may call it.
 CREATE FUNCTION ab.drop_metrics_partitions(older_than timestamptz) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -84,7 +84,7 @@ END $$;
 -- any scheduler); returns how many partitions it created. The install script makes none: the
 -- partitions are the user's (pg_dump keeps them with their rows), so a restore on another day
 -- does not collide with partitions CREATE EXTENSION would make. Runs as the extension's owner
--- (partitions of ab.metrics need its owner), so pg_ab_relay and pg_ab_admin can call it.
+-- (partitions of ab.metrics need its owner), so ab_relay and ab_admin can call it.
 CREATE OR REPLACE FUNCTION ab.create_metrics_partitions(days_ahead integer DEFAULT 7) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -112,7 +112,7 @@ BEGIN
 END $$;
 
 -- Drops the daily partitions that end on or before `older_than`; returns how many. Runs as the
--- extension's owner (dropping a partition needs it); only pg_ab_admin may call it.
+-- extension's owner (dropping a partition needs it); only ab_admin may call it.
 CREATE OR REPLACE FUNCTION ab.drop_metrics_partitions(older_than timestamptz) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -157,7 +157,7 @@ $$;
 -- Deletes delivered events older than keep: never one that a registered relay has not passed
 -- (the slowest cursor bounds it). With no relay registered, age alone decides. A relay name
 -- that is no longer used holds pruning back: delete its row from ab.relay_cursors.
--- Runs as the extension's owner, so pg_ab_relay prunes without a DELETE grant on ab.events.
+-- Runs as the extension's owner, so the ab_relay role prunes without a DELETE grant on ab.events.
 CREATE OR REPLACE FUNCTION ab.prune_events(keep interval DEFAULT '7 days') RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -354,16 +354,18 @@ END $$;
 
 -- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without
 -- it) and no EXECUTE on any function (revoked below, at the end of the install script).
--- ab.create_roles() creates four roles, NOLOGIN, each a set of grants in this database:
+-- ab.create_roles() creates four roles, NOLOGIN, each a set of grants in this database (named
+-- ab_*, not pg_ab_*: PostgreSQL reserves role names that start with pg_):
 --
---   pg_ab_reader  the API's read path: assignment, flag checks, evaluation, health, hierarchy
---   pg_ab_writer  reader + metrics, exposures, sticky assignments, the extraction pipeline
---   pg_ab_admin   writer + everything else: flags, tests and their lifecycle, thresholds,
---                 guardrails, calibration, sources, hierarchy changes, partitions, audit reads
---   pg_ab_relay   what pg_ab_relay runs: the outbox and its cursor, tests for snapshots,
---                 maintenance (partitions, pruning) and risk evaluation with automatic rollback
+--   ab_reader  the API's read path: assignment, flag checks, evaluation, health, hierarchy
+--   ab_writer  reader + metrics, exposures, sticky assignments, the extraction pipeline
+--   ab_admin   writer + everything else: flags, tests and their lifecycle, thresholds,
+--              guardrails, calibration, sources, hierarchy changes, partitions, audit reads
+--   ab_relay   what pg_ab_relay (the relay) runs: the outbox and its cursor, tests for
+--              snapshots, maintenance (partitions, pruning) and risk evaluation with automatic
+--              rollback
 --
--- Grant a role to a login role: GRANT pg_ab_writer TO api_service. Roles are cluster-wide and
+-- Grant a role to a login role: GRANT ab_writer TO api_service. Roles are cluster-wide and
 -- grants are per database: run SELECT ab.create_roles() in every database that has pg_ab (again
 -- after an upgrade that adds functions; it is safe to repeat). It needs CREATEROLE (or
 -- superuser) and the ownership of pg_ab's objects, so run it as the role that created the
@@ -373,7 +375,7 @@ END $$;
 CREATE FUNCTION ab.role_functions(role_name text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE role_name
-    WHEN 'pg_ab_reader' THEN ARRAY[
+    WHEN 'ab_reader' THEN ARRAY[
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
@@ -384,14 +386,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'place_label', 'apply_hierarchy',
         -- evaluation and health
         'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'sketch_sum',
-        '_sketch_add', 'role_functions',
+        '_sketch_add', 'role_functions', 'require_primary', 'restoring', 'row_key',
         -- the backend's caches and the hierarchy
         'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
         'resolve_ancestors', 'resolve_ancestors_many', 'resolve_name', '_resolve_name']
-    WHEN 'pg_ab_writer' THEN ARRAY[
+    WHEN 'ab_writer' THEN ARRAY[
         'assign_and_log', 'submit_extraction_metrics', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
-    WHEN 'pg_ab_relay' THEN ARRAY[
+    WHEN 'ab_relay' THEN ARRAY[
         'get_test', 'relay_lag', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
     END
 $$;
@@ -404,47 +406,47 @@ DECLARE
     created text[] := '{}';
 BEGIN
     PERFORM ab.require_primary('ab.create_roles');
-    FOREACH r IN ARRAY ARRAY['pg_ab_reader', 'pg_ab_writer', 'pg_ab_admin', 'pg_ab_relay'] LOOP
+    FOREACH r IN ARRAY ARRAY['ab_reader', 'ab_writer', 'ab_admin', 'ab_relay'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);
             created := created || r;
         END IF;
     END LOOP;
-    GRANT pg_ab_reader TO pg_ab_writer;
-    GRANT pg_ab_writer TO pg_ab_admin;
-    GRANT USAGE ON SCHEMA ab TO pg_ab_reader, pg_ab_relay;
+    GRANT ab_reader TO ab_writer;
+    GRANT ab_writer TO ab_admin;
+    GRANT USAGE ON SCHEMA ab TO ab_reader, ab_relay;
 
     -- Reader: the tables the read functions query (they run as the caller).
     GRANT SELECT ON ab.flags, ab.tests, ab.variants, ab.assignments, ab.exposures, ab.sources,
                     ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
                     ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
                     ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry
-        TO pg_ab_reader;
+        TO ab_reader;
     -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
     -- sticky assignments.
-    GRANT INSERT ON ab.metrics, ab.exposures TO pg_ab_writer;
-    GRANT INSERT, UPDATE ON ab.metric_stats, ab.assignments TO pg_ab_writer;
-    GRANT USAGE ON SEQUENCE ab.exposures_id_seq TO pg_ab_writer;
+    GRANT INSERT ON ab.metrics, ab.exposures TO ab_writer;
+    GRANT INSERT, UPDATE ON ab.metric_stats, ab.assignments TO ab_writer;
+    GRANT USAGE ON SEQUENCE ab.exposures_id_seq TO ab_writer;
     -- Admin: every table and sequence. The audit trail is append-only (its trigger runs as the
     -- caller, so that changed_by is the caller); the shipped defaults are written only by the
     -- install and upgrade scripts.
-    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ab TO pg_ab_admin;
-    REVOKE UPDATE, DELETE ON ab.audit FROM pg_ab_admin;
-    REVOKE INSERT, UPDATE, DELETE ON ab.shipped_defaults FROM pg_ab_admin;
-    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ab TO pg_ab_admin;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ab TO ab_admin;
+    REVOKE UPDATE, DELETE ON ab.audit FROM ab_admin;
+    REVOKE INSERT, UPDATE, DELETE ON ab.shipped_defaults FROM ab_admin;
+    GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ab TO ab_admin;
     -- Relay: reads the outbox and tests, keeps its cursor; maintenance and risk evaluation run as
     -- the extension's owner (SECURITY DEFINER functions).
-    GRANT SELECT ON ab.events, ab.tests TO pg_ab_relay;
-    GRANT SELECT, INSERT, UPDATE ON ab.relay_cursors TO pg_ab_relay;
+    GRANT SELECT ON ab.events, ab.tests TO ab_relay;
+    GRANT SELECT, INSERT, UPDATE ON ab.relay_cursors TO ab_relay;
     -- ab.get_test reads the test's variants and flag.
-    GRANT SELECT ON ab.variants, ab.flags TO pg_ab_relay;
+    GRANT SELECT ON ab.variants, ab.flags TO ab_relay;
 
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'ab'::regnamespace LOOP
         -- Everything to the admin; then each role's list.
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_ab_admin', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO ab_admin', f);
     END LOOP;
-    FOREACH r IN ARRAY ARRAY['pg_ab_reader', 'pg_ab_writer', 'pg_ab_relay'] LOOP
+    FOREACH r IN ARRAY ARRAY['ab_reader', 'ab_writer', 'ab_relay'] LOOP
         FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                  WHERE p.pronamespace = 'ab'::regnamespace AND p.proname = ANY (ab.role_functions(r)) LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);

@@ -24,7 +24,7 @@ SELECT pg_catalog.pg_extension_config_dump('ab.relay_cursors', '');
 -- Deletes delivered events older than keep: never one that a registered relay has not passed
 -- (the slowest cursor bounds it). With no relay registered, age alone decides. A relay name
 -- that is no longer used holds pruning back: delete its row from ab.relay_cursors.
--- Runs as the extension's owner, so pg_ab_relay prunes without a DELETE grant on ab.events.
+-- Runs as the extension's owner, so the ab_relay role prunes without a DELETE grant on ab.events.
 CREATE FUNCTION ab.prune_events(keep interval DEFAULT '7 days') RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -245,7 +245,7 @@ fn assess_and_act(test_id: &str) -> Value {
 
 /// evaluate_risk for every active test: the periodic job (the relay calls it on a timer, or
 /// pg_cron). Returns one result per test.
-/// Runs as the extension's owner with a pinned search_path: pg_ab_relay calls it on a timer and
+/// Runs as the extension's owner with a pinned search_path: the ab_relay role calls it on a timer and
 /// must be able to roll a test back without holding the admin's rights.
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]

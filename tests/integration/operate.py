@@ -173,10 +173,10 @@ def schema_dump(dbname):
 
 
 # Every callable function of pg_ab's SQL API, with arguments that succeed on a database made by
-# fill(), and the least role that may call it. "relay" marks what pg_ab_relay may call as well.
+# fill(), and the least role that may call it. "relay" marks what ab_relay may call as well.
 # The roles and standby tests check this list against the catalog, so a new function cannot be
 # forgotten here.
-READER, WRITER, ADMIN = "pg_ab_reader", "pg_ab_writer", "pg_ab_admin"
+READER, WRITER, ADMIN = "ab_reader", "ab_writer", "ab_admin"
 CALLS = [
     # (function, least role, writes, also for the relay, SQL)
     ("assign", READER, False, False, "SELECT ab.assign('t_active', 'u1')"),
@@ -212,7 +212,7 @@ CALLS = [
     ("relay_lag", READER, False, True, "SELECT * FROM ab.relay_lag()"),
     ("sketch_sum", READER, False, False, "SELECT ab.sketch_sum(latency_sketch) FROM ab.metric_stats"),
     ("_sketch_add", READER, False, False, "SELECT ab._sketch_add('{1,2}', '{3}')"),
-    ("role_functions", READER, False, False, "SELECT ab.role_functions('pg_ab_reader')"),
+    ("role_functions", READER, False, False, "SELECT ab.role_functions('ab_reader')"),
     ("require_primary", READER, False, False, "SELECT ab.require_primary('ab.nothing')"),
     ("restoring", READER, False, False, "SELECT ab.restoring()"),
     ("cache_stats", READER, False, False, "SELECT * FROM ab.cache_stats()"),
@@ -231,7 +231,7 @@ CALLS = [
     ("submit_error_metrics", WRITER, True, False,
      """SELECT ab.submit_error_metrics('t_active', 'llm_v2', '{"error_type": "TimeoutError"}')"""),
     ("extract_entities_with_ab_testing", WRITER, True, False,
-     "SELECT ab.extract_entities_with_ab_testing('Angela Merkel visited Berlin on Monday.', 'u1')"),
+     "SELECT ab.extract_entities_with_ab_testing('Angela Merkel visited Berlin on Monday.', 'u1', NULL, NULL, 't_active', 'baseline_rule_based')"),
     ("_latency_sketch", WRITER, False, False, "SELECT ab._latency_sketch(ARRAY[1.5, 20])"),
     ("create_flag", ADMIN, True, False, "SELECT ab.create_flag('ff.new', 'new', 10)"),
     ("set_flag_dependencies", ADMIN, True, False, "SELECT ab.set_flag_dependencies('ff.beta', '{}')"),

@@ -1,7 +1,7 @@
-"""Least privilege: ab.create_roles() makes pg_ab_reader, pg_ab_writer, pg_ab_admin and
-pg_ab_relay; each can do exactly its list and gets SQLSTATE 42501 for the rest; PUBLIC gets
+"""Least privilege: ab.create_roles() makes ab_reader, ab_writer, ab_admin and
+ab_relay; each can do exactly its list and gets SQLSTATE 42501 for the rest; PUBLIC gets
 nothing; SECURITY DEFINER functions hold against a hostile search_path; the relay runs as
-pg_ab_relay."""
+ab_relay."""
 import json
 import time
 import uuid
@@ -40,7 +40,7 @@ RELAY_TABLES = {
 def roles_db():
     name = "rl_" + uuid.uuid4().hex[:10]
     create_database(name)
-    logins = {r: f"{name}_{r.split('_')[-1]}" for r in (READER, WRITER, ADMIN, "pg_ab_relay")}
+    logins = {r: f"{name}_{r.split('_')[-1]}" for r in (READER, WRITER, ADMIN, "ab_relay")}
     logins["none"] = f"{name}_none"
     with psycopg.connect(dbname=name, autocommit=True) as c:
         c.execute("CREATE EXTENSION ltree")
@@ -99,7 +99,7 @@ def test_each_role_can_do_exactly_its_list_and_gets_42501_for_the_rest(roles_db)
 
 def test_the_relay_role_can_do_exactly_what_the_relay_does(roles_db):
     name, logins = roles_db
-    with psycopg.connect(dbname=name, user=logins["pg_ab_relay"]) as c:
+    with psycopg.connect(dbname=name, user=logins["ab_relay"]) as c:
         for fn, _least, _writes, relay, sql in CALLS:
             got = attempt(c, sql)
             if relay:
@@ -135,16 +135,16 @@ def test_create_roles_runs_again_and_a_new_database_installs_with_the_roles_exis
         with psycopg.connect(dbname=other, autocommit=True) as c:
             c.execute("CREATE EXTENSION pg_ab CASCADE")
             # The roles exist but have no rights here until create_roles runs in this database.
-            assert not c.execute("SELECT has_function_privilege('pg_ab_reader', 'ab.is_enabled(text, text)', 'EXECUTE')").fetchone()[0]
+            assert not c.execute("SELECT has_function_privilege('ab_reader', 'ab.is_enabled(text, text)', 'EXECUTE')").fetchone()[0]
             assert c.execute("SELECT ab.create_roles()").fetchone()[0] == []
-            assert c.execute("SELECT has_function_privilege('pg_ab_reader', 'ab.is_enabled(text, text)', 'EXECUTE')").fetchone()[0]
+            assert c.execute("SELECT has_function_privilege('ab_reader', 'ab.is_enabled(text, text)', 'EXECUTE')").fetchone()[0]
     finally:
         drop_database(other)
 
 
 def test_security_definer_functions_ignore_a_hostile_search_path(roles_db):
     name, logins = roles_db
-    mallory = logins["pg_ab_relay"]
+    mallory = logins["ab_relay"]
     with psycopg.connect(dbname=name, autocommit=True) as c:
         definers = c.execute("""SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p
                                 WHERE p.pronamespace = 'ab'::regnamespace AND p.prosecdef""").fetchall()
@@ -181,14 +181,14 @@ def test_security_definer_functions_ignore_a_hostile_search_path(roles_db):
         c.execute("DROP SCHEMA evil CASCADE")
 
 
-def test_the_relay_runs_as_pg_ab_relay(roles_db, redis_server, relays):
+def test_the_relay_runs_as_ab_relay(roles_db, redis_server, relays):
     from relay_harness import token, wait_until
     from websockets.sync.client import connect as ws_connect
 
     name, logins = roles_db
     relay = relays(name, redis_server.url, maintenance_seconds=1, risk_seconds=1)
     relay.terminate()  # restarted below as the relay role
-    relay.args = [a.replace("user=postgres", f"user={logins['pg_ab_relay']}") for a in relay.args]
+    relay.args = [a.replace("user=postgres", f"user={logins['ab_relay']}") for a in relay.args]
     relay.start()
     with ws_connect(relay.ws_url, additional_headers={"Authorization": f"Bearer {token(['*'])}"}, open_timeout=5) as ws:
         ws.send(json.dumps({"action": "subscribe", "test_ids": ["t_active"]}))
@@ -200,12 +200,14 @@ def test_the_relay_runs_as_pg_ab_relay(roles_db, redis_server, relays):
             msg = json.loads(ws.recv(timeout=10))
             if msg.get("update_type") == "paused":
                 break
-    time.sleep(2.5)  # at least two maintenance and risk rounds
     with psycopg.connect(dbname=name) as c:
         wait_until(lambda: c.execute("SELECT last_event_id > 0 FROM ab.relay_cursors WHERE relay_name = 'default'").fetchone(),
                    10, "the relay's cursor")
+
+    def rounds_done():
+        done = [line for line in relay.logs().splitlines() if "periodic job done" in line]
+        return any("maintenance" in line for line in done) and any("risk evaluation" in line for line in done)
+
+    wait_until(rounds_done, 20, "a maintenance and a risk evaluation round of the relay")
     logs = relay.logs()
     assert "permission denied" not in logs and "periodic job failed" not in logs, logs[-3000:]
-    done = [line for line in logs.splitlines() if "periodic job done" in line]
-    assert any("maintenance" in line for line in done), logs[-3000:]
-    assert any("risk evaluation" in line for line in done), logs[-3000:]
