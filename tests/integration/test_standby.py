@@ -99,10 +99,14 @@ def test_reads_answer_on_the_standby_exactly_as_on_the_primary(database, standby
     with psycopg.connect(dbname=database) as p, on_standby(standby, database) as s:
         for name, (sql, args) in READS.items():
             assert s.execute(sql, args).fetchall() == p.execute(sql, args).fetchall(), name
-        # health: the same verdicts (ages and this backend's cache counters differ by nature).
+        # health: the same verdicts and counts (ages and this backend's cache differ by nature).
         hp, hs = p.execute("SELECT ab.health()").fetchone()[0], s.execute("SELECT ab.health()").fetchone()[0]
-        assert hs["status"] == hp["status"]
-        assert hs.keys() == hp.keys()
+        assert hs["overall_status"] == hp["overall_status"]
+        assert hs["components"]["flags"] == hp["components"]["flags"]
+        assert hs["components"]["tests"] == hp["components"]["tests"]
+        for key in ("backlog", "newest_event_id", "status"):
+            assert hs["components"]["events_backlog"][key] == hp["components"]["events_backlog"][key]
+        assert hs["performance_metrics"]["extraction_latency_p95_ms"] == hp["performance_metrics"]["extraction_latency_p95_ms"]
 
 
 def test_a_rollback_on_the_primary_reaches_a_standby_session_that_had_the_test_cached(database, standby):
