@@ -66,6 +66,14 @@ install_extension() {
         cat "$ROOT/.run/install.log" >&2
         exit 1
     fi
+    # cargo pgrx install copies the upgrade scripts (pg_ab--A--B.sql) but not the kept install
+    # scripts of earlier releases, which the upgrade test installs first.
+    local sharedir
+    sharedir="$("$PG_CONFIG" --sharedir)/extension"
+    for f in "$ROOT"/sql/pg_ab--*.sql; do
+        [[ "$(basename "$f")" =~ ^pg_ab--[0-9]+\.[0-9]+\.[0-9]+\.sql$ ]] && as_root install -m 644 "$f" "$sharedir/"
+    done
+    return 0
 }
 
 # cluster_start NAME PORT: a private cluster in $ROOT/.run/NAME listening on PORT (socket in the

@@ -211,3 +211,25 @@ def test_the_relay_runs_as_ab_relay(roles_db, redis_server, relays):
     wait_until(rounds_done, 20, "a maintenance and a risk evaluation round of the relay")
     logs = relay.logs()
     assert "permission denied" not in logs and "periodic job failed" not in logs, logs[-3000:]
+
+
+def test_grants_survive_dump_and_restore(roles_db, tmp_path):
+    from operate import pg
+
+    name, logins = roles_db
+    dump = tmp_path / "roles.dump"
+    pg("pg_dump", "-Fc", "-f", str(dump), "-d", name)
+    target = "rl_" + uuid.uuid4().hex[:10]
+    create_database(target)
+    try:
+        # The roles are the cluster's: they exist here, so the dumped grants apply.
+        pg("pg_restore", "--exit-on-error", "--single-transaction", "-d", target, str(dump))
+        with psycopg.connect(dbname=target, user=logins[READER]) as c:
+            assert c.execute("SELECT ab.is_enabled('ff.beta', 'u1')").fetchone()[0] in (True, False)
+            got = attempt(c, "SELECT ab.rollback_test('t_active', 'no')")
+            assert got and got[0] == "42501", got
+        with psycopg.connect(dbname=target) as c:
+            assert c.execute("""SELECT count(*) FROM pg_proc WHERE pronamespace = 'ab'::regnamespace
+                                AND has_function_privilege('public', oid, 'EXECUTE')""").fetchone()[0] == 0
+    finally:
+        drop_database(target)
