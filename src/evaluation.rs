@@ -126,7 +126,9 @@ pub fn required_sample_size(champion: &VariantStats, s: &Settings) -> Option<f64
 /// One challenger against the champion: metrics, Holm adjustment, verdict.
 fn challenger_json(champion: &VariantStats, challenger: &VariantStats, srm: bool, s: &Settings) -> Value {
     let comparisons: Vec<Option<Comparison>> = METRICS.iter().map(|(m, _, _)| compare(m, champion, challenger, s)).collect();
-    let tested: Vec<f64> = comparisons.iter().flatten().map(|c| c.p_value).collect();
+    // Holm over the metrics whose test is defined (a p-value, possibly 0 or 1 by the
+    // zero-variance rule of stats::welch); an undefined test is reported, not counted.
+    let tested: Vec<f64> = comparisons.iter().flatten().map(|c| c.p_value).filter(|p| !p.is_nan()).collect();
     let mut adjusted = stats::holm(&tested).into_iter();
     let mut better = Vec::new();
     let mut worse = Vec::new();
@@ -134,19 +136,19 @@ fn challenger_json(champion: &VariantStats, challenger: &VariantStats, srm: bool
     for ((name, test, direction), c) in METRICS.iter().zip(&comparisons) {
         let Some(c) = c else {
             metrics.push(json!({"metric": name, "test": test, "direction": direction.name(), "result": null,
-                                "note": "too few observations or no variance"}));
+                                "note": "no observations of this metric in a variant"}));
             continue;
         };
-        let p_adj = adjusted.next().unwrap_or(1.0);
+        let p_adj = if c.p_value.is_nan() { f64::NAN } else { adjusted.next().unwrap_or(1.0) };
         // A metric moved when its Holm-adjusted p-value is below alpha AND its always-valid
         // interval excludes zero: safe however often the test is looked at.
         let moved = p_adj < s.alpha && (c.sequential_ci.0 > 0.0 || c.sequential_ci.1 < 0.0);
-        let outcome = match (moved, *direction, c.difference > 0.0) {
+        let outcome = if c.p_value.is_nan() { "untested" } else { match (moved, *direction, c.difference > 0.0) {
             (false, _, _) => "no_difference",
             (true, Direction::Neutral, _) => "changed",
             (true, Direction::Higher, true) | (true, Direction::Lower, false) => "better",
             _ => "worse",
-        };
+        } };
         if outcome == "better" {
             better.push(*name);
         } else if outcome == "worse" {
@@ -162,6 +164,11 @@ fn challenger_json(champion: &VariantStats, challenger: &VariantStats, srm: bool
             "std_error": num(c.std_error), "p_value": num(c.p_value), "p_value_adjusted": num(p_adj),
             "outcome": outcome,
         }));
+        if outcome == "untested" {
+            if let Some(Value::Object(m)) = metrics.last_mut() {
+                m.insert("note".into(), json!("fewer than 2 observations in a variant: the variance is undefined"));
+            }
+        }
     }
     let required = required_sample_size(champion, s);
     let smaller = champion.requests.min(challenger.requests);
@@ -220,9 +227,9 @@ mod tests {
         // n observations at mean ± 0.1 (half each): mean latency_mean, sd ≈ 0.1.
         let half = n / 2.0;
         let sumsq = half * (latency_mean + 0.1).powi(2) + half * (latency_mean - 0.1).powi(2);
-        let m = Moments { n, sum: n * latency_mean, sumsq };
+        let m = Moments { n, sum: n * latency_mean, sumsq, shift: 0.0 };
         VariantStats { variant: name.into(), weight: 0.5, requests: n, successes: n * success, errors: n * (1.0 - success),
-                       latency: m, confidence: Moments { n, sum: n * 0.8, sumsq: half * 0.81 + half * 0.49 + 0.0 * n },
+                       latency: m, confidence: Moments { n, sum: n * 0.8, sumsq: half * 0.81 + half * 0.49 + 0.0 * n, shift: 0.0 },
                        entities: m, dedup: m, sketch: sketch::of([latency_mean]) }
     }
 

@@ -96,7 +96,7 @@ pub fn extract(content: &str, is_place: &dyn Fn(&str) -> bool) -> Vec<Value> {
         }
     };
 
-    for m in temporal::pattern().find_iter(content) {
+    for m in temporal::find_iter(content) {
         let relative = !m.as_str().chars().any(|c| c.is_ascii_digit());
         let kind = if m.as_str().contains(':') || m.as_str().to_lowercase().ends_with('m') && m.as_str().chars().next().is_some_and(|c| c.is_ascii_digit()) { "time" } else { "date" };
         claim(&mut found, m.start(), m.end(), kind, if relative { 0.8 } else { 0.9 }, "temporal");

@@ -21,6 +21,7 @@ pub mod risk;
 pub mod stats;
 pub mod temporal;
 pub mod pg;
+mod properties;
 
 
 ::pgrx::pg_module_magic!(name, version);

@@ -193,8 +193,8 @@ mod tests {
     fn variant(name: &str, n: f64, latency: f64, error_rate: f64, confidence: f64) -> VariantStats {
         VariantStats {
             variant: name.into(), weight: 0.5, requests: n, successes: n * (1.0 - error_rate), errors: n * error_rate,
-            latency: Moments { n, sum: n * latency, sumsq: n * latency * latency },
-            confidence: Moments { n, sum: n * confidence, sumsq: n * confidence * confidence },
+            latency: Moments { n, sum: n * latency, sumsq: n * latency * latency, shift: 0.0 },
+            confidence: Moments { n, sum: n * confidence, sumsq: n * confidence * confidence, shift: 0.0 },
             sketch: sketch::of(std::iter::repeat_n(latency, n as usize)),
             ..Default::default()
         }

@@ -5,26 +5,54 @@
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
-/// Count, sum and sum of squares of one metric in one variant.
+/// Count, and sum and sum of squares of the deviations from `shift`, of one metric in one
+/// variant. `shift` is any value near the data (pg_ab's fold uses the smallest value of the
+/// batch a row was made from); shifting keeps the variance exact where it matters most: a
+/// constant metric equal to the shift sums to exactly 0, however it is rounded. This is the
+/// "shifted data" algorithm, and [`Moments::add`] is Chan, Golub & LeVeque's (1983) pairwise
+/// combination moved to a common shift.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Moments {
     pub n: f64,
     pub sum: f64,
     pub sumsq: f64,
+    pub shift: f64,
 }
 
 impl Moments {
+    /// The moments of raw values, shifted by the first one.
+    pub fn of(xs: &[f64]) -> Moments {
+        let shift = xs.first().copied().unwrap_or(0.0);
+        Moments {
+            n: xs.len() as f64,
+            sum: xs.iter().map(|x| x - shift).sum(),
+            sumsq: xs.iter().map(|x| (x - shift) * (x - shift)).sum(),
+            shift,
+        }
+    }
+
+    /// Adds `other`'s observations, moving them to this side's shift (or taking `other` whole
+    /// when this side has none).
     pub fn add(&mut self, other: &Moments) {
+        if other.n == 0.0 {
+            return;
+        }
+        if self.n == 0.0 {
+            *self = *other;
+            return;
+        }
+        let d = other.shift - self.shift;
+        self.sumsq += other.sumsq + 2.0 * d * other.sum + other.n * d * d;
+        self.sum += other.sum + other.n * d;
         self.n += other.n;
-        self.sum += other.sum;
-        self.sumsq += other.sumsq;
     }
 
     pub fn mean(&self) -> f64 {
-        self.sum / self.n
+        self.shift + self.sum / self.n
     }
 
-    /// Sample variance (n − 1 in the denominator), never negative from rounding.
+    /// Sample variance (n − 1 in the denominator), never negative from rounding; NaN below 2
+    /// observations (undefined, as numpy's `var(ddof=1)`).
     pub fn variance(&self) -> f64 {
         if self.n < 2.0 {
             return f64::NAN;
@@ -69,34 +97,44 @@ pub fn sequential_half_width(var_diff: f64, n: f64, alpha: f64, n_tune: f64) -> 
 }
 
 /// Welch's t-test of treatment against control (two-sided), with the Welch–Satterthwaite
-/// degrees of freedom. None when either side has fewer than 2 observations or both have no
-/// variance.
+/// degrees of freedom. None only when a side has no observation: the means and their
+/// difference are always reported. Where the test is undefined the statistics are NaN (shown as
+/// null): with fewer than 2 observations on a side the variance is undefined (SciPy's
+/// `ttest_ind(equal_var=False)` returns NaN). With no variance on either side the difference
+/// is exact: two different constants differ for certain (p = 0, as SciPy's t = ±inf gives, and
+/// both intervals are the difference itself), two equal constants are no evidence of a
+/// difference (p = 1, intervals [0, 0]; SciPy returns NaN there).
 pub fn welch(control: &Moments, treatment: &Moments, alpha: f64, n_tune: f64) -> Option<Comparison> {
-    if control.n < 2.0 || treatment.n < 2.0 {
+    if control.n < 1.0 || treatment.n < 1.0 {
         return None;
     }
+    let difference = treatment.mean() - control.mean();
+    let described = |p_value: f64, ci: (f64, f64), sequential_ci: (f64, f64), std_error: f64| Comparison {
+        control: control.mean(),
+        treatment: treatment.mean(),
+        difference,
+        relative_difference: difference / control.mean(),
+        ci,
+        sequential_ci,
+        p_value,
+        std_error,
+    };
     let (va, vb) = (control.variance() / control.n, treatment.variance() / treatment.n);
     let se2 = va + vb;
-    if se2.is_nan() || se2 <= 0.0 {
-        return None;
+    if se2.is_nan() {
+        return Some(described(f64::NAN, (f64::NAN, f64::NAN), (f64::NAN, f64::NAN), f64::NAN));
+    }
+    if se2 <= 0.0 {
+        let p_value = if difference == 0.0 { 1.0 } else { 0.0 };
+        return Some(described(p_value, (difference, difference), (difference, difference), 0.0));
     }
     let se = se2.sqrt();
-    let difference = treatment.mean() - control.mean();
     let df = se2 * se2 / (va * va / (control.n - 1.0) + vb * vb / (treatment.n - 1.0));
     let t = StudentsT::new(0.0, 1.0, df).ok()?;
     let p_value = (2.0 * t.cdf(-(difference / se).abs())).min(1.0);
     let q = t.inverse_cdf(1.0 - alpha / 2.0);
     let h = sequential_half_width(se2, control.n + treatment.n, alpha, n_tune);
-    Some(Comparison {
-        control: control.mean(),
-        treatment: treatment.mean(),
-        difference,
-        relative_difference: difference / control.mean(),
-        ci: (difference - q * se, difference + q * se),
-        sequential_ci: (difference - h, difference + h),
-        p_value,
-        std_error: se,
-    })
+    Some(described(p_value, (difference - q * se, difference + q * se), (difference - h, difference + h), se))
 }
 
 /// Two-proportion z-test (two-sided): the p-value uses the pooled proportion (as
@@ -274,7 +312,7 @@ mod tests {
 
     fn moments(v: &Value) -> Moments {
         let xs: Vec<f64> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        Moments { n: xs.len() as f64, sum: xs.iter().sum(), sumsq: xs.iter().map(|x| x * x).sum() }
+        Moments::of(&xs)
     }
 
     fn close(a: f64, b: f64, what: &str) {
@@ -352,14 +390,45 @@ mod tests {
     }
 
     #[test]
-    fn degenerate_inputs_give_no_comparison() {
-        let one = Moments { n: 1.0, sum: 1.0, sumsq: 1.0 };
-        let flat = Moments { n: 3.0, sum: 3.0, sumsq: 3.0 };
-        assert!(welch(&one, &flat, 0.05, 5000.0).is_none());
-        assert!(welch(&flat, &flat, 0.05, 5000.0).is_none());
+    fn degenerate_inputs_follow_the_documented_rule() {
+        let one = Moments::of(&[1.0]);
+        let flat = Moments::of(&[1.0; 3]);
+        // One observation: the difference is reported, the test is undefined.
+        let c = welch(&one, &Moments::of(&[2.0, 3.0]), 0.05, 5000.0).unwrap();
+        assert_eq!(c.difference, 1.5);
+        assert!(c.p_value.is_nan() && c.ci.0.is_nan());
+        // Two equal constants: no evidence. Two different constants: certain.
+        let same = welch(&flat, &flat, 0.05, 5000.0).unwrap();
+        assert_eq!((same.difference, same.p_value, same.ci), (0.0, 1.0, (0.0, 0.0)));
+        let apart = welch(&Moments::of(&[1.0; 170]), &Moments::of(&[2.0; 200]), 0.05, 5000.0).unwrap();
+        assert_eq!((apart.difference, apart.p_value, apart.sequential_ci), (1.0, 0.0, (1.0, 1.0)));
+        assert!(welch(&Moments::default(), &flat, 0.05, 5000.0).is_none());
         assert!(chi_square(&[1.0], &[1.0]).is_none());
         assert_eq!(two_proportions(0.0, 10.0, 0.0, 10.0, 0.05, 5000.0).unwrap().p_value, 1.0);
         assert!(sample_size(0.0, 0.05, 0.8).is_none());
+    }
+
+    #[test]
+    fn a_constant_has_no_variance_however_it_is_rounded() {
+        for c in [0.9, 0.1, 1e9 + 0.3, 123.456, -7.77, 1.0 / 3.0] {
+            let mut m = Moments::of(&[c; 170]);
+            assert_eq!(m.variance(), 0.0, "{c}");
+            // Rows folded from separate batches combine exactly too.
+            m.add(&Moments::of(&[c; 33]));
+            assert_eq!((m.n, m.variance(), m.mean()), (203.0, 0.0, c), "{c}");
+        }
+    }
+
+    #[test]
+    fn combined_moments_equal_the_moments_of_the_union() {
+        let (a, b) = ([1e9 + 1.0, 1e9 + 2.0, 1e9 + 4.0], [3.0, 5.0, 8.0, 13.0]);
+        let mut m = Moments::of(&a);
+        m.add(&Moments::of(&b));
+        let all: Vec<f64> = a.iter().chain(&b).copied().collect();
+        let mean = all.iter().sum::<f64>() / 7.0;
+        let var = all.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / 6.0;
+        assert!((m.mean() - mean).abs() <= 1e-6 * mean.abs());
+        assert!((m.variance() - var).abs() <= 1e-9 * var);
     }
 
     #[test]

@@ -275,7 +275,13 @@ fn num(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64, required_key: bool
         None | Some(Value::Null) if !required_key => None,
         None | Some(Value::Null) => raise(AbError::new(Kind::NullValue, format!("metrics need \"{key}\""))),
         Some(v) => {
-            let x = v.as_f64().unwrap_or_else(|| raise(AbError::invalid(format!("\"{key}\" must be a number, got {v}"))));
+            let x = match v {
+                // as_f64 is None for a number a double cannot hold (1e400).
+                Value::Number(n) => n.as_f64().unwrap_or_else(|| {
+                    raise(AbError::new(Kind::OutOfRange, format!("\"{key}\" must be between {lo} and {hi}, got {n}")))
+                }),
+                _ => raise(AbError::invalid(format!("\"{key}\" must be a number, got {v}"))),
+            };
             if !(lo..=hi).contains(&x) {
                 raise(AbError::new(Kind::OutOfRange, format!("\"{key}\" must be between {lo} and {hi}, got {x}")));
             }

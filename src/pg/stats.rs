@@ -81,16 +81,36 @@ fn settings(t: &HashMap<String, f64>) -> Settings {
 const WINDOW: &str = "hour >= coalesce(date_trunc('hour', $2::timestamptz), '-infinity') AND hour < coalesce($3::timestamptz, 'infinity')";
 
 /// Per-variant sums over the window, in configuration order (variants without data are zeros).
+/// Each metric's rows are moved to one shift per variant (the smallest) before they are summed:
+/// `Moments::add` (src/stats.rs) in SQL, so a constant metric keeps a variance of exactly 0.
 fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Vec<VariantStats> {
+    let metrics = ["latency", "entities", "confidence", "dedup"];
+    // The shifts are read through to_jsonb, 0 where the column is missing: this library also
+    // answers on a database still at 0.1.0's schema, before ALTER EXTENSION pg_ab UPDATE.
+    let shifted: Vec<String> = metrics.iter().map(|p| format!("coalesce((to_jsonb(r) ->> '{p}_shift')::float8, 0) AS {p}_shift0")).collect();
+    let shifts: Vec<String> = metrics.iter().map(|p| format!("min({p}_shift0) FILTER (WHERE {p}_n > 0) AS k_{p}")).collect();
+    let sums: Vec<String> = metrics
+        .iter()
+        .map(|p| {
+            format!(
+                "sum({p}_n) AS {p}_n, min(k_{p}) AS {p}_shift,
+                 sum({p}_sum + {p}_n * ({p}_shift0 - k_{p})) AS {p}_sum,
+                 sum({p}_sumsq + 2 * ({p}_shift0 - k_{p}) * {p}_sum + {p}_n * ({p}_shift0 - k_{p}) ^ 2) AS {p}_sumsq"
+            )
+        })
+        .collect();
     let sql = format!(
         "SELECT coalesce(jsonb_object_agg(variant, to_jsonb(s) - 'variant'), '{{}}') FROM (
-             SELECT variant, sum(requests) AS requests, sum(successes) AS successes, sum(errors) AS errors,
-                    sum(latency_n) AS latency_n, sum(latency_sum) AS latency_sum, sum(latency_sumsq) AS latency_sumsq,
-                    sum(entities_n) AS entities_n, sum(entities_sum) AS entities_sum, sum(entities_sumsq) AS entities_sumsq,
-                    sum(confidence_n) AS confidence_n, sum(confidence_sum) AS confidence_sum, sum(confidence_sumsq) AS confidence_sumsq,
-                    sum(dedup_n) AS dedup_n, sum(dedup_sum) AS dedup_sum, sum(dedup_sumsq) AS dedup_sumsq,
+             SELECT variant, sum(requests) AS requests, sum(successes) AS successes, sum(errors) AS errors, {sums},
                     ab.sketch_sum(latency_sketch) AS sketch
-             FROM ab.metric_stats WHERE test_id = $1 AND {WINDOW} GROUP BY variant) s"
+             FROM rows JOIN (SELECT variant, {shifts} FROM rows GROUP BY variant) k USING (variant)
+             GROUP BY variant) s",
+        sums = sums.join(", "),
+        shifts = shifts.join(", ")
+    );
+    let sql = format!(
+        "WITH rows AS MATERIALIZED (SELECT r.*, {shifted} FROM ab.metric_stats r WHERE test_id = $1 AND {WINDOW}) {sql}",
+        shifted = shifted.join(", ")
     );
     let all = store::json_one_ro(&sql, &[test_id.into(), from.into(), until.into()]).unwrap_or(Value::Null);
     info.variants
@@ -98,7 +118,7 @@ fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZ
         .map(|(name, weight)| {
             let r = &all[name.as_str()];
             let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-            let m = |p: &str| Moments { n: f(&format!("{p}_n")), sum: f(&format!("{p}_sum")), sumsq: f(&format!("{p}_sumsq")) };
+            let m = |p: &str| Moments { n: f(&format!("{p}_n")), sum: f(&format!("{p}_sum")), sumsq: f(&format!("{p}_sumsq")), shift: f(&format!("{p}_shift")) };
             VariantStats {
                 variant: name.clone(),
                 weight: *weight,
