@@ -321,6 +321,13 @@ pub fn active_tests() -> Rc<Vec<String>> {
 /// statement triggers (sql/cache.sql).
 #[pg_extern(volatile, parallel_unsafe)]
 fn invalidate_config_cache(relid: pg_sys::Oid) {
+    // Only the two signal tables: any other OID would reach PostgreSQL's relcache as an error
+    // without a SQLSTATE (XX000), or invalidate a table that is not pg_ab's.
+    ensure_watched();
+    if !WATCHED.with(|w| w.get()).contains(&relid) || relid == pg_sys::InvalidOid {
+        super::error::raise(crate::error::AbError::invalid(format!("relation {relid:?} is not a pg_ab cache signal"))
+            .with_hint("ab.invalidate_config_cache takes 'ab.config_signal' or 'ab.hierarchy_signal'; its triggers call it"));
+    }
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
 }
 

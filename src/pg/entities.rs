@@ -2,6 +2,7 @@
 //! extraction pipeline under A/B testing.
 
 use super::assign as assignment;
+use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
 use crate::assign::{Assignment, Reason};
@@ -98,7 +99,7 @@ fn classify_5w(entity_type: Option<&str>) -> &'static str {
 
 /// Writes each entity's 5-W type into its metadata (`metadata.type`).
 #[pg_extern(immutable, parallel_safe)]
-fn apply_5w_framework(entities: Option<JsonB>) -> JsonB {
+fn apply_5w_framework(entities: Option<JsonArg>) -> JsonB {
     let mut es = parse_entities(&required(entities, "entities").0);
     entities::apply_5w(&mut es);
     JsonB(to_json(es))
@@ -147,7 +148,7 @@ fn calibrate_all(es: &mut [Entity], content: Option<&str>, source_id: Option<&st
 /// and keeps original_confidence and confidence_factors in the metadata.
 #[pg_extern(stable, parallel_safe)]
 fn apply_confidence_calibration(
-    entities: Option<JsonB>,
+    entities: Option<JsonArg>,
     content: default!(Option<&str>, "NULL"),
     source_id: default!(Option<&str>, "NULL"),
 ) -> JsonB {
@@ -161,7 +162,7 @@ fn apply_confidence_calibration(
 
 /// Merges duplicates; returns {entities, deduplication_rate, input_count, output_count}.
 #[pg_extern(immutable, parallel_safe)]
-fn apply_deduplication(entities: Option<JsonB>, similarity_threshold: default!(Option<f64>, 0.8)) -> JsonB {
+fn apply_deduplication(entities: Option<JsonArg>, similarity_threshold: default!(Option<f64>, 0.8)) -> JsonB {
     let threshold = required(similarity_threshold, "similarity_threshold");
     dedup::validate_threshold(threshold).or_raise();
     let es = parse_entities(&required(entities, "entities").0);
@@ -333,7 +334,7 @@ fn record_extraction(test_id: &str, variant: &str, m: &ExtractionMetrics) -> Val
 /// average_confidence, deduplication_rate, extraction_success (boolean) or
 /// extraction_success_rate (0 or 1, the seed's name). Returns the row's extraction_id.
 #[pg_extern(volatile, parallel_unsafe)]
-fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metrics: Option<JsonB>) -> pgrx::Uuid {
+fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metrics: Option<JsonArg>) -> pgrx::Uuid {
     require_primary("ab.submit_extraction_metrics");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
     let metrics = required(metrics, "metrics").0;
@@ -376,7 +377,7 @@ fn uuid_of(v: Value) -> pgrx::Uuid {
 /// Records a failed request. Keys: error_type (required), error_message, extraction_time_ms,
 /// content_length.
 #[pg_extern(volatile, parallel_unsafe)]
-fn submit_error_metrics(test_id: Option<&str>, variant: Option<&str>, error: Option<JsonB>) -> pgrx::Uuid {
+fn submit_error_metrics(test_id: Option<&str>, variant: Option<&str>, error: Option<JsonArg>) -> pgrx::Uuid {
     require_primary("ab.submit_error_metrics");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
     let error = required(error, "error").0;
@@ -447,7 +448,7 @@ fn extract_entities_with_ab_testing(
     source_id: default!(Option<&str>, "NULL"),
     test_id: default!(Option<&str>, "NULL"),
     variant: default!(Option<&str>, "NULL"),
-    entities: default!(Option<JsonB>, "NULL"),
+    entities: default!(Option<JsonArg>, "NULL"),
     latency_ms: default!(Option<f64>, "NULL"),
     similarity_threshold: default!(Option<f64>, 0.8),
 ) -> JsonB {

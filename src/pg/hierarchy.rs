@@ -1,6 +1,7 @@
 //! SQL API of the place hierarchy: labels, ancestor resolution (cached), name resolution, and
 //! attaching places to 'where' entities. The ltree-typed wrappers are in sql/hierarchy.sql.
 
+use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
 use crate::cache::NodeRef;
@@ -249,7 +250,7 @@ fn add_place(
     name: Option<&str>,
     kind: default!(Option<&str>, "'place'"),
     aliases: default!(Option<Vec<Option<String>>>, "'{}'"),
-    attributes: default!(Option<JsonB>, "'{}'"),
+    attributes: default!(Option<JsonArg>, "'{}'"),
     label: default!(Option<&str>, "NULL"),
 ) -> String {
     require_primary("ab.add_place");
@@ -296,7 +297,7 @@ fn add_place(
 /// `metadata.ancestors` (root first, each {path, name, kind}). Entities that match no place
 /// are left as they are.
 #[pg_extern(stable, parallel_safe)]
-fn apply_hierarchy(entities: Option<JsonB>) -> JsonB {
+fn apply_hierarchy(entities: Option<JsonArg>) -> JsonB {
     let mut es: Vec<Entity> = entities::parse(&required(entities, "entities").0).or_raise();
     for e in es.iter_mut() {
         if entities::five_w_of(e) != "where" {

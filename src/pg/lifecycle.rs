@@ -1,6 +1,7 @@
 //! SQL API of the test lifecycle. Every function locks the test's row first, so concurrent
 //! callers on one test run one after the other and each sees the other's result.
 
+use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::store;
 use crate::assign::{test_flag_name, ROUTING_FLAG};
@@ -68,7 +69,7 @@ fn emit(test_id: &str, update_type: &str, data: Value) {
 
 /// Creates a test from a JSON config; returns its test_id. See the README for both forms.
 #[pg_extern(volatile, parallel_unsafe)]
-fn create_test(config: Option<JsonB>) -> String {
+fn create_test(config: Option<JsonArg>) -> String {
     require_primary("ab.create_test");
     let config = required(config, "config").0;
     let def = lifecycle::parse_test_config(&config).or_raise();
@@ -251,7 +252,7 @@ fn delete_test(test_id: Option<&str>) -> JsonB {
 /// Changes variant weights, e.g. `'{"baseline": 80, "llm_v2": 20}'`. Units with a sticky
 /// assignment keep it until ab.bump_bucket_version.
 #[pg_extern(volatile, parallel_unsafe)]
-fn update_weights(test_id: Option<&str>, weights: Option<JsonB>) -> JsonB {
+fn update_weights(test_id: Option<&str>, weights: Option<JsonArg>) -> JsonB {
     require_primary("ab.update_weights");
     let test_id = required(test_id, "test_id");
     let weights = required(weights, "weights").0;

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod hash;
 pub mod health;
 pub mod hierarchy;
+pub mod json;
 pub mod lifecycle;
 pub mod restore;
 pub mod stats;
