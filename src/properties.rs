@@ -28,8 +28,10 @@ fn nasty_f64() -> impl Strategy<Value = f64> {
 fn entity_text() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("Berlin".to_string()), Just("berlin".to_string()), Just("Berlin.".to_string()), Just("Barack Obama".to_string()),
-        Just("Obama".to_string()), Just("Paris".to_string()), Just("".to_string()), "\\PC{1,12}", "[A-Z][a-z]{2,8}",
+        Just("Obama".to_string()), Just("Paris".to_string()), "\\PC{1,12}", "[A-Z][a-z]{2,8}",
     ]
+    // A blank text is refused by entities::parse (22023): not a case for these properties.
+    .prop_filter("not blank", |t| !t.trim().is_empty())
 }
 
 fn entity() -> impl Strategy<Value = Value> {
