@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One command for every benchmark: sets up, builds pg_ab in release mode, starts a private
 # cluster on port 54331, runs bench/run.py (hot path, extraction), bench/hierarchy.py,
-# bench/evaluate.py (evaluation on 10M metric rows) and bench/relay.sh (the relay), and stops
-# the cluster. `bench/run.sh hierarchy` (or hotpath, evaluate, relay) runs one part only.
+# bench/evaluate.py (evaluation on 10M metric rows), bench/relay.sh (the relay) and the long run of
+# the concurrency invariants, and stops the cluster. `bench/run.sh hierarchy` (or hotpath,
+# evaluate, relay, concurrency) runs one part only.
 # Results go to stdout; BENCHMARKS.md records them.
 source "$(dirname "$0")/../scripts/lib.sh"
 part=${1:-all}
-case $part in all|hotpath|hierarchy|evaluate|relay) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay]" >&2; exit 2;; esac
+case $part in all|hotpath|hierarchy|evaluate|relay|concurrency) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency]" >&2; exit 2;; esac
 want() { [ "$part" = all ] || [ "$part" = "$1" ]; }
 setup
 install_extension release
@@ -19,3 +20,9 @@ if want hotpath; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROO
 if want hierarchy; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/hierarchy.py"; echo; fi
 if want evaluate; then "$PY" "$ROOT/bench/evaluate.py"; echo; fi
 if want relay; then bash "$ROOT/bench/relay.sh"; fi
+if want concurrency; then
+    # The long run of tests/integration/test_concurrency.py: invariants under 2 minutes of load.
+    fresh_database pg_ab_concurrency
+    q -d pg_ab_concurrency -c "CREATE EXTENSION pg_ab CASCADE" >/dev/null
+    (cd "$ROOT/tests/integration" && "$PY" -c "from concurrency import run; print('concurrency, 120 s, 8 assigners, 2 writers, 2 lifecycle clients:', run('pg_ab_concurrency', 120, assigners=8))")
+fi

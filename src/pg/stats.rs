@@ -82,7 +82,9 @@ const WINDOW: &str = "hour >= coalesce(date_trunc('hour', $2::timestamptz), '-in
 
 /// Per-variant sums over the window, in configuration order (variants without data are zeros).
 /// Each metric's rows are moved to one shift per variant (the smallest) before they are summed:
-/// `Moments::add` (src/stats.rs) in SQL, so a constant metric keeps a variance of exactly 0.
+/// `Moments::add` (src/stats.rs) in SQL, so a constant metric keeps a variance of exactly 0. The
+/// sums run in (hour, shard) order whatever the plan, so the same rows give the same bits (a
+/// restored database answers exactly as the one dumped).
 fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Vec<VariantStats> {
     let metrics = ["latency", "entities", "confidence", "dedup"];
     // The shifts are read through to_jsonb, 0 where the column is missing: this library also
@@ -94,8 +96,8 @@ fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZ
         .map(|p| {
             format!(
                 "sum({p}_n) AS {p}_n, min(k_{p}) AS {p}_shift,
-                 sum({p}_sum + {p}_n * ({p}_shift0 - k_{p})) AS {p}_sum,
-                 sum({p}_sumsq + 2 * ({p}_shift0 - k_{p}) * {p}_sum + {p}_n * ({p}_shift0 - k_{p}) ^ 2) AS {p}_sumsq"
+                 sum({p}_sum + {p}_n * ({p}_shift0 - k_{p}) ORDER BY hour, shard) AS {p}_sum,
+                 sum({p}_sumsq + 2 * ({p}_shift0 - k_{p}) * {p}_sum + {p}_n * ({p}_shift0 - k_{p}) ^ 2 ORDER BY hour, shard) AS {p}_sumsq"
             )
         })
         .collect();

