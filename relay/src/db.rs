@@ -139,8 +139,17 @@ pub async fn guarded<T>(
             None
         }
         Ok(Err(error)) => {
-            // An SQL error (say, pg_ab not installed) is not cured by reconnecting.
-            warn!(%error, "postgres {what} failed");
+            // An SQL error (say, pg_ab not installed, or a missing grant) is not cured by
+            // reconnecting. tokio-postgres prints only "db error": say what the server said.
+            match error.as_db_error() {
+                Some(db_error) => warn!(
+                    sqlstate = db_error.code().code(),
+                    message = db_error.message(),
+                    hint = db_error.hint().unwrap_or(""),
+                    "postgres {what} failed"
+                ),
+                None => warn!(%error, "postgres {what} failed"),
+            }
             None
         }
         Err(_) => {

@@ -233,3 +233,15 @@ def test_grants_survive_dump_and_restore(roles_db, tmp_path):
                                 AND has_function_privilege('public', oid, 'EXECUTE')""").fetchone()[0] == 0
     finally:
         drop_database(target)
+
+
+def test_the_relay_logs_what_the_server_said_when_a_grant_is_missing(roles_db, redis_server, relays):
+    from relay_harness import wait_until
+
+    name, logins = roles_db
+    relay = relays(name, redis_server.url)
+    relay.terminate()
+    relay.args = [a.replace("user=postgres", f"user={logins['none']}") for a in relay.args]
+    relay.start(wait_healthy=False)
+    wait_until(lambda: "42501" in relay.logs(), 20, "the relay's log of the refused query")
+    assert "permission denied" in relay.logs()
