@@ -114,6 +114,9 @@ python_env() {
     local venv="$ROOT/.run/venv"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     "$venv/bin/pip" install -q -r "$ROOT/tests/requirements.txt"
+    # GrowthBook's engine, the independent source of the always-valid interval in the verdict
+    # tests; its pins (numpy<2, pandas<2) are for its notebooks, not the modules the tests use.
+    "$venv/bin/pip" install -q --no-deps "gbstats==0.8.0"
     PY="$venv/bin/python"
 }
 

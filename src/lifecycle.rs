@@ -392,25 +392,29 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected() {
+        // Each refused with the SQLSTATE its fault calls for (22023, 22004, 22003).
         let bad = [
-            json!([]),
-            json!({"champion_variant": "a", "challenger_variant": "b"}),
-            json!({"test_name": "t", "champion_variant": "a"}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "a"}),
-            json!({"test_name": "t", "champion": {"name": "a", "weight": -1}, "challengers": [{"name": "b", "weight": 2}]}),
-            json!({"test_name": "t", "champion": {"name": "a", "weight": 0}, "challengers": [{"name": "b", "weight": 0}]}),
-            json!({"test_name": "t", "champion": {"name": "a", "weight": 1}, "challengers": [{"name": "b"}]}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [10, 10, 50]}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [0, 50]}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [50, 101]}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": []}),
-            json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "colour": "red"}),
-            json!({"test_name": "t", "test_id": "Bad-Id", "champion_variant": "a", "challenger_variant": "b"}),
-            json!({"test_name": "t", "champion": {"name": "a", "confidence_threshold": 2}, "challenger_variant": "b"}),
-            json!({"test_name": " ", "champion_variant": "a", "challenger_variant": "b"}),
+            (json!([]), Kind::InvalidParameter),
+            (json!({"champion_variant": "a", "challenger_variant": "b"}), Kind::NullValue),
+            (json!({"test_name": "t", "champion_variant": "a"}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "a"}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion": {"name": "a", "weight": -1}, "challengers": [{"name": "b", "weight": 2}]}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion": {"name": "a", "weight": 0}, "challengers": [{"name": "b", "weight": 0}]}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion": {"name": "a", "weight": 1}, "challengers": [{"name": "b"}]}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [10, 10, 50]}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [0, 50]}), Kind::OutOfRange),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": [50, 101]}), Kind::OutOfRange),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "rollout_stages": []}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion_variant": "a", "challenger_variant": "b", "colour": "red"}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "test_id": "Bad-Id", "champion_variant": "a", "challenger_variant": "b"}), Kind::InvalidParameter),
+            (json!({"test_name": "t", "champion": {"name": "a", "confidence_threshold": 2}, "challenger_variant": "b"}), Kind::OutOfRange),
+            (json!({"test_name": " ", "champion_variant": "a", "challenger_variant": "b"}), Kind::InvalidParameter),
         ];
-        for b in bad {
-            assert!(parse_test_config(&b).is_err(), "accepted {b}");
+        for (b, kind) in bad {
+            match parse_test_config(&b) {
+                Ok(_) => panic!("accepted {b}"),
+                Err(e) => assert_eq!(e.kind, kind, "{b}: {}", e.message),
+            }
         }
     }
 

@@ -100,3 +100,48 @@ impl Config {
         Duration::from_secs_f64(self.max_backoff_seconds)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        let mut args = vec!["pg_ab_relay", "--database-url", "host=/tmp dbname=app", "--token-secret", "0123456789abcdef"];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse(&[]).expect("parses");
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(c.listen, "127.0.0.1:8765".parse::<SocketAddr>().unwrap());
+        assert_eq!((c.relay_name.as_str(), c.queue_bound, c.batch_size), ("default", 1024, 1000));
+        assert_eq!((c.ping_seconds, c.max_backoff_seconds, c.maintenance_seconds, c.risk_seconds), (15.0, 5.0, 3600.0, 60.0));
+        assert_eq!(c.log_format, "text");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.ping_interval(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_flag_named() {
+        for (args, flag) in [
+            (vec!["--token-secret", "short"], "--token-secret"),
+            (vec!["--relay-name", ""], "--relay-name"),
+            (vec!["--queue-bound", "0"], "--queue-bound"),
+            (vec!["--batch-size", "0"], "--batch-size"),
+            (vec!["--batch-size", "100001"], "--batch-size"),
+            (vec!["--ping-seconds", "0"], "--ping-seconds"),
+            (vec!["--ping-seconds", "NaN"], "--ping-seconds"),
+            (vec!["--max-backoff-seconds", "-1"], "--max-backoff-seconds"),
+            (vec!["--maintenance-seconds", "-1"], "--maintenance-seconds"),
+            (vec!["--risk-seconds", "inf"], "--risk-seconds"),
+            (vec!["--log-format", "xml"], "--log-format"),
+        ] {
+            let c = parse(&args).expect("parses");
+            let err = c.validate().expect_err(flag);
+            assert!(err.starts_with(flag), "{args:?}: {err}");
+        }
+        assert!(parse(&["--listen", "not an address"]).is_err());
+    }
+}

@@ -46,3 +46,41 @@ impl Metrics {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series_in_prometheus_text_format() {
+        let m = Metrics::default();
+        m.redis_events.store(7, Relaxed);
+        m.ws_events.store(3, Relaxed);
+        m.clients.store(2, Relaxed);
+        m.slow_client_drops.store(1, Relaxed);
+        m.cursor.store(42, Relaxed);
+        m.pg_up.store(true, Relaxed);
+        let text = m.render();
+        for line in [
+            "pg_ab_relay_events_relayed_total{destination=\"redis\"} 7",
+            "pg_ab_relay_events_relayed_total{destination=\"websocket\"} 3",
+            "pg_ab_relay_clients 2",
+            "pg_ab_relay_client_drops_total{reason=\"slow\"} 1",
+            "pg_ab_relay_client_drops_total{reason=\"dead\"} 0",
+            "pg_ab_relay_cursor 42",
+            "pg_ab_relay_up{target=\"postgres\"} 1",
+            "pg_ab_relay_up{target=\"redis\"} 0",
+            "# TYPE pg_ab_relay_lag_events gauge",
+            "# TYPE pg_ab_relay_reconnects_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line is `name[{labels}] integer`, and every series has HELP and TYPE.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.rsplit_once(' ').expect("name value");
+            assert!(value.parse::<i64>().is_ok(), "{l}");
+            let base = name.split('{').next().unwrap_or(name);
+            assert!(text.contains(&format!("# HELP {base} ")) && text.contains(&format!("# TYPE {base} ")), "{l}");
+        }
+    }
+}

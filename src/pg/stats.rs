@@ -87,9 +87,18 @@ const WINDOW: &str = "hour >= coalesce(date_trunc('hour', $2::timestamptz), '-in
 /// restored database answers exactly as the one dumped).
 fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Vec<VariantStats> {
     let metrics = ["latency", "entities", "confidence", "dedup"];
-    // The shifts are read through to_jsonb, 0 where the column is missing: this library also
-    // answers on a database still at 0.1.0's schema, before ALTER EXTENSION pg_ab UPDATE.
-    let shifted: Vec<String> = metrics.iter().map(|p| format!("coalesce((to_jsonb(r) ->> '{p}_shift')::float8, 0) AS {p}_shift0")).collect();
+    // A database still at 0.1.0's schema (before ALTER EXTENSION pg_ab UPDATE) has no shift
+    // columns; its sums are about 0. Asked at each call: an upgrade can happen under a live
+    // backend.
+    let shifted_columns = store::json_one_ro(
+        "SELECT to_jsonb(EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'ab.metric_stats'::regclass
+                                  AND attname = 'latency_shift' AND NOT attisdropped))",
+        &[],
+    ) == Some(Value::Bool(true));
+    let shifted: Vec<String> = metrics
+        .iter()
+        .map(|p| if shifted_columns { format!("{p}_shift AS {p}_shift0") } else { format!("0::float8 AS {p}_shift0") })
+        .collect();
     let shifts: Vec<String> = metrics.iter().map(|p| format!("min({p}_shift0) FILTER (WHERE {p}_n > 0) AS k_{p}")).collect();
     let sums: Vec<String> = metrics
         .iter()
@@ -111,7 +120,10 @@ fn variant_stats(test_id: &str, info: &TestInfo, from: Option<TimestampWithTimeZ
         shifts = shifts.join(", ")
     );
     let sql = format!(
-        "WITH rows AS MATERIALIZED (SELECT r.*, {shifted} FROM ab.metric_stats r WHERE test_id = $1 AND {WINDOW}) {sql}",
+        "WITH rows AS MATERIALIZED (SELECT variant, hour, shard, requests, successes, errors, latency_sketch,
+                                           {columns}, {shifted}
+                                    FROM ab.metric_stats WHERE test_id = $1 AND {WINDOW}) {sql}",
+        columns = metrics.iter().map(|p| format!("{p}_n, {p}_sum, {p}_sumsq")).collect::<Vec<_>>().join(", "),
         shifted = shifted.join(", ")
     );
     let all = store::json_one_ro(&sql, &[test_id.into(), from.into(), until.into()]).unwrap_or(Value::Null);

@@ -78,7 +78,6 @@ def test_evaluation_agrees_with_scipy_on_the_raw_rows(connect):
     # The sample-ratio check (100 % stage: requests per variant, weights 1:1) is SciPy's chisquare.
     chi = stats.chisquare([counts[CHAMPION], counts[CHALLENGER]])
     assert e["srm"]["p_value"] == pytest.approx(chi.pvalue, rel=1e-6)
-    assert e["comparisons"][0]["verdict"] in {"better", "worse", "no_detectable_difference", "not_enough_data"}
 
 
 def test_window_and_bad_input(connect):
@@ -195,7 +194,7 @@ def test_gated_progression_opens_only_with_time_samples_and_healthy_guardrails(c
 
     results = one(conn, "SELECT ab.advance_ready_tests(min_minutes => 0, min_samples => 100)")
     assert {x["test_id"] for x in results} == {"gate", "held"}  # both at 100 %: nothing left to do
-    assert all(x["status"] in ("completed", "refused", "progressed") for x in results)
+    assert [x["status"] for x in results] == ["completed", "completed"], results  # both already at 100 %
     with pytest.raises(psycopg.Error) as e:
         conn.execute("SELECT ab.progress_rollout_gated('gate', min_minutes => -1)")
     assert e.value.sqlstate == "22003"

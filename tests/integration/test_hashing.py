@@ -1,5 +1,7 @@
 """The bucketing algorithm reproduced in Python from the README alone (xxhash's own xxh3),
 checked bit for bit against the extension."""
+import re
+
 import xxhash
 
 from conftest import make_test, one
@@ -27,12 +29,45 @@ def pick(variants, point):
     return [n for n, w in variants if w > 0][-1]
 
 
-def test_readme_vectors(connect):
+def slice_score(test_id, unit):
+    return xxhash.xxh3_64_intdigest(key(test_id, unit), 2)
+
+
+def readme_vectors():
+    """The README's table of test vectors, as (SQL call, value) pairs."""
+    import os
+    import re
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        text = f.read()
+    table = text[text.index("Test vectors (checked against"):text.index("### Events")]
+    return re.findall(r"^\| `(ab\.\w+\('[^']*', '[^']*'\))` \| ([0-9.]+) \|$", table, re.M)
+
+
+def test_readme_vectors_are_what_python_computes_and_what_the_extension_returns(connect):
     c = connect()
-    assert one(c, "SELECT ab.rollout_bucket('ff.ab_routing', 'user-1')") == 5726
-    assert one(c, "SELECT ab.rollout_bucket('ff.ab_test_t1', '42')") == 5368
-    assert one(c, "SELECT ab.rollout_bucket('ff.x', '')") == 7373
-    assert one(c, "SELECT ab.variant_point('t1', '42')") == 0.5657999724948041
+    vectors = readme_vectors()
+    assert len(vectors) == 4
+    for call, value in vectors:
+        fn, a, b = re.match(r"ab\.(\w+)\('([^']*)', '([^']*)'\)", call).groups()
+        computed = {"rollout_bucket": rollout_bucket, "variant_point": variant_point}[fn](a, b)
+        assert str(computed) == value, (call, computed, value)
+        assert one(c, f"SELECT {call}") == computed, call
+
+
+def test_python_reproduces_the_slice_of_every_unit(connect):
+    c = connect()
+    tests = ["s_b", "s_a", "s_c"]
+    for t in tests:
+        make_test(c, t)
+    units = [f"user-{i}" for i in range(2000)] + ["", "ü-ñ-日本", "\U0001F600", "x" * 5000, "a\tb"]
+    rows = c.execute("SELECT u, (ab.get_assignment(u)).test_id FROM unnest(%s::text[]) u", (units,)).fetchall()
+    picked = {}
+    for u, test_id in rows:
+        # Highest score; ties go to the smaller test_id (max keeps the first of equals).
+        expected = max(sorted(tests), key=lambda t: slice_score(t, u))
+        assert test_id == expected, (u, test_id, expected)
+        picked[test_id] = picked.get(test_id, 0) + 1
+    assert all(600 < n < 740 for n in picked.values()), picked
 
 
 def test_python_reproduces_buckets_and_assignments(connect):

@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 
+import jwt
 import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -121,12 +122,15 @@ def test_tokens_and_scopes_are_enforced(dsn, connect, redis_server, relays):
         assert recv_json(c)["type"] == "error"
         subscribe(c, test_ids=["t1"])
     # A token that expires while connected closes the connection with its own code.
-    with ws(relay, tok=token(["t1"], ttl=2)) as c:
+    # Judged against the token's own exp (whole seconds), not against how long connecting took.
+    tok = token(["t1"], ttl=3)
+    exp = jwt.decode(tok, options={"verify_signature": False})["exp"]
+    with ws(relay, tok=tok) as c:
         subscribe(c, test_ids=["t1"])
-        start = time.time()
-        code, text = close_code(c, timeout=10)
+        code, text = close_code(c, timeout=30)
+        closed_at = time.time()
         assert code == 4410 and "expired" in text
-        assert 0.5 < time.time() - start < 5
+        assert exp - 1 <= closed_at <= exp + 15, (exp, closed_at)
 
 
 def test_rollback_removes_cached_assignments_from_redis(dsn, connect, redis_server, relays):
@@ -278,9 +282,10 @@ def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, red
         subscribe(healthy, test_ids=["big"])
         recv_json(healthy)  # current state
         wait_until(lambda: relay.metric("pg_ab_relay_clients") == 2, 5, "both clients registered")
-        # 1,000 events of 40 KB (past NOTIFY's 8,000-byte limit), paced at about 500/s so a
-        # reading client keeps up: enough to fill the stalled client's socket buffers (a few
-        # MB) and then its queue of 256.
+        # 1,000 events of 40 KB (past NOTIFY's 8,000-byte limit), paced by the reading client:
+        # a batch is written only when it has fewer than 100 events to catch up on (well inside
+        # the queue of 256), whatever the machine's speed. Enough to fill the stalled client's
+        # socket buffers (a few MB) and then its queue.
         received = []
 
         def read():
@@ -289,11 +294,11 @@ def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, red
 
         reader = threading.Thread(target=read)
         reader.start()
-        for _ in range(100):
+        for batch in range(100):
+            wait_until(lambda: batch * 10 - len(received) < 100, 60, "the reading client to catch up")
             conn.execute("INSERT INTO ab.events (test_id, type, payload) SELECT 'big', 'burst', "
                          "jsonb_build_object('test_id', 'big', 'update_type', 'burst', 'blob', repeat('x', 40000), 'n', g) "
                          "FROM generate_series(1, 10) g")
-            time.sleep(0.02)
         reader.join(60)
         assert len(received) == 1000 and received == sorted(received)
         wait_until(lambda: relay.metric("pg_ab_relay_client_drops_total", '{reason="slow"}') == 1, 10, "the stalled client dropped")
