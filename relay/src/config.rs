@@ -106,7 +106,10 @@ mod tests {
     use super::*;
 
     fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
-        let mut args = vec!["pg_ab_relay", "--database-url", "host=/tmp dbname=app", "--token-secret", "0123456789abcdef"];
+        let mut args = vec!["pg_ab_relay", "--database-url", "host=/tmp dbname=app"];
+        if !extra.contains(&"--token-secret") {
+            args.extend_from_slice(&["--token-secret", "0123456789abcdef"]);
+        }
         args.extend_from_slice(extra);
         Config::try_parse_from(args)
     }
@@ -133,8 +136,8 @@ mod tests {
             (vec!["--batch-size", "100001"], "--batch-size"),
             (vec!["--ping-seconds", "0"], "--ping-seconds"),
             (vec!["--ping-seconds", "NaN"], "--ping-seconds"),
-            (vec!["--max-backoff-seconds", "-1"], "--max-backoff-seconds"),
-            (vec!["--maintenance-seconds", "-1"], "--maintenance-seconds"),
+            (vec!["--max-backoff-seconds=-1"], "--max-backoff-seconds"),
+            (vec!["--maintenance-seconds=-1"], "--maintenance-seconds"),
             (vec!["--risk-seconds", "inf"], "--risk-seconds"),
             (vec!["--log-format", "xml"], "--log-format"),
         ] {
