@@ -16,7 +16,7 @@ ANSWERS = """SELECT u, to_jsonb(ab.assign('t', u))::text, ab.assign_variant('s',
 FAILING = [
     ("SELECT ab.assign('nope', 'u1')", "42704"),
     ("SELECT ab.update_weights('t', '{\"zz\": 1}')", "22023"),
-    ("SELECT ab.update_weights('t', '{\"baseline_rule_based\": -1, \"llm_v2\": 1}')", "22003"),
+    ("SELECT ab.update_weights('t', '{\"baseline_rule_based\": -1, \"llm_v2\": 1}')", "22023"),
     ("SELECT ab.create_flag('bad name')", "22023"),
     ("SELECT ab.pause_test('draft_t')", "55000"),
     ("SELECT ab.submit_extraction_metrics('t', 'nope', '{\"latency_ms\": 1}')", "22023"),

@@ -62,10 +62,12 @@ def expected(champion, challenger):
                "entities_processed": (np.full(na, 5.0), np.full(nb, 5.0)),
                "deduplication_rate": (np.full(na, 0.1), np.full(nb, 0.1))}
     for name, (a, b) in samples.items():
-        d = b.mean() - a.mean()
         if np.ptp(a) == 0 and np.ptp(b) == 0:
-            figures[name] = {"p": 1.0 if d == 0 else 0.0, "difference": d, "control": a.mean(), "ci": [d, d], "seq": [d, d]}
+            # Two constants: their difference is exact (numpy's mean of 1,000 × 0.8 is not 0.8).
+            d = b[0] - a[0]
+            figures[name] = {"p": 1.0 if d == 0 else 0.0, "difference": d, "control": a[0], "ci": [d, d], "seq": [d, d]}
             continue
+        d = b.mean() - a.mean()
         r = stats.ttest_ind(b, a, equal_var=False)
         ci = r.confidence_interval(1 - ALPHA)
         figures[name] = {"p": r.pvalue, "difference": d, "control": a.mean(), "ci": [ci.low, ci.high], "seq": sequential(a, b, False)}
