@@ -37,6 +37,8 @@ impl Verifier {
     pub fn new(secret: &str) -> Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // A token whose nbf ("not before", RFC 7519 4.1.5) lies ahead is not valid yet.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         Verifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
     }
@@ -47,6 +49,7 @@ impl Verifier {
         let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
             jsonwebtoken::errors::ErrorKind::InvalidSignature => "token signature invalid".to_string(),
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_string(),
             _ => format!("token invalid: {e}"),
         })?;
         let claims = data.claims;
@@ -84,6 +87,10 @@ mod tests {
         assert_eq!(v.verify(Some(&wrong)).unwrap_err(), "token signature invalid");
         let old = token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": 1000}));
         assert_eq!(v.verify(Some(&old)).unwrap_err(), "token expired");
+        let early = token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": later() + 3600, "nbf": later()}));
+        assert_eq!(v.verify(Some(&early)).unwrap_err(), "token not valid yet (nbf)");
+        let started = token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": later(), "nbf": 1000}));
+        assert!(v.verify(Some(&started)).is_ok());
         let no_scope = token("0123456789abcdef", serde_json::json!({"exp": later()}));
         assert!(v.verify(Some(&no_scope)).unwrap_err().contains("test_ids"));
     }

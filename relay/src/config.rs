@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_QUEUE_BOUND", default_value_t = 1024)]
     pub queue_bound: usize,
 
+    /// Bytes the relay may hold for one WebSocket client that does not read what is sent to it
+    /// (events, replies, and the pongs to its pings); past this the client is disconnected.
+    /// Bounds the memory one client can make the relay use.
+    #[arg(long, env = "PG_AB_RELAY_CLIENT_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub client_buffer_bytes: usize,
+
     /// Events read from the outbox per query.
     #[arg(long, env = "PG_AB_RELAY_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: i64,
@@ -72,6 +78,10 @@ impl Config {
         }
         if self.queue_bound == 0 {
             return Err("--queue-bound must be at least 1".into());
+        }
+        // Above the 128 KiB the WebSocket layer gathers before writing, plus a large event.
+        if self.client_buffer_bytes < 1024 * 1024 {
+            return Err("--client-buffer-bytes must be at least 1048576 (1 MiB)".into());
         }
         if !(1..=100_000).contains(&self.batch_size) {
             return Err("--batch-size must be between 1 and 100000".into());
@@ -122,6 +132,7 @@ mod tests {
         assert_eq!((c.relay_name.as_str(), c.queue_bound, c.batch_size), ("default", 1024, 1000));
         assert_eq!((c.ping_seconds, c.max_backoff_seconds, c.maintenance_seconds, c.risk_seconds), (15.0, 5.0, 3600.0, 60.0));
         assert_eq!(c.log_format, "text");
+        assert_eq!(c.client_buffer_bytes, 16 * 1024 * 1024);
         assert!(c.validate().is_ok());
         assert_eq!(c.ping_interval(), Duration::from_secs(15));
     }
@@ -140,6 +151,7 @@ mod tests {
             (vec!["--maintenance-seconds=-1"], "--maintenance-seconds"),
             (vec!["--risk-seconds", "inf"], "--risk-seconds"),
             (vec!["--log-format", "xml"], "--log-format"),
+            (vec!["--client-buffer-bytes", "1000"], "--client-buffer-bytes"),
         ] {
             let c = parse(&args).expect("parses");
             let err = c.validate().expect_err(flag);

@@ -29,6 +29,12 @@ pub const CLOSE_PING_TIMEOUT: u16 = 4408;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Bytes of one client message at most (a subscribe with a few thousand test ids fits).
 const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
+/// Distinct test ids one subscribe message may name.
+const MAX_TEST_IDS: usize = 1000;
+/// Messages a client may send per second; past this the connection is closed (4429).
+const MAX_MESSAGES_PER_SECOND: u32 = 50;
+/// What the WebSocket layer gathers before it writes to the socket (tungstenite's default).
+const WRITE_BUFFER: usize = 128 * 1024;
 /// Stored events sent to one resuming client at most; older ones it must fetch itself.
 const REPLAY_LIMIT: i64 = 100_000;
 
@@ -63,8 +69,16 @@ pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>, headers:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
     let token = bearer.or(q.token);
-    // Clients only send small commands; refuse anything large before buffering it.
-    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve(socket, app, token))
+    // Clients only send small commands; refuse anything large before buffering it. What the
+    // relay writes (events, replies, pongs to the client's pings) is bounded per client: a peer
+    // that sends but never reads makes the write buffer fill, and the connection is dropped
+    // instead of the buffer growing without end.
+    let buffer = app.config.client_buffer_bytes;
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(buffer)
+        .on_upgrade(move |socket| serve(socket, app, token))
 }
 
 fn epoch_seconds() -> f64 {
@@ -96,10 +110,35 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
     let last_heard = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(write_loop(sink, queue_rx, kill_rx, app.clone(), grant.expires_at, last_heard.clone(), started));
     let reader = async {
-        while let Some(Ok(message)) = stream.next().await {
+        let (mut window_start, mut in_window) = (Instant::now(), 0u32);
+        loop {
+            let message = match stream.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    // The pong to a ping is queued while reading: a peer that pings and never
+                    // reads fills its write buffer here, and is cut off as a slow client.
+                    if error.to_string().to_ascii_lowercase().contains("buffer is full") {
+                        app.metrics.slow_client_drops.fetch_add(1, Relaxed);
+                        debug!(client = id, "write buffer full: a client that does not read");
+                    }
+                    break;
+                }
+                None => break,
+            };
             last_heard.store(started.elapsed().as_millis() as u64, Relaxed);
             match message {
                 Message::Text(text) => {
+                    // A fixed one-second window: each message may cost queries and replies.
+                    if window_start.elapsed() >= Duration::from_secs(1) {
+                        (window_start, in_window) = (Instant::now(), 0);
+                    }
+                    in_window += 1;
+                    if in_window > MAX_MESSAGES_PER_SECOND {
+                        // The writer sends the close frame; what else arrives is not acted on.
+                        app.hub.disconnect(id, crate::hub::CLOSE_TOO_SLOW, format!(
+                            "too many messages: at most {MAX_MESSAGES_PER_SECOND} per second"));
+                        continue;
+                    }
                     if let Err((code, reason)) = handle_command(&app, id, &grant, &text) {
                         app.hub.disconnect(id, code, reason);
                     }
@@ -109,9 +148,15 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
             }
         }
     };
+    tokio::pin!(reader);
     tokio::select! {
-        _ = reader => {}
-        _ = writer => {}
+        _ = &mut reader => {}
+        _ = writer => {
+            // The writer has sent its close frame. Keep reading until the client answers it (or
+            // a moment has passed): closing the socket with the client's messages still unread
+            // makes the kernel reset the connection, and the client may lose the close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+        }
     }
     app.hub.unregister(id);
     debug!(client = id, "websocket closed");
@@ -129,7 +174,16 @@ fn handle_command(app: &App, id: u64, grant: &Grant, text: &str) -> Result<(), (
         }
     };
     match command {
-        Command::Subscribe { test_ids, all, since } => {
+        Command::Subscribe { mut test_ids, all, since } => {
+            // One state message and one query per test, however often a message names it.
+            test_ids.sort();
+            test_ids.dedup();
+            if test_ids.len() > MAX_TEST_IDS {
+                app.hub.reply(id, json!({"type": "error", "message": format!(
+                    "at most {MAX_TEST_IDS} test_ids per message, got {}; subscribe with \"all\": true or in several messages",
+                    test_ids.len())}).to_string());
+                return Ok(());
+            }
             if all && !grant.allows_all() {
                 return Err((CLOSE_FORBIDDEN, "forbidden: the token does not grant all tests (\"*\")".into()));
             }
@@ -183,8 +237,17 @@ async fn write_loop(
                     app.metrics.dead_client_drops.fetch_add(1, Relaxed);
                     break (CLOSE_PING_TIMEOUT, "no answer to pings".into());
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+                // A ping that cannot be written within an interval means the client has not
+                // taken what was sent (its write buffer is full: events, or the pongs of a ping
+                // flood it never reads): cut it off as a slow client.
+                match tokio::time::timeout(ping_every, sink.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        app.metrics.slow_client_drops.fetch_add(1, Relaxed);
+                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(crate::hub::CLOSE_TOO_SLOW, "too slow: the client does not read"))).await;
+                        return;
+                    }
                 }
             }
             item = queue.recv() => {

@@ -3,6 +3,7 @@ WebSocket clients: delivery, scopes, nothing lost across kills and restarts, sta
 assignments removed, slow clients cut off."""
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -79,7 +80,8 @@ def test_sql_change_reaches_websocket_and_redis_subscribers(dsn, connect, redis_
             wait_until(lambda: event_id in collector.ids("pg_ab:events:t1"), 10, "redis per-test channel")
             assert event_id in collector.ids("pg_ab:events")
             assert event_id not in collector.ids("pg_ab:events:t2")
-            channel_message = next(m for ch, m in collector.messages if ch == "pg_ab:events:t1")
+            # The collector may also have caught the backlog the relay published at its start.
+            channel_message = next(m for ch, m in collector.messages if ch == "pg_ab:events:t1" and m["event_id"] == event_id)
             assert channel_message == got
 
         # A client that was away resumes with `since` and gets what it missed, in order.
@@ -98,10 +100,12 @@ def test_sql_change_reaches_websocket_and_redis_subscribers(dsn, connect, redis_
 
 def test_tokens_and_scopes_are_enforced(dsn, connect, redis_server, relays):
     relay = relays(dbname_of(dsn), redis_server.url)
-    # No token, a wrong signature, an expired token: refused with 4401 and a reason.
+    # No token, a wrong signature, an expired token, one not valid yet (nbf): 4401 and a reason.
     for tok, reason in [("", "no bearer token"),
                         (token(["t1"], secret="another-secret-0123456789abcdefghij"), "signature"),
-                        (token(["t1"], ttl=-10), "expired")]:
+                        (token(["t1"], ttl=-10), "expired"),
+                        (jwt.encode({"test_ids": ["t1"], "exp": int(time.time()) + 7200, "nbf": int(time.time()) + 3600},
+                                    SECRET, algorithm="HS256"), "not valid yet")]:
         with ws(relay, tok=tok) as c:
             code, text = close_code(c)
             assert code == 4401 and reason in text, (code, text)
@@ -390,3 +394,67 @@ def test_prune_events_never_passes_the_slowest_relay(connect):
     with pytest.raises(psycopg.Error) as e:
         conn.execute("SELECT ab.prune_events('-1 day')")
     assert e.value.sqlstate == "22023"
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_client_that_floods_pings_and_never_reads_is_cut_off_with_bounded_memory(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    idle = rss_kib(relay.proc.pid)
+    flood = StalledClient(relay.port, token(["t1"]), ["t1"])
+    mask = os.urandom(4)
+    ping = bytes([0x89, 0x80 | 125]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"p" * 125))
+    burst = ping * 1000
+    peak, cut_off = idle, False
+    with ws(relay, ["t1"]) as healthy:
+        subscribe(healthy, test_ids=["t1"])
+        recv_json(healthy)  # current state
+        flood.sock.settimeout(10)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                flood.sock.sendall(burst)
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+                break
+            except socket.timeout:
+                break  # the relay stopped reading without closing: fails below
+            peak = max(peak, rss_kib(relay.proc.pid))
+        assert cut_off, "the relay kept the flooding connection"
+        # The relay holds at most --client-buffer-bytes (16 MiB) for it: 64 MiB over idle is the bound.
+        assert peak - idle < 64 * 1024, (idle, peak)
+        # Everyone else is still served.
+        conn.execute("SELECT ab.pause_test('t1', 'after the flood')")
+        while recv_json(healthy)["update_type"] != "paused":
+            pass
+    assert relay.metric("pg_ab_relay_client_drops_total", '{reason="slow"}') >= 1
+    flood.close()
+
+
+def test_repeated_ids_are_served_once_and_a_message_flood_is_cut_off(dsn, connect, redis_server, relays):
+    conn = connect()
+    make_test(conn, "t1")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    with ws(relay, ["*"]) as c:
+        c.send(json.dumps({"action": "subscribe", "test_ids": ["t1"] * 23813}))
+        ack = recv_json(c)
+        assert (ack["type"], ack["test_ids"]) == ("subscribed", ["t1"])
+        assert recv_json(c)["update_type"] == "current_state"
+        conn.execute("SELECT ab.pause_test('t1', 'next message')")
+        assert recv_json(c)["update_type"] == "paused"  # one state message, not 23,813
+        c.send(json.dumps({"action": "subscribe", "test_ids": [f"x{i}" for i in range(1001)]}))
+        error = recv_json(c)
+        assert error["type"] == "error" and "at most 1000" in error["message"], error
+    with ws(relay, ["*"]) as c:
+        try:
+            for _ in range(200):
+                c.send(json.dumps({"action": "unsubscribe", "test_ids": ["t1"]}))
+            code, text = close_code(c)
+        except ConnectionClosed as e:  # the close came while we were still sending
+            code, text = e.rcvd.code, e.rcvd.reason
+        assert code == 4429 and "too many messages" in text, (code, text)
