@@ -1,6 +1,7 @@
--- pg_ab 0.1.0 -> 0.2.0 (the "operate" release): restores that lose nothing, refusals on a
--- standby, least-privilege roles. Run by ALTER EXTENSION pg_ab UPDATE; it ends with exactly
--- the schema a fresh 0.2.0 install has (tests/integration/test_backup_upgrade.py checks it).
+-- pg_ab 0.1.0 -> 0.2.0: restores that lose nothing, refusals on a standby, least-privilege
+-- roles, shifted moments in ab.metric_stats. Run by ALTER EXTENSION pg_ab UPDATE; it ends with
+-- exactly the schema a fresh 0.2.0 install has (tests/integration/test_backup_upgrade.py checks
+-- it). On a large ab.metrics, the one index per partition is built here: plan for it.
 \echo Use "ALTER EXTENSION pg_ab UPDATE TO '0.2.0'" to load this file. \quit
 
 -- Functions of the shared library new in 0.2.0 (src/pg/error.rs, src/pg/restore.rs).

@@ -362,3 +362,30 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         outbox::wait_for_more(&mut wake, &mut shutdown, position.as_ref().is_some_and(Position::has_holes)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_as_documented() {
+        let c: Command = serde_json::from_str(r#"{"action": "subscribe", "test_ids": ["a", "b"], "since": 12}"#).unwrap();
+        assert!(matches!(c, Command::Subscribe { ref test_ids, all: false, since: Some(12) } if test_ids == &["a", "b"]));
+        let c: Command = serde_json::from_str(r#"{"action": "subscribe", "all": true}"#).unwrap();
+        assert!(matches!(c, Command::Subscribe { ref test_ids, all: true, since: None } if test_ids.is_empty()));
+        let c: Command = serde_json::from_str(r#"{"action": "unsubscribe", "test_ids": ["a"]}"#).unwrap();
+        assert!(matches!(c, Command::Unsubscribe { ref test_ids, all: false } if test_ids == &["a"]));
+        for bad in [r#"{"action": "publish"}"#, r#"{"test_ids": ["a"]}"#, r#"{"action": "subscribe", "since": "x"}"#, "[]"] {
+            assert!(serde_json::from_str::<Command>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_123_bytes_on_a_character_boundary() {
+        let Message::Close(Some(frame)) = close(4429, &"é".repeat(100)) else { panic!("not a close frame") };
+        assert_eq!(frame.code, 4429);
+        assert_eq!(frame.reason.as_str(), "é".repeat(61)); // 122 bytes: the 62nd would straddle 123
+        let Message::Close(Some(frame)) = close(1001, "short") else { panic!("not a close frame") };
+        assert_eq!(frame.reason.as_str(), "short");
+    }
+}
