@@ -129,12 +129,6 @@ BEGIN
         WHERE i.inhparent = 'ab.metrics'::regclass AND c.relname ~ '^metrics_[0-9]{8}$'
           AND (to_date(substr(c.relname, 9), 'YYYYMMDD') + 1)::timestamptz <= older_than
     LOOP
-        -- Partitions made when the extension was created belong to it: release them first.
-        IF EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
-                   WHERE e.extname = 'pg_ab' AND d.classid = 'pg_class'::regclass
-                     AND d.objid = ('ab.' || quote_ident(p.relname))::regclass AND d.deptype = 'e') THEN
-            EXECUTE format('ALTER EXTENSION pg_ab DROP TABLE ab.%I', p.relname);
-        END IF;
         EXECUTE format('DROP TABLE ab.%I', p.relname);
         dropped := dropped + 1;
     END LOOP;

@@ -5,7 +5,6 @@ with SQLSTATE 25006 naming itself."""
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
 
@@ -13,16 +12,7 @@ import psycopg
 import pytest
 
 from operate import CALLS, ROOT, USERS, create_database, drop_database, fill, pg
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(*cmd):
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.getuid() == 0 else list(cmd)
+from relay_harness import free_port
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +25,13 @@ def standby():
         shutil.chown(base, "postgres", "postgres")
     data = os.path.join(base, "data")
     port = free_port()
-    import subprocess
-    subprocess.run(as_postgres(os.path.join("/usr/lib/postgresql/15/bin", "pg_basebackup"), "-D", data, "-R",
-                               "-X", "stream", "-c", "fast", "-U", "postgres"), check=True, capture_output=True)
-    subprocess.run(as_postgres(os.path.join("/usr/lib/postgresql/15/bin", "pg_ctl"), "-D", data, "-l",
-                               os.path.join(base, "server.log"), "-w", "-o",
-                               f"-p {port} -k {base} -c listen_addresses=localhost -c hot_standby=on", "start"),
-                   check=True, capture_output=True)
+    pg("pg_basebackup", "-D", data, "-R", "-X", "stream", "-c", "fast", "-U", "postgres", as_postgres=True)
+    pg("pg_ctl", "-D", data, "-l", os.path.join(base, "server.log"), "-w", "-o",
+       f"-p {port} -k {base} -c listen_addresses=localhost -c hot_standby=on", "start", as_postgres=True)
     try:
         yield {"host": base, "port": port}
     finally:
-        subprocess.run(as_postgres(os.path.join("/usr/lib/postgresql/15/bin", "pg_ctl"), "-D", data, "-m", "fast",
-                                   "-w", "stop"), capture_output=True)
+        pg("pg_ctl", "-D", data, "-m", "fast", "-w", "stop", as_postgres=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 
