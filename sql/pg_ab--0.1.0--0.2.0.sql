@@ -4,7 +4,8 @@
 -- it). On a large ab.metrics, the one index per partition is built here: plan for it.
 \echo Use "ALTER EXTENSION pg_ab UPDATE TO '0.2.0'" to load this file. \quit
 
--- Functions of the shared library new in 0.2.0 (src/pg/error.rs, src/pg/restore.rs).
+-- Functions of the shared library new in 0.2.0 (src/pg/error.rs, src/pg/restore.rs,
+-- src/pg/events.rs).
 CREATE FUNCTION "require_primary"(
 	"function" TEXT /* & str */
 ) RETURNS void
@@ -16,6 +17,20 @@ CREATE FUNCTION "restoring"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'restoring_wrapper';
+
+CREATE FUNCTION "events_since"(
+	"token" TEXT, /* Option < & str > */
+	"max_events" INT DEFAULT 1000 /* Option < i32 > */
+) RETURNS TABLE (
+	"event_id" bigint,  /* i64 */
+	"test_id" TEXT,  /* Option < String > */
+	"update_type" TEXT,  /* String */
+	"payload" jsonb,  /* pgrx::datum::json::JsonB */
+	"resume_token" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'events_since_wrapper';
 
 -- The relay role evaluates risk and rolls back on a guardrail without the admin's rights.
 ALTER FUNCTION ab.evaluate_all_risks() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -460,7 +475,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'apply_deduplication', 'entity_similarity', 'extract_entities_rule_based', 'place_keys',
         'place_label', 'apply_hierarchy',
         -- evaluation and health
-        'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'sketch_sum',
+        'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'events_since', 'sketch_sum',
         '_sketch_add', 'role_functions', 'require_primary', 'restoring', 'row_key',
         -- the backend's caches and the hierarchy
         'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
@@ -469,7 +484,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'assign_and_log', 'submit_extraction_metrics', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
-        'get_test', 'relay_lag', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
+        'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
     END
 $$;
 

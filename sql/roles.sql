@@ -31,7 +31,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'apply_deduplication', 'entity_similarity', 'extract_entities_rule_based', 'place_keys',
         'place_label', 'apply_hierarchy',
         -- evaluation and health
-        'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'sketch_sum',
+        'evaluate', 'get_test_metrics', 'health', 'check_alerts', 'relay_lag', 'events_since', 'sketch_sum',
         '_sketch_add', 'role_functions', 'require_primary', 'restoring', 'row_key',
         -- the backend's caches and the hierarchy
         'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
@@ -40,7 +40,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'assign_and_log', 'submit_extraction_metrics', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
-        'get_test', 'relay_lag', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
+        'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
     END
 $$;
 

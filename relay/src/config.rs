@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_PING_SECONDS", default_value_t = 15.0)]
     pub ping_seconds: f64,
 
+    /// Seconds a database query may take; past this the connection is taken as lost and made
+    /// anew (a cut network gives no error), and a client's replay fails with close code 1013.
+    #[arg(long, env = "PG_AB_RELAY_QUERY_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub query_timeout_seconds: f64,
+
     /// Upper bound of the reconnect backoff, in seconds (exponential from 0.1 s, with jitter).
     #[arg(long, env = "PG_AB_RELAY_MAX_BACKOFF_SECONDS", default_value_t = 5.0)]
     pub max_backoff_seconds: f64,
@@ -86,7 +91,8 @@ impl Config {
         if !(1..=100_000).contains(&self.batch_size) {
             return Err("--batch-size must be between 1 and 100000".into());
         }
-        for (name, v) in [("--ping-seconds", self.ping_seconds), ("--max-backoff-seconds", self.max_backoff_seconds)] {
+        for (name, v) in [("--ping-seconds", self.ping_seconds), ("--max-backoff-seconds", self.max_backoff_seconds),
+                          ("--query-timeout-seconds", self.query_timeout_seconds)] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
@@ -104,6 +110,10 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs_f64(self.ping_seconds)
+    }
+
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.query_timeout_seconds)
     }
 
     pub fn max_backoff(&self) -> Duration {
@@ -135,6 +145,7 @@ mod tests {
         assert_eq!(c.client_buffer_bytes, 16 * 1024 * 1024);
         assert!(c.validate().is_ok());
         assert_eq!(c.ping_interval(), Duration::from_secs(15));
+        assert_eq!(c.query_timeout(), Duration::from_secs(10));
     }
 
     #[test]
@@ -146,6 +157,7 @@ mod tests {
             (vec!["--batch-size", "0"], "--batch-size"),
             (vec!["--batch-size", "100001"], "--batch-size"),
             (vec!["--ping-seconds", "0"], "--ping-seconds"),
+            (vec!["--query-timeout-seconds", "0"], "--query-timeout-seconds"),
             (vec!["--ping-seconds", "NaN"], "--ping-seconds"),
             (vec!["--max-backoff-seconds=-1"], "--max-backoff-seconds"),
             (vec!["--maintenance-seconds=-1"], "--maintenance-seconds"),

@@ -1,5 +1,7 @@
-//! The one PostgreSQL connection: LISTEN pg_ab_events, shared for queries, reconnected with
-//! backoff when lost. Every (re)connect wakes the readers so they catch up from their cursors.
+//! PostgreSQL connections, each reconnected with backoff when lost: the feed's (LISTEN
+//! pg_ab_events, the outbox reads, the cursor, maintenance) and the clients' (replays and test
+//! state for subscribers, so a client resuming a long history never delays live delivery).
+//! Every (re)connect of the feed's connection wakes the readers so they catch up.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
@@ -13,11 +15,12 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
-/// Queries that take longer than this mean the connection is gone (a cut network gives no error).
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Db {
     config: tokio_postgres::Config,
+    /// The feed's connection listens and reports pg_up; the clients' does neither.
+    listen: bool,
+    /// A query that takes longer means the connection is gone (a cut network gives no error).
+    timeout: Duration,
     client: RwLock<Option<Arc<Client>>>,
     /// Bumped on every notification and every (re)connect.
     wake: watch::Sender<u64>,
@@ -26,19 +29,34 @@ pub struct Db {
 }
 
 impl Db {
-    pub fn new(url: &str, metrics: Arc<Metrics>) -> Result<Arc<Db>, String> {
+    pub fn new(url: &str, metrics: Arc<Metrics>, listen: bool, timeout: Duration) -> Result<Arc<Db>, String> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("--database-url: {e}"))?;
         config
-            .application_name("pg_ab_relay")
+            .application_name(if listen { "pg_ab_relay" } else { "pg_ab_relay clients" })
             .connect_timeout(Duration::from_secs(5))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10));
-        Ok(Arc::new(Db { config, client: RwLock::new(None), wake: watch::Sender::new(0), broken: Notify::new(), metrics }))
+        Ok(Arc::new(Db { config, listen, timeout, client: RwLock::new(None), wake: watch::Sender::new(0), broken: Notify::new(), metrics }))
     }
 
     /// The current connection, if there is one.
     pub fn client(&self) -> Option<Arc<Client>> {
         self.client.read().ok().and_then(|c| c.clone())
+    }
+
+    /// The current connection, waiting up to one query timeout for one (a reconnect in
+    /// progress) before giving up.
+    pub async fn client_soon(&self) -> Option<Arc<Client>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(c) = self.client() {
+                return Some(c);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn subscribe_wake(&self) -> watch::Receiver<u64> {
@@ -52,7 +70,9 @@ impl Db {
     }
 
     fn set_client(&self, client: Option<Arc<Client>>) {
-        self.metrics.pg_up.store(client.is_some(), Relaxed);
+        if self.listen {
+            self.metrics.pg_up.store(client.is_some(), Relaxed);
+        }
         if let Ok(mut slot) = self.client.write() {
             *slot = client;
         }
@@ -85,13 +105,14 @@ impl Db {
                     });
                     // The relay's own writes (cursor, the xid of a hole guard) need no WAL flush
                     // wait: a cursor lost in a crash only means repeats, which carry event ids.
-                    match client.batch_execute("SET synchronous_commit = off; LISTEN pg_ab_events").await {
+                    let setup = if self.listen { "SET synchronous_commit = off; LISTEN pg_ab_events" } else { "SET synchronous_commit = off" };
+                    match client.batch_execute(setup).await {
                         Ok(()) => {
-                            if connected_before {
+                            if connected_before && self.listen {
                                 self.metrics.pg_reconnects.fetch_add(1, Relaxed);
                             }
                             connected_before = true;
-                            info!("postgres connected, listening on pg_ab_events");
+                            info!(listen = self.listen, "postgres connected");
                             self.set_client(Some(Arc::new(client)));
                             backoff.reset();
                             self.wake.send_modify(|g| *g += 1);
@@ -132,7 +153,7 @@ pub async fn guarded<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Option<T> {
-    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
+    match tokio::time::timeout(db.timeout, fut).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) if e.is_closed() => {
             db.report_failure(what, &e);

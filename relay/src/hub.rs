@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
+use pg_ab_core::resume::ResumePoint;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -19,8 +21,17 @@ pub enum Outgoing {
     Text(Utf8Bytes),
     /// The current state of these tests (read when it is this item's turn).
     State(Vec<String>),
-    /// Stored events of these tests (all when None) with since < id <= upto.
-    Replay { tests: Option<Vec<String>>, since: i64, upto: i64 },
+    /// Stored events of these tests (all when None) that `upto` has passed and `from` has not:
+    /// what a client at `from` missed, up to the feed's position when it subscribed.
+    Replay { tests: Option<Vec<String>>, from: ResumePoint, upto: ResumePoint },
+}
+
+/// A subscribe that arrived before the feed had a position (just after the relay started): it
+/// is answered when the feed has one, so a replay is never cut short at an unknown point.
+struct Pending {
+    tests: Option<Vec<String>>,
+    from: Option<ResumePoint>,
+    ack: Value,
 }
 
 struct Client {
@@ -28,6 +39,7 @@ struct Client {
     kill: Option<oneshot::Sender<(u16, String)>>,
     tests: HashSet<String>,
     all: bool,
+    pending: Vec<Pending>,
 }
 
 #[derive(Default)]
@@ -35,8 +47,26 @@ struct Inner {
     next_id: u64,
     clients: HashMap<u64, Client>,
     by_test: HashMap<String, HashSet<u64>>,
-    /// Highest event id fanned out: a subscriber registered now gets every later event live.
-    last_dispatched: i64,
+    /// The feed's position after its last dispatch: a subscriber registered now gets every event
+    /// it has not passed live. None until the feed has read its start.
+    position: Option<ResumePoint>,
+}
+
+/// Queues a subscribe's answer: the ack (with the feed's position as `resume_token` when the
+/// client asked for no history), the tests' state, and the replay. False when the queue is full.
+fn answer(queue: &mpsc::Sender<Outgoing>, request: Pending, position: &ResumePoint) -> bool {
+    let Pending { tests, from, mut ack } = request;
+    if from.is_none() {
+        ack["resume_token"] = Value::String(position.to_string());
+    }
+    let mut items = vec![Outgoing::Text(ack.to_string().into())];
+    if let Some(tests) = &tests {
+        items.push(Outgoing::State(tests.clone()));
+    }
+    if let Some(from) = from {
+        items.push(Outgoing::Replay { tests, from, upto: position.clone() });
+    }
+    items.into_iter().all(|item| queue.try_send(item).is_ok())
 }
 
 pub struct Hub {
@@ -63,7 +93,7 @@ impl Hub {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
-        inner.clients.insert(id, Client { queue, kill: Some(kill), tests: HashSet::new(), all: false });
+        inner.clients.insert(id, Client { queue, kill: Some(kill), tests: HashSet::new(), all: false, pending: Vec::new() });
         self.metrics.clients.fetch_add(1, Relaxed);
         id
     }
@@ -78,34 +108,54 @@ impl Hub {
         }
     }
 
-    /// Adds a subscription and queues, in this order and before any later event, the tests'
-    /// current state and (with `since`) the stored events the client missed. False when the
+    /// Adds a subscription and queues, in this order and before any later event: `ack`, the
+    /// tests' current state and (with `from`) the stored events the client missed. Before the
+    /// feed has a position, the answer waits for it (see [`Hub::start`]). False when the
     /// client's queue is already full (it is then disconnected).
-    pub fn subscribe(&self, id: u64, what: Subscription<'_>, since: Option<i64>) -> bool {
+    pub fn subscribe(&self, id: u64, what: Subscription<'_>, from: Option<ResumePoint>, ack: Value) -> bool {
         let mut inner = self.lock();
-        let upto = inner.last_dispatched;
         let inner = &mut *inner;
         let Some(client) = inner.clients.get_mut(&id) else { return false };
-        let mut items = Vec::new();
-        match what {
+        let tests = match what {
             Subscription::All => {
                 client.all = true;
-                if let Some(since) = since {
-                    items.push(Outgoing::Replay { tests: None, since, upto });
-                }
+                None
             }
             Subscription::Tests(tests) => {
                 for t in tests {
                     client.tests.insert(t.clone());
                     inner.by_test.entry(t.clone()).or_default().insert(id);
                 }
-                items.push(Outgoing::State(tests.to_vec()));
-                if let Some(since) = since {
-                    items.push(Outgoing::Replay { tests: Some(tests.to_vec()), since, upto });
-                }
+                Some(tests.to_vec())
+            }
+        };
+        let request = Pending { tests, from, ack };
+        match &inner.position {
+            Some(position) => answer(&client.queue, request, position),
+            None => {
+                client.pending.push(request);
+                true
             }
         }
-        items.into_iter().all(|item| client.queue.try_send(item).is_ok())
+    }
+
+    /// The feed has its first position: answer the subscribes that waited for it.
+    pub fn start(&self, position: ResumePoint) {
+        let mut too_slow = Vec::new();
+        {
+            let mut inner = self.lock();
+            for (id, client) in inner.clients.iter_mut() {
+                for request in std::mem::take(&mut client.pending) {
+                    if !answer(&client.queue, request, &position) {
+                        too_slow.push(*id);
+                    }
+                }
+            }
+            inner.position = Some(position);
+        }
+        for id in too_slow {
+            self.disconnect(id, CLOSE_TOO_SLOW, "too slow: the client's message queue is full".into());
+        }
     }
 
     pub fn unsubscribe(&self, id: u64, what: Subscription<'_>) {
@@ -134,8 +184,9 @@ impl Hub {
         inner.clients.get(&id).is_some_and(|c| c.queue.try_send(Outgoing::Text(text.into())).is_ok())
     }
 
-    /// Fans events out to their subscribers. Clients whose queue is full are disconnected.
-    pub fn dispatch(&self, events: &[Event]) {
+    /// Fans events out to their subscribers and records the feed's position after them. Clients
+    /// whose queue is full are disconnected.
+    pub fn dispatch(&self, events: &[Event], position: ResumePoint) {
         let mut too_slow = Vec::new();
         let mut gone = Vec::new();
         let mut sent = 0u64;
@@ -156,8 +207,8 @@ impl Hub {
                         Err(mpsc::error::TrySendError::Closed(_)) => gone.push(id),
                     }
                 }
-                inner.last_dispatched = inner.last_dispatched.max(e.id);
             }
+            inner.position = Some(position);
         }
         self.metrics.ws_events.fetch_add(events.len() as u64, Relaxed);
         self.metrics.ws_messages.fetch_add(sent, Relaxed);
@@ -201,7 +252,11 @@ mod tests {
     use super::*;
 
     fn event(id: i64, test: &str) -> Event {
-        Event::new(id, Some(test.into()), "progressed".into(), &format!(r#"{{"test_id":"{test}"}}"#))
+        Event::new(id, Some(test.into()), "progressed".into(), &format!(r#"{{"test_id":"{test}"}}"#), &ResumePoint::after(id))
+    }
+
+    fn ack() -> Value {
+        serde_json::json!({"type": "subscribed"})
     }
 
     fn texts(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
@@ -221,14 +276,17 @@ mod tests {
         let (tx_b, mut rx_b) = mpsc::channel(16);
         let a = hub.register(tx_a, oneshot::channel().0);
         let b = hub.register(tx_b, oneshot::channel().0);
-        assert!(hub.subscribe(a, Subscription::Tests(&["t1".into()]), None));
-        assert!(matches!(rx_a.try_recv(), Ok(Outgoing::State(t)) if t == vec!["t1".to_string()]));
-        hub.dispatch(&[event(1, "t1"), event(2, "t2")]);
+        hub.start(ResumePoint::after(0));
+        assert!(hub.subscribe(a, Subscription::Tests(&["t1".into()]), None, ack()));
+        assert_eq!(texts(&mut rx_a), vec![r#"{"resume_token":"0","type":"subscribed"}"#]);
+        hub.dispatch(&[event(1, "t1"), event(2, "t2")], ResumePoint::after(2));
         assert_eq!(texts(&mut rx_a).len(), 1);
         assert!(texts(&mut rx_b).is_empty());
-        assert!(hub.subscribe(b, Subscription::All, Some(0)));
-        assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Replay { since: 0, upto: 2, tests: None })));
-        hub.dispatch(&[event(3, "t2")]);
+        assert!(hub.subscribe(b, Subscription::All, Some(ResumePoint::after(0)), ack()));
+        assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Text(_))));
+        assert!(matches!(rx_b.try_recv(), Ok(Outgoing::Replay { ref from, ref upto, tests: None })
+                         if from.high() == 0 && upto.high() == 2));
+        hub.dispatch(&[event(3, "t2")], ResumePoint::after(3));
         assert_eq!(texts(&mut rx_b).len(), 1);
         hub.unregister(a);
         assert_eq!(hub.subscribers("t1"), 0);
@@ -242,11 +300,29 @@ mod tests {
         let (tx_ok, mut rx_ok) = mpsc::channel(64);
         let slow = hub.register(tx_slow, kill_tx);
         let ok = hub.register(tx_ok, oneshot::channel().0);
-        hub.subscribe(slow, Subscription::Tests(&["t".into()]), None); // the state item takes 1 slot
-        hub.subscribe(ok, Subscription::Tests(&["t".into()]), None);
-        hub.dispatch(&(1..=5).map(|i| event(i, "t")).collect::<Vec<_>>());
+        hub.start(ResumePoint::after(0));
+        hub.subscribe(slow, Subscription::Tests(&["t".into()]), None, ack()); // ack and state: 2 slots
+        hub.subscribe(ok, Subscription::Tests(&["t".into()]), None, ack());
+        hub.dispatch(&(1..=5).map(|i| event(i, "t")).collect::<Vec<_>>(), ResumePoint::after(5));
         assert_eq!(kill_rx.try_recv().unwrap().0, CLOSE_TOO_SLOW);
         assert_eq!(hub.subscribers("t"), 1);
-        assert_eq!(texts(&mut rx_ok).len(), 5);
+        assert_eq!(texts(&mut rx_ok).len(), 6); // the ack and five events
+    }
+
+    #[test]
+    fn a_subscribe_before_the_feed_starts_waits_for_its_position() {
+        // Issue 15, reproduction 2: right after a start the replay must reach the feed's start,
+        // not an empty range.
+        let hub = Hub::new(Arc::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let c = hub.register(tx, oneshot::channel().0);
+        assert!(hub.subscribe(c, Subscription::All, Some("8".parse().unwrap()), ack()));
+        assert!(rx.try_recv().is_err(), "nothing is answered before the feed has a position");
+        hub.start("12".parse().unwrap());
+        assert!(matches!(rx.try_recv(), Ok(Outgoing::Text(_))));
+        match rx.try_recv() {
+            Ok(Outgoing::Replay { from, upto, tests: None }) => assert_eq!(upto.passed_since(&from), vec![9..=12]),
+            other => panic!("expected the replay, got {other:?}"),
+        }
     }
 }

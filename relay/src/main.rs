@@ -1,6 +1,7 @@
 //! pg_ab_relay: pg_ab's events from the `ab.events` outbox to Redis and WebSocket clients.
 //!
-//! Tasks: the PostgreSQL supervisor (one connection, LISTEN pg_ab_events), the Redis sink (its
+//! Tasks: the PostgreSQL supervisors (the feed's connection, LISTEN pg_ab_events; the clients'
+//! connection for replays and test state), the Redis sink (its
 //! cursor stored in ab.relay_cursors), the WebSocket feed (the hub's own read position), the
 //! HTTP server, and the maintenance timer. SIGTERM stops them after in-flight deliveries.
 
@@ -28,6 +29,8 @@ use tracing::{error, info, warn};
 pub struct App {
     pub config: config::Config,
     pub db: Arc<db::Db>,
+    /// The clients' connection: replays and test state.
+    pub client_db: Arc<db::Db>,
     pub hub: hub::Hub,
     pub verifier: auth::Verifier,
     pub metrics: Arc<metrics::Metrics>,
@@ -64,7 +67,8 @@ fn main() -> std::process::ExitCode {
 
 async fn run(config: config::Config) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let db = db::Db::new(&config.database_url, metrics.clone())?;
+    let db = db::Db::new(&config.database_url, metrics.clone(), true, config.query_timeout())?;
+    let client_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
     let redis = redis::Client::open(config.redis_url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -73,6 +77,7 @@ async fn run(config: config::Config) -> Result<(), String> {
 
     let app = Arc::new(App {
         db: db.clone(),
+        client_db: client_db.clone(),
         hub: hub::Hub::new(metrics.clone()),
         verifier: auth::Verifier::new(&config.token_secret),
         metrics: metrics.clone(),
@@ -81,6 +86,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     });
 
     let supervisor = tokio::spawn(db.clone().supervise(config.max_backoff(), shutdown.clone()));
+    let client_supervisor = tokio::spawn(client_db.clone().supervise(config.max_backoff(), shutdown.clone()));
     let sink = redis_sink::RedisSink {
         db: db.clone(),
         client: redis,
@@ -135,6 +141,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     risk.abort();
     lag.abort();
     let _ = supervisor.await;
+    let _ = client_supervisor.await;
     info!("stopped");
     Ok(())
 }

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub pg_reconnects: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub invalidated_keys: AtomicU64,
+    pub replays: AtomicU64,
+    pub replayed_events: AtomicU64,
+    pub replay_failures: AtomicU64,
     pub cursor: AtomicI64,
     pub lag_events: AtomicI64,
     pub pg_up: AtomicBool,
@@ -39,6 +42,9 @@ impl Metrics {
         line("pg_ab_relay_reconnects_total", "counter", "Reconnections after a lost connection.",
              &[("{target=\"postgres\"}", g(&self.pg_reconnects)), ("{target=\"redis\"}", g(&self.redis_reconnects))]);
         line("pg_ab_relay_invalidated_keys_total", "counter", "Cached assignment keys removed from Redis.", &[("", g(&self.invalidated_keys))]);
+        line("pg_ab_relay_replays_total", "counter", "Replays to resuming clients, per outcome.",
+             &[("{outcome=\"done\"}", g(&self.replays)), ("{outcome=\"failed\"}", g(&self.replay_failures))]);
+        line("pg_ab_relay_replayed_events_total", "counter", "Stored events resent to resuming clients.", &[("", g(&self.replayed_events))]);
         line("pg_ab_relay_cursor", "gauge", "Last event id delivered to Redis (the stored cursor).", &[("", self.cursor.load(Relaxed))]);
         line("pg_ab_relay_lag_events", "gauge", "Highest event id minus the cursor.", &[("", self.lag_events.load(Relaxed))]);
         line("pg_ab_relay_up", "gauge", "Whether the connection is up.",
@@ -60,6 +66,7 @@ mod tests {
         m.slow_client_drops.store(1, Relaxed);
         m.cursor.store(42, Relaxed);
         m.pg_up.store(true, Relaxed);
+        m.replay_failures.store(4, Relaxed);
         let text = m.render();
         for line in [
             "pg_ab_relay_events_relayed_total{destination=\"redis\"} 7",
@@ -68,6 +75,8 @@ mod tests {
             "pg_ab_relay_client_drops_total{reason=\"slow\"} 1",
             "pg_ab_relay_client_drops_total{reason=\"dead\"} 0",
             "pg_ab_relay_cursor 42",
+            "pg_ab_relay_replays_total{outcome=\"failed\"} 4",
+            "pg_ab_relay_replayed_events_total 0",
             "pg_ab_relay_up{target=\"postgres\"} 1",
             "pg_ab_relay_up{target=\"redis\"} 0",
             "# TYPE pg_ab_relay_lag_events gauge",

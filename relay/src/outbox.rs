@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pg_ab_core::resume::ResumePoint;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-/// One event ready to send: its JSON is the stored payload plus `event_id`.
+/// One event ready to send: its JSON is the stored payload plus `event_id` and `resume_token`.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub id: i64,
@@ -27,22 +28,26 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(id: i64, test_id: Option<String>, update_type: String, payload: &str) -> Event {
-        Event { id, test_id, update_type, json: with_event_id(payload, id).into() }
+    /// `resume` is the reader's position once this event is taken: a consumer that has this
+    /// event and everything before it resumes from there without loss.
+    pub fn new(id: i64, test_id: Option<String>, update_type: String, payload: &str, resume: &ResumePoint) -> Event {
+        Event { id, test_id, update_type, json: with_event_fields(payload, id, &resume.to_string()).into() }
     }
 }
 
-/// The payload with `"event_id": id` added, so consumers can drop repeats. The stored text is
-/// kept as it is (no parse and print: numbers would not survive a float round trip exactly).
-pub fn with_event_id(payload: &str, id: i64) -> String {
+/// The payload with `"event_id": id` and `"resume_token"` added, so consumers can drop repeats
+/// and resume. The stored text is kept as it is (no parse and print: numbers would not survive
+/// a float round trip exactly). Tokens are digits and `/ , - @`: no escaping needed.
+pub fn with_event_fields(payload: &str, id: i64, token: &str) -> String {
+    let fields = format!("\"event_id\": {id}, \"resume_token\": \"{token}\"");
     let trimmed = payload.trim_start();
     match trimmed.strip_prefix('{') {
-        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"event_id\": {id}}}"),
-        Some(rest) => format!("{{\"event_id\": {id}, {}", rest.trim_start()),
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{{fields}}}"),
+        Some(rest) => format!("{{{fields}, {}", rest.trim_start()),
         // Payloads are objects by construction; anything else is wrapped, not dropped.
         None => match serde_json::from_str::<Value>(payload) {
-            Ok(other) => serde_json::json!({"event_id": id, "payload": other}).to_string(),
-            Err(_) => serde_json::json!({"event_id": id, "payload": payload}).to_string(),
+            Ok(other) => serde_json::json!({"event_id": id, "resume_token": token, "payload": other}).to_string(),
+            Err(_) => serde_json::json!({"event_id": id, "resume_token": token, "payload": payload}).to_string(),
         },
     }
 }
@@ -74,6 +79,15 @@ impl Position {
 
     pub fn high(&self) -> i64 {
         self.high
+    }
+
+    /// As a resume point: each hole guarded by the xid assigned after it was seen.
+    pub fn resume_point(&self) -> ResumePoint {
+        let mut point = ResumePoint::after(self.high);
+        for (&id, guard) in &self.holes {
+            point.add_hole(id..=id, Some(guard.next_xid));
+        }
+        point.bounded()
     }
 
     pub fn has_holes(&self) -> bool {
@@ -180,29 +194,33 @@ async fn read_into(client: &Client, position: &mut Position, limit: i64) -> Resu
     }
     let holes = position.open_holes();
     let rows = client.query(NEXT_EVENTS, &[&position.high(), &limit, &holes]).await?;
+    let new_ids: Vec<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).filter(|&id| id > position.high()).collect();
+    // Only a read that leaves holes pays for an xid (a tiny write transaction).
+    let guard = match rows.first() {
+        Some(first) if !new_ids.is_empty() => {
+            let next_xid = if position.would_leave_holes(&new_ids) { client.query_one(NEXT_XID, &[]).await?.get(0) } else { 0 };
+            Some(Arc::new(Guard { snapshot: first.get::<_, &str>(4).to_owned(), next_xid }))
+        }
+        _ => None,
+    };
     let mut out = Vec::with_capacity(rows.len());
-    let mut new_ids = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: i64 = row.get(0);
         if id > position.high() {
-            new_ids.push(id);
+            if let Some(guard) = &guard {
+                position.advance(&[id], guard);
+            }
         } else if !position.fill(id) {
             continue;
         }
-        out.push(Event::new(id, row.get(1), row.get(2), row.get::<_, &str>(3)));
+        // Each event carries the position once it is taken (holes filled later in this batch
+        // are still holes in it: a consumer that stops here is sent them again, never fewer).
+        out.push(Event::new(id, row.get(1), row.get(2), row.get::<_, &str>(3), &position.resume_point()));
     }
     // Hole rows sort before new ones; when the LIMIT cut hole rows off, nothing may be closed.
     if rows.len() < limit as usize || !new_ids.is_empty() {
         for guard in &ended {
             position.close(guard);
-        }
-    }
-    if let Some(first) = rows.first() {
-        if !new_ids.is_empty() {
-            // Only a read that leaves holes pays for an xid (a tiny write transaction).
-            let next_xid = if position.would_leave_holes(&new_ids) { client.query_one(NEXT_XID, &[]).await?.get(0) } else { 0 };
-            let guard = Arc::new(Guard { snapshot: first.get::<_, &str>(4).to_owned(), next_xid });
-            position.advance(&new_ids, &guard);
         }
     }
     Ok(out)
@@ -219,23 +237,33 @@ pub async fn wait_for_more(wake: &mut watch::Receiver<u64>, shutdown: &mut watch
     }
 }
 
-/// Events of the given tests (all when `None`) with since < id <= upto, for a client resuming.
-pub async fn replay(
+/// Events to resend to a client resuming: of the given tests (all when `None`), with ids in
+/// `ranges` (ascending, disjoint) and above `after`, in id order, at most `limit`.
+pub async fn replay_page(
     client: &Client,
     tests: Option<&[String]>,
-    since: i64,
-    upto: i64,
+    ranges: &[std::ops::RangeInclusive<i64>],
+    after: i64,
     limit: i64,
-) -> Result<Vec<Event>, tokio_postgres::Error> {
+) -> Result<Vec<(i64, Option<String>, String, String)>, tokio_postgres::Error> {
+    let los: Vec<i64> = ranges.iter().filter(|r| *r.end() > after).map(|r| (*r.start()).max(after.saturating_add(1))).collect();
+    let his: Vec<i64> = ranges.iter().filter(|r| *r.end() > after).map(|r| *r.end()).collect();
+    if los.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One index range scan per range, each stopped at the limit.
     let rows = client
         .query(
-            "SELECT id, test_id, type, payload::text FROM ab.events
-             WHERE id > $1 AND id <= $2 AND ($3::text[] IS NULL OR test_id = ANY($3))
-             ORDER BY id LIMIT $4",
-            &[&since, &upto, &tests, &limit],
+            "SELECT e.id, e.test_id, e.type, e.payload::text
+             FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi),
+                  LATERAL (SELECT id, test_id, type, payload FROM ab.events
+                           WHERE id >= r.lo AND id <= r.hi AND ($3::text[] IS NULL OR test_id = ANY($3))
+                           ORDER BY id LIMIT $4) e
+             ORDER BY e.id LIMIT $4",
+            &[&los, &his, &tests, &limit],
         )
         .await?;
-    Ok(rows.iter().map(|r| Event::new(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3))).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get::<_, String>(3))).collect())
 }
 
 #[cfg(test)]
@@ -279,15 +307,25 @@ mod tests {
     }
 
     #[test]
-    fn event_id_is_added_to_the_payload() {
-        let v: Value = serde_json::from_str(&with_event_id(r#"{"type":"ab_test_update","test_id":"t"}"#, 42)).unwrap();
+    fn event_id_and_token_are_added_to_the_payload() {
+        let v: Value = serde_json::from_str(&with_event_fields(r#"{"type":"ab_test_update","test_id":"t"}"#, 42, "42/40@7")).unwrap();
         assert_eq!(v["event_id"], 42);
+        assert_eq!(v["resume_token"], "42/40@7");
         assert_eq!(v["test_id"], "t");
-        let v: Value = serde_json::from_str(&with_event_id("[1]", 7)).unwrap();
-        assert_eq!(v["event_id"], 7);
-        let v: Value = serde_json::from_str(&with_event_id("{}", 8)).unwrap();
-        assert_eq!(v, serde_json::json!({"event_id": 8}));
+        let v: Value = serde_json::from_str(&with_event_fields("[1]", 7, "7")).unwrap();
+        assert_eq!((v["event_id"].as_i64(), v["payload"][0].as_i64()), (Some(7), Some(1)));
+        let v: Value = serde_json::from_str(&with_event_fields("{}", 8, "8")).unwrap();
+        assert_eq!(v, serde_json::json!({"event_id": 8, "resume_token": "8"}));
         // Numbers pass through as text: no float round trip.
-        assert!(with_event_id(r#"{"timestamp": 1795736287.0795321}"#, 9).contains("1795736287.0795321"));
+        assert!(with_event_fields(r#"{"timestamp": 1795736287.0795321}"#, 9, "9").contains("1795736287.0795321"));
+    }
+
+    #[test]
+    fn a_position_reads_as_the_resume_point_of_its_holes() {
+        let mut p = Position::starting_after(4);
+        p.advance(&[5, 7, 9], &guard("10:12:10,11", 13));
+        assert_eq!(p.resume_point().to_string(), "9/6@13,8@13");
+        p.fill(6);
+        assert_eq!(p.resume_point().to_string(), "9/8@13");
     }
 }

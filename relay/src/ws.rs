@@ -21,12 +21,15 @@ use crate::db::{guarded, Db};
 use crate::hub::{Outgoing, Subscription};
 use crate::outbox::{self, Position};
 use crate::App;
+use pg_ab_core::resume::ResumePoint;
 
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4410;
 pub const CLOSE_PING_TIMEOUT: u16 = 4408;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// RFC 6455's "Try Again Later": a replay failed; resubscribe with the last resume_token.
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 /// Bytes of one client message at most (a subscribe with a few thousand test ids fits).
 const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
 /// Distinct test ids one subscribe message may name.
@@ -35,8 +38,9 @@ const MAX_TEST_IDS: usize = 1000;
 const MAX_MESSAGES_PER_SECOND: u32 = 50;
 /// What the WebSocket layer gathers before it writes to the socket (tungstenite's default).
 const WRITE_BUFFER: usize = 128 * 1024;
-/// Stored events sent to one resuming client at most; older ones it must fetch itself.
-const REPLAY_LIMIT: i64 = 100_000;
+/// Stored events read per replay query: a replay holds one page at a time and reads the next
+/// only when the client has taken this one.
+const REPLAY_PAGE: i64 = 500;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -52,7 +56,10 @@ enum Command {
         test_ids: Vec<String>,
         #[serde(default)]
         all: bool,
-        /// Resume: also send the stored events with a larger id.
+        /// Resume from a `resume_token` (safe: counts events that committed late).
+        resume_token: Option<String>,
+        /// Resume after a plain event id (kept for older clients: misses an event whose
+        /// transaction committed after a larger id was sent).
         since: Option<i64>,
     },
     Unsubscribe {
@@ -174,7 +181,7 @@ fn handle_command(app: &App, id: u64, grant: &Grant, text: &str) -> Result<(), (
         }
     };
     match command {
-        Command::Subscribe { mut test_ids, all, since } => {
+        Command::Subscribe { mut test_ids, all, resume_token, since } => {
             // One state message and one query per test, however often a message names it.
             test_ids.sort();
             test_ids.dedup();
@@ -194,9 +201,24 @@ fn handle_command(app: &App, id: u64, grant: &Grant, text: &str) -> Result<(), (
                 app.hub.reply(id, json!({"type": "error", "message": "subscribe needs test_ids or \"all\": true"}).to_string());
                 return Ok(());
             }
-            let ack = json!({"type": "subscribed", "test_ids": test_ids, "all": all}).to_string();
+            let from = match (resume_token, since) {
+                (Some(_), Some(_)) => {
+                    app.hub.reply(id, json!({"type": "error", "message": "give resume_token or since, not both (resume_token is the safe one)"}).to_string());
+                    return Ok(());
+                }
+                (Some(token), None) => match token.parse::<ResumePoint>() {
+                    Ok(point) => Some(point),
+                    Err(e) => {
+                        app.hub.reply(id, json!({"type": "error", "message": format!(
+                            "{e}; send the resume_token of the last event received, unchanged")}).to_string());
+                        return Ok(());
+                    }
+                },
+                (None, since) => since.map(ResumePoint::after),
+            };
+            let ack = json!({"type": "subscribed", "test_ids": test_ids, "all": all});
             let what = if all { Subscription::All } else { Subscription::Tests(&test_ids) };
-            if !(app.hub.reply(id, ack) && app.hub.subscribe(id, what, since)) {
+            if !app.hub.subscribe(id, what, from, ack) {
                 return Err((crate::hub::CLOSE_TOO_SLOW, "too slow: the client's message queue is full".into()));
             }
         }
@@ -209,6 +231,18 @@ fn handle_command(app: &App, id: u64, grant: &Grant, text: &str) -> Result<(), (
 }
 
 type Sink = SplitSink<WebSocket, Message>;
+
+/// Why a writer stops: the socket failed, or the connection is to be closed with this code.
+enum Stop {
+    Socket,
+    Close(u16, String),
+}
+
+impl From<axum::Error> for Stop {
+    fn from(_: axum::Error) -> Stop {
+        Stop::Socket
+    }
+}
 
 async fn write_loop(
     mut sink: Sink,
@@ -262,8 +296,10 @@ async fn write_loop(
                         return;
                     }
                 };
-                if sent.is_err() {
-                    return;
+                match sent {
+                    Ok(()) => {}
+                    Err(Stop::Socket) => return,
+                    Err(Stop::Close(code, reason)) => break (code, reason),
                 }
             }
         }
@@ -273,53 +309,75 @@ async fn write_loop(
 
 /// Sends an item and whatever else is already queued (up to a bound) with one flush: one write
 /// per burst instead of one per message.
-async fn send_batch(sink: &mut Sink, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>, app: &App) -> Result<(), axum::Error> {
+async fn send_batch(sink: &mut Sink, first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>, app: &App) -> Result<(), Stop> {
     const MAX_BATCH: usize = 256;
     let mut item = first;
     for _ in 0..MAX_BATCH {
         match item {
             Outgoing::Text(text) => sink.feed(Message::Text(text)).await?,
-            other => send_item(sink, other, app).await?,
+            Outgoing::State(tests) => send_state(sink, tests, app).await?,
+            Outgoing::Replay { tests, from, upto } => replay(sink, tests, from, upto, app).await?,
         }
         match queue.try_recv() {
             Ok(next) => item = next,
             Err(_) => break,
         }
     }
-    sink.flush().await
+    Ok(sink.flush().await?)
 }
 
-async fn send_item(sink: &mut Sink, item: Outgoing, app: &App) -> Result<(), axum::Error> {
-    match item {
-        Outgoing::Text(text) => sink.send(Message::Text(text)).await,
-        Outgoing::State(tests) => {
-            for t in tests {
-                let state = current_state(&app.db, &t).await;
-                let message = json!({
-                    "type": "ab_test_update", "test_id": t, "update_type": "current_state",
-                    "data": state, "timestamp": epoch_seconds(),
-                });
-                sink.send(Message::Text(message.to_string().into())).await?;
-            }
-            Ok(())
+async fn send_state(sink: &mut Sink, tests: Vec<String>, app: &App) -> Result<(), axum::Error> {
+    for t in tests {
+        let state = current_state(&app.client_db, &t).await;
+        let message = json!({
+            "type": "ab_test_update", "test_id": t, "update_type": "current_state",
+            "data": state, "timestamp": epoch_seconds(),
+        });
+        sink.feed(Message::Text(message.to_string().into())).await?;
+    }
+    Ok(())
+}
+
+/// Sends the stored events `upto` has passed and `from` has not (of `tests`, all when None),
+/// page by page on the clients' connection, each with the client's position once it has it;
+/// then `{"type": "replayed"}` with the position reached. A page that cannot be read ends the
+/// connection with 1013 after an error naming the position to resume from.
+async fn replay(sink: &mut Sink, tests: Option<Vec<String>>, from: ResumePoint, upto: ResumePoint, app: &App) -> Result<(), Stop> {
+    let wanted = upto.passed_since(&from);
+    let (mut after, mut count) = (0i64, 0u64);
+    loop {
+        let page = match app.client_db.client_soon().await {
+            Some(c) => guarded(&app.client_db, "replay", outbox::replay_page(&c, tests.as_deref(), &wanted, after, REPLAY_PAGE)).await,
+            None => None,
+        };
+        let Some(page) = page else {
+            app.metrics.replay_failures.fetch_add(1, Relaxed);
+            let reached = from.union(&upto.upto(after));
+            let m = json!({"type": "error", "code": "replay_failed", "resume_token": reached.to_string(),
+                "message": "cannot read the stored events (the database is unreachable or timed out); reconnect and subscribe again with this resume_token"});
+            sink.send(Message::Text(m.to_string().into())).await?;
+            return Err(Stop::Close(CLOSE_TRY_AGAIN, "replay failed: subscribe again with the resume_token".into()));
+        };
+        let full = page.len() as i64 >= REPLAY_PAGE;
+        for (id, _test_id, _update_type, payload) in page {
+            let reached = from.union(&upto.upto(id));
+            sink.feed(Message::Text(outbox::with_event_fields(&payload, id, &reached.to_string()).into())).await?;
+            (after, count) = (id, count + 1);
         }
-        Outgoing::Replay { tests, since, upto } => {
-            let Some(client) = app.db.client() else {
-                let m = json!({"type": "error", "message": "cannot replay: the database is unreachable; resubscribe with since later"});
-                return sink.send(Message::Text(m.to_string().into())).await;
-            };
-            let events = guarded(&app.db, "replay", outbox::replay(&client, tests.as_deref(), since, upto, REPLAY_LIMIT)).await;
-            for e in events.unwrap_or_default() {
-                sink.send(Message::Text(e.json.to_string().into())).await?;
-            }
-            Ok(())
+        sink.flush().await?;
+        if !full {
+            break;
         }
     }
+    app.metrics.replays.fetch_add(1, Relaxed);
+    app.metrics.replayed_events.fetch_add(count, Relaxed);
+    let done = json!({"type": "replayed", "events": count, "resume_token": from.union(&upto).to_string()});
+    Ok(sink.feed(Message::Text(done.to_string().into())).await?)
 }
 
 /// ab.get_test of a test, or null when there is none (yet) or the database is unreachable.
 async fn current_state(db: &Db, test_id: &str) -> Value {
-    let Some(client) = db.client() else { return Value::Null };
+    let Some(client) = db.client_soon().await else { return Value::Null };
     let sql = "SELECT CASE WHEN EXISTS (SELECT 1 FROM ab.tests WHERE test_id = $1)
                            THEN ab.get_test($1)::text END";
     match guarded(db, "state", client.query_one(sql, &[&test_id])).await {
@@ -346,13 +404,15 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 const START: &str = "SELECT coalesce((SELECT last_event_id FROM ab.relay_cursors WHERE relay_name = $1),
                                                      (SELECT max(id) FROM ab.events), 0)";
                 if let Some(row) = guarded(&app.db, "outbox start", client.query_one(START, &[&app.config.relay_name])).await {
-                    position = Some(Position::starting_after(row.get(0)));
+                    let start = Position::starting_after(row.get(0));
+                    app.hub.start(start.resume_point());
+                    position = Some(start);
                 }
             }
             if let Some(p) = position.as_mut() {
                 if let Some(events) = guarded(&app.db, "outbox read", outbox::read_next(&client, p, app.config.batch_size)).await {
                     more = events.len() as i64 >= app.config.batch_size;
-                    app.hub.dispatch(&events);
+                    app.hub.dispatch(&events, p.resume_point());
                 }
             }
         }
@@ -370,9 +430,9 @@ mod tests {
     #[test]
     fn client_messages_parse_as_documented() {
         let c: Command = serde_json::from_str(r#"{"action": "subscribe", "test_ids": ["a", "b"], "since": 12}"#).unwrap();
-        assert!(matches!(c, Command::Subscribe { ref test_ids, all: false, since: Some(12) } if test_ids == &["a", "b"]));
-        let c: Command = serde_json::from_str(r#"{"action": "subscribe", "all": true}"#).unwrap();
-        assert!(matches!(c, Command::Subscribe { ref test_ids, all: true, since: None } if test_ids.is_empty()));
+        assert!(matches!(c, Command::Subscribe { ref test_ids, all: false, since: Some(12), resume_token: None } if test_ids == &["a", "b"]));
+        let c: Command = serde_json::from_str(r#"{"action": "subscribe", "all": true, "resume_token": "14/13@99"}"#).unwrap();
+        assert!(matches!(c, Command::Subscribe { ref test_ids, all: true, since: None, resume_token: Some(ref t) } if test_ids.is_empty() && t == "14/13@99"));
         let c: Command = serde_json::from_str(r#"{"action": "unsubscribe", "test_ids": ["a"]}"#).unwrap();
         assert!(matches!(c, Command::Unsubscribe { ref test_ids, all: false } if test_ids == &["a"]));
         for bad in [r#"{"action": "publish"}"#, r#"{"test_ids": ["a"]}"#, r#"{"action": "subscribe", "since": "x"}"#, "[]"] {

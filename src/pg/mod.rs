@@ -4,6 +4,7 @@ pub mod assign;
 pub mod cache;
 pub mod entities;
 pub mod error;
+pub mod events;
 pub mod flags;
 pub mod hash;
 pub mod health;

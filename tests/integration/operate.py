@@ -210,6 +210,8 @@ CALLS = [
     ("health", READER, False, False, "SELECT ab.health()"),
     ("check_alerts", READER, False, False, "SELECT ab.check_alerts()"),
     ("relay_lag", READER, False, True, "SELECT * FROM ab.relay_lag()"),
+    # From the newest id: nothing to read, so no hole and no xid (the standby answers it too).
+    ("events_since", READER, False, True, "SELECT * FROM ab.events_since((SELECT coalesce(max(id), 0) FROM ab.events)::text)"),
     ("sketch_sum", READER, False, False, "SELECT ab.sketch_sum(latency_sketch) FROM ab.metric_stats"),
     ("_sketch_add", READER, False, False, "SELECT ab._sketch_add('{1,2}', '{3}')"),
     ("role_functions", READER, False, False, "SELECT ab.role_functions('ab_reader')"),

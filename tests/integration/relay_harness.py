@@ -234,3 +234,72 @@ class StalledClient:
 
     def close(self):
         self.sock.close()
+
+
+class ResumingClient:
+    """A WebSocket client on a thread that subscribes to every test, stays a random moment,
+    disconnects and resumes with the resume_token of the last message it took, again and again
+    (also across relay restarts and replay failures), as the README tells clients to. It keeps
+    every event it receives in arrival order. hold() makes it stay connected."""
+
+    def __init__(self, relay, seed, use_since=False):
+        import random
+
+        self.use_since = use_since  # the older, unsafe protocol: resume after the last event id
+        self.late_commits_seen = 0  # tokens with holes: ids passed before they committed
+        self.relay = relay
+        self.rng = random.Random(seed)
+        self.token = None
+        self.received = []  # (event_id, test_id, seq) in arrival order
+        self.connections = 0
+        self.closes = []  # close codes the relay sent
+        self.holding = False
+        self.stop_flag = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _take(self, m):
+        if "event_id" in m:
+            data = m.get("data") or {}
+            self.received.append((m["event_id"], m.get("test_id"), data.get("seq")))
+        if "resume_token" in m and (m.get("type") != "subscribed" or self.token is None):
+            self.token = m["resume_token"]
+            self.late_commits_seen += "/" in self.token
+
+    def _run(self):
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        while not self.stop_flag:
+            try:
+                with connect(self.relay.ws_url, additional_headers={"Authorization": f"Bearer {token(['*'])}"},
+                             open_timeout=2) as ws:
+                    self.connections += 1
+                    message = {"action": "subscribe", "all": True}
+                    if self.use_since and self.received:
+                        message["since"] = self.received[-1][0]
+                    elif self.token is not None and not self.use_since:
+                        message["resume_token"] = self.token
+                    ws.send(json.dumps(message))
+                    stay = time.time() + self.rng.uniform(0.02, 0.5)
+                    while not self.stop_flag and (self.holding or time.time() < stay):
+                        try:
+                            self._take(json.loads(ws.recv(timeout=0.05)))
+                        except TimeoutError:
+                            pass
+            except ConnectionClosed as e:
+                if e.rcvd is not None:
+                    self.closes.append(e.rcvd.code)
+            except OSError:
+                pass  # the relay is down: try again
+            time.sleep(self.rng.uniform(0, 0.05))
+
+    def ready(self):
+        return self.token is not None
+
+    def hold(self):
+        self.holding = True
+
+    def close(self):
+        self.stop_flag = True
+        self.thread.join(10)
