@@ -17,7 +17,8 @@ else
     cargo pgrx test pg15
 fi
 
-log "relay unit tests and build"
+log "core crate and relay unit tests, relay build"
+cargo test -q -p pg_ab_core
 cargo test -q -p pg_ab_relay
 cargo build -q -p pg_ab_relay --profile relay
 export PG_AB_RELAY_BIN="$ROOT/target/relay/pg_ab_relay"

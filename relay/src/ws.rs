@@ -1,7 +1,7 @@
 //! The WebSocket endpoint /ws: authentication, the subscribe protocol, and each client's writer
 //! (its queue, pings, token expiry, shutdown).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,7 +115,8 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
     let id = app.hub.register(queue_tx, kill_tx);
     let started = Instant::now();
     let last_heard = Arc::new(AtomicU64::new(0));
-    let writer = tokio::spawn(write_loop(sink, queue_rx, kill_rx, app.clone(), grant.expires_at, last_heard.clone(), started));
+    let slow = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_loop(sink, queue_rx, kill_rx, app.clone(), grant.expires_at, last_heard.clone(), started, slow.clone()));
     let reader = async {
         let (mut window_start, mut in_window) = (Instant::now(), 0u32);
         loop {
@@ -124,8 +125,8 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
                 Some(Err(error)) => {
                     // The pong to a ping is queued while reading: a peer that pings and never
                     // reads fills its write buffer here, and is cut off as a slow client.
-                    if error.to_string().to_ascii_lowercase().contains("buffer is full") {
-                        app.metrics.slow_client_drops.fetch_add(1, Relaxed);
+                    if buffer_full(&error) {
+                        count_slow(&app, &slow);
                         debug!(client = id, "write buffer full: a client that does not read");
                     }
                     break;
@@ -234,13 +235,26 @@ type Sink = SplitSink<WebSocket, Message>;
 
 /// Why a writer stops: the socket failed, or the connection is to be closed with this code.
 enum Stop {
-    Socket,
+    Socket(axum::Error),
     Close(u16, String),
 }
 
 impl From<axum::Error> for Stop {
-    fn from(_: axum::Error) -> Stop {
-        Stop::Socket
+    fn from(e: axum::Error) -> Stop {
+        Stop::Socket(e)
+    }
+}
+
+/// A write refused because the client's write buffer (--client-buffer-bytes) is full: the
+/// client does not read. The reader (queuing a pong) or the writer may be the one to see it.
+fn buffer_full(error: &dyn std::fmt::Display) -> bool {
+    error.to_string().to_ascii_lowercase().contains("buffer is full")
+}
+
+/// Counts a connection cut off as slow, once however many of its tasks notice.
+fn count_slow(app: &App, counted: &AtomicBool) {
+    if !counted.swap(true, Relaxed) {
+        app.metrics.slow_client_drops.fetch_add(1, Relaxed);
     }
 }
 
@@ -252,6 +266,7 @@ async fn write_loop(
     expires_at: u64,
     last_heard: Arc<AtomicU64>,
     started: Instant,
+    slow: Arc<AtomicBool>,
 ) {
     let ping_every = app.config.ping_interval();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -276,9 +291,14 @@ async fn write_loop(
                 // flood it never reads): cut it off as a slow client.
                 match tokio::time::timeout(ping_every, sink.send(Message::Ping(Default::default()))).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
+                    Ok(Err(e)) => {
+                        if buffer_full(&e) {
+                            count_slow(&app, &slow);
+                        }
+                        return;
+                    }
                     Err(_) => {
-                        app.metrics.slow_client_drops.fetch_add(1, Relaxed);
+                        count_slow(&app, &slow);
                         let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(crate::hub::CLOSE_TOO_SLOW, "too slow: the client does not read"))).await;
                         return;
                     }
@@ -298,7 +318,12 @@ async fn write_loop(
                 };
                 match sent {
                     Ok(()) => {}
-                    Err(Stop::Socket) => return,
+                    Err(Stop::Socket(e)) => {
+                        if buffer_full(&e) {
+                            count_slow(&app, &slow);
+                        }
+                        return;
+                    }
                     Err(Stop::Close(code, reason)) => break (code, reason),
                 }
             }
