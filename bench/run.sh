@@ -2,12 +2,12 @@
 # One command for every benchmark: sets up, builds pg_ab in release mode, starts a private
 # cluster on port 54331, runs bench/run.py (hot path, extraction), bench/hierarchy.py,
 # bench/evaluate.py (evaluation on 10M metric rows), bench/relay.sh (the relay) and the long run of
-# the concurrency invariants, and stops the cluster. `bench/run.sh hierarchy` (or hotpath,
-# evaluate, relay, concurrency) runs one part only.
+# the concurrency invariants and of the resuming burst, and stops the cluster.
+# `bench/run.sh hierarchy` (or hotpath, evaluate, relay, concurrency, resume) runs one part only.
 # Results go to stdout; BENCHMARKS.md records them.
 source "$(dirname "$0")/../scripts/lib.sh"
 part=${1:-all}
-case $part in all|hotpath|hierarchy|evaluate|relay|concurrency) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency]" >&2; exit 2;; esac
+case $part in all|hotpath|hierarchy|evaluate|relay|concurrency|resume) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency|resume]" >&2; exit 2;; esac
 want() { [ "$part" = all ] || [ "$part" = "$1" ]; }
 setup
 install_extension release
@@ -25,4 +25,12 @@ if want concurrency; then
     fresh_database pg_ab_concurrency
     q -d pg_ab_concurrency -c "CREATE EXTENSION pg_ab CASCADE" >/dev/null
     (cd "$ROOT/tests/integration" && "$PY" -c "from concurrency import run; print('concurrency, 120 s, 8 assigners, 2 writers, 2 lifecycle clients:', run('pg_ab_concurrency', 120, assigners=8))")
+fi
+if want resume; then
+    # The long run of tests/integration/test_resume.py's burst: 3 runs of 30 s with resuming
+    # clients, a relay SIGKILL and a Redis or PostgreSQL restart in each.
+    cargo build -q --profile relay -p pg_ab_relay
+    (cd "$ROOT" && PG_AB_RELAY_BIN="$ROOT/target/relay/pg_ab_relay" PG_AB_TEST_PGDATA="$ROOT/.run/bench/data" \
+        PG_AB_RESUME_RUNS=3 PG_AB_RESUME_SECONDS=30 \
+        "$PY" -m pytest -q -s "$ROOT/tests/integration/test_resume.py" -k resuming_clients | grep -oE "run [0-9]+: .*|[0-9]+ (passed|failed).*")
 fi
