@@ -41,6 +41,19 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_CLIENT_BUFFER_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub client_buffer_bytes: usize,
 
+    /// Open connections at most (HTTP and WebSocket); past this a new one gets 503 and is closed.
+    #[arg(long, env = "PG_AB_RELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Open connections at most from one source address.
+    #[arg(long, env = "PG_AB_RELAY_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256)]
+    pub max_connections_per_address: usize,
+
+    /// Seconds a new connection has to complete its HTTP request or WebSocket handshake; an
+    /// HTTP connection (/healthz, /metrics) is closed this long after it was opened.
+    #[arg(long, env = "PG_AB_RELAY_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub handshake_timeout_seconds: f64,
+
     /// Events read from the outbox per query.
     #[arg(long, env = "PG_AB_RELAY_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: i64,
@@ -81,6 +94,11 @@ impl Config {
         if self.relay_name.is_empty() {
             return Err("--relay-name must not be empty".into());
         }
+        for (name, v) in [("--max-connections", self.max_connections), ("--max-connections-per-address", self.max_connections_per_address)] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
         if self.queue_bound == 0 {
             return Err("--queue-bound must be at least 1".into());
         }
@@ -92,7 +110,8 @@ impl Config {
             return Err("--batch-size must be between 1 and 100000".into());
         }
         for (name, v) in [("--ping-seconds", self.ping_seconds), ("--max-backoff-seconds", self.max_backoff_seconds),
-                          ("--query-timeout-seconds", self.query_timeout_seconds)] {
+                          ("--query-timeout-seconds", self.query_timeout_seconds),
+                          ("--handshake-timeout-seconds", self.handshake_timeout_seconds)] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
@@ -110,6 +129,14 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs_f64(self.ping_seconds)
+    }
+
+    pub fn limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            max_connections: self.max_connections,
+            max_per_address: self.max_connections_per_address,
+            handshake: Duration::from_secs_f64(self.handshake_timeout_seconds),
+        }
     }
 
     pub fn query_timeout(&self) -> Duration {
@@ -146,6 +173,8 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.ping_interval(), Duration::from_secs(15));
         assert_eq!(c.query_timeout(), Duration::from_secs(10));
+        let limits = c.limits();
+        assert_eq!((limits.max_connections, limits.max_per_address, limits.handshake), (10_000, 256, Duration::from_secs(10)));
     }
 
     #[test]
@@ -158,6 +187,8 @@ mod tests {
             (vec!["--batch-size", "100001"], "--batch-size"),
             (vec!["--ping-seconds", "0"], "--ping-seconds"),
             (vec!["--query-timeout-seconds", "0"], "--query-timeout-seconds"),
+            (vec!["--handshake-timeout-seconds", "0"], "--handshake-timeout-seconds"),
+            (vec!["--max-connections-per-address", "0"], "--max-connections-per-address"),
             (vec!["--ping-seconds", "NaN"], "--ping-seconds"),
             (vec!["--max-backoff-seconds=-1"], "--max-backoff-seconds"),
             (vec!["--maintenance-seconds=-1"], "--maintenance-seconds"),

@@ -5,6 +5,7 @@
 //! cursor stored in ab.relay_cursors), the WebSocket feed (the hub's own read position), the
 //! HTTP server, and the maintenance timer. SIGTERM stops them after in-flight deliveries.
 
+mod admission;
 mod auth;
 mod backoff;
 mod config;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use clap::Parser;
 use tokio::sync::watch;
@@ -116,14 +116,9 @@ async fn run(config: config::Config) -> Result<(), String> {
         .with_state(app.clone());
     info!(listen = %config.listen, relay = %config.relay_name, "pg_ab_relay started");
     let mut server_shutdown = shutdown.clone();
+    let listener = admission::Listener::new(listener, config.limits(), metrics.clone());
     let server = tokio::spawn(async move {
-        // Small messages must leave at once, not wait for Nagle's algorithm and a delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                warn!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<admission::Peer>())
             .with_graceful_shutdown(async move {
                 let _ = server_shutdown.wait_for(|s| *s).await;
             })

@@ -14,6 +14,12 @@ pub struct Metrics {
     pub pg_reconnects: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub invalidated_keys: AtomicU64,
+    pub connections: AtomicI64,
+    pub refused_total: AtomicU64,
+    pub refused_per_address: AtomicU64,
+    pub handshake_timeouts: AtomicU64,
+    pub flood_drops: AtomicU64,
+    pub protocol_drops: AtomicU64,
     pub replays: AtomicU64,
     pub replayed_events: AtomicU64,
     pub replay_failures: AtomicU64,
@@ -38,7 +44,13 @@ impl Metrics {
         line("pg_ab_relay_websocket_messages_total", "counter", "Messages queued to WebSocket clients.", &[("", g(&self.ws_messages))]);
         line("pg_ab_relay_clients", "gauge", "Connected WebSocket clients.", &[("", self.clients.load(Relaxed))]);
         line("pg_ab_relay_client_drops_total", "counter", "Clients disconnected by the relay, per reason.",
-             &[("{reason=\"slow\"}", g(&self.slow_client_drops)), ("{reason=\"dead\"}", g(&self.dead_client_drops))]);
+             &[("{reason=\"slow\"}", g(&self.slow_client_drops)), ("{reason=\"dead\"}", g(&self.dead_client_drops)),
+               ("{reason=\"flood\"}", g(&self.flood_drops)), ("{reason=\"protocol\"}", g(&self.protocol_drops))]);
+        line("pg_ab_relay_connections", "gauge", "Open TCP connections (HTTP and WebSocket).", &[("", self.connections.load(Relaxed))]);
+        line("pg_ab_relay_connections_refused_total", "counter", "Connections refused at a cap, per cap.",
+             &[("{cap=\"total\"}", g(&self.refused_total)), ("{cap=\"per_address\"}", g(&self.refused_per_address))]);
+        line("pg_ab_relay_handshake_timeouts_total", "counter", "Connections closed without a complete request or handshake in time.",
+             &[("", g(&self.handshake_timeouts))]);
         line("pg_ab_relay_reconnects_total", "counter", "Reconnections after a lost connection.",
              &[("{target=\"postgres\"}", g(&self.pg_reconnects)), ("{target=\"redis\"}", g(&self.redis_reconnects))]);
         line("pg_ab_relay_invalidated_keys_total", "counter", "Cached assignment keys removed from Redis.", &[("", g(&self.invalidated_keys))]);
@@ -74,6 +86,9 @@ mod tests {
             "pg_ab_relay_clients 2",
             "pg_ab_relay_client_drops_total{reason=\"slow\"} 1",
             "pg_ab_relay_client_drops_total{reason=\"dead\"} 0",
+            "pg_ab_relay_client_drops_total{reason=\"protocol\"} 0",
+            "pg_ab_relay_connections_refused_total{cap=\"per_address\"} 0",
+            "pg_ab_relay_handshake_timeouts_total 0",
             "pg_ab_relay_cursor 42",
             "pg_ab_relay_replays_total{outcome=\"failed\"} 4",
             "pg_ab_relay_replayed_events_total 0",

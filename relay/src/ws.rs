@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::stream::SplitSink;
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
+use crate::admission::Peer;
 use crate::auth::Grant;
 use crate::db::{guarded, Db};
 use crate::hub::{Outgoing, Subscription};
@@ -70,7 +71,13 @@ enum Command {
     },
 }
 
-pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<WsQuery>) -> Response {
+pub async fn handler(
+    ws: WebSocketUpgrade,
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<WsQuery>,
+) -> Response {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -85,7 +92,10 @@ pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>, headers:
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(buffer)
-        .on_upgrade(move |socket| serve(socket, app, token))
+        .on_upgrade(move |socket| {
+            peer.upgraded();
+            serve(socket, app, token, peer.addr)
+        })
 }
 
 fn epoch_seconds() -> f64 {
@@ -101,7 +111,7 @@ fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(&reason[..end]) }))
 }
 
-async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
+async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>, addr: std::net::SocketAddr) {
     let grant = match app.verifier.verify(token.as_deref()) {
         Ok(g) => g,
         Err(reason) => {
@@ -118,7 +128,7 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
     let slow = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_loop(sink, queue_rx, kill_rx, app.clone(), grant.expires_at, last_heard.clone(), started, slow.clone()));
     let reader = async {
-        let (mut window_start, mut in_window) = (Instant::now(), 0u32);
+        let (mut window_start, mut in_window, mut flooded) = (Instant::now(), 0u32, false);
         loop {
             let message = match stream.next().await {
                 Some(Ok(message)) => message,
@@ -128,6 +138,9 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
                     if buffer_full(&error) {
                         count_slow(&app, &slow);
                         debug!(client = id, "write buffer full: a client that does not read");
+                    } else if let Some((code, reason)) = violation(error) {
+                        app.metrics.protocol_drops.fetch_add(1, Relaxed);
+                        app.hub.disconnect(id, code, reason);
                     }
                     break;
                 }
@@ -143,8 +156,12 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
                     in_window += 1;
                     if in_window > MAX_MESSAGES_PER_SECOND {
                         // The writer sends the close frame; what else arrives is not acted on.
-                        app.hub.disconnect(id, crate::hub::CLOSE_TOO_SLOW, format!(
-                            "too many messages: at most {MAX_MESSAGES_PER_SECOND} per second"));
+                        if !flooded {
+                            flooded = true;
+                            app.metrics.flood_drops.fetch_add(1, Relaxed);
+                            app.hub.disconnect(id, crate::hub::CLOSE_TOO_SLOW, format!(
+                                "too many messages: at most {MAX_MESSAGES_PER_SECOND} per second"));
+                        }
                         continue;
                     }
                     if let Err((code, reason)) = handle_command(&app, id, &grant, &text) {
@@ -167,7 +184,7 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>) {
         }
     }
     app.hub.unregister(id);
-    debug!(client = id, "websocket closed");
+    debug!(client = id, %addr, "websocket closed");
 }
 
 /// Applies one client message; Err closes the connection with that code and reason.
@@ -237,6 +254,8 @@ type Sink = SplitSink<WebSocket, Message>;
 enum Stop {
     Socket(axum::Error),
     Close(u16, String),
+    /// The client does not take what is sent: closed with 4429 and counted as slow.
+    Slow,
 }
 
 impl From<axum::Error> for Stop {
@@ -249,6 +268,22 @@ impl From<axum::Error> for Stop {
 /// client does not read. The reader (queuing a pong) or the writer may be the one to see it.
 fn buffer_full(error: &dyn std::fmt::Display) -> bool {
     error.to_string().to_ascii_lowercase().contains("buffer is full")
+}
+
+/// The close code RFC 6455 (section 7.4.1) assigns to what a client sent, when it broke the
+/// protocol: 1007 for text that is not UTF-8, 1009 for a message or frame over the size limit,
+/// 1002 for the rest (reserved bits or opcodes, unmasked frames, control frames over 125 bytes
+/// or fragmented). None for a connection that simply ended.
+fn violation(error: axum::Error) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = error.into_inner();
+    let reason = inner.to_string();
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Utf8(_) => Some((1007, format!("invalid data: {reason}"))),
+        WsError::Capacity(_) => Some((1009, format!("too big: {reason}"))),
+        WsError::Protocol(_) => Some((1002, format!("protocol error: {reason}"))),
+        _ => None,
+    }
 }
 
 /// Counts a connection cut off as slow, once however many of its tasks notice.
@@ -325,6 +360,11 @@ async fn write_loop(
                         return;
                     }
                     Err(Stop::Close(code, reason)) => break (code, reason),
+                    Err(Stop::Slow) => {
+                        count_slow(&app, &slow);
+                        let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(crate::hub::CLOSE_TOO_SLOW, "too slow: the client does not take its replay"))).await;
+                        return;
+                    }
                 }
             }
         }
@@ -384,12 +424,20 @@ async fn replay(sink: &mut Sink, tests: Option<Vec<String>>, from: ResumePoint, 
             return Err(Stop::Close(CLOSE_TRY_AGAIN, "replay failed: subscribe again with the resume_token".into()));
         };
         let full = page.len() as i64 >= REPLAY_PAGE;
-        for (id, _test_id, _update_type, payload) in page {
-            let reached = from.union(&upto.upto(id));
-            sink.feed(Message::Text(outbox::with_event_fields(&payload, id, &reached.to_string()).into())).await?;
-            (after, count) = (id, count + 1);
+        // A page the client does not take within a ping interval: it does not read (the same
+        // rule as for pings). Waiting on the socket holds one page, not the whole history.
+        let write = async {
+            for (id, _test_id, _update_type, payload) in page {
+                let reached = from.union(&upto.upto(id));
+                sink.feed(Message::Text(outbox::with_event_fields(&payload, id, &reached.to_string()).into())).await?;
+                (after, count) = (id, count + 1);
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(app.config.ping_interval(), write).await {
+            Ok(written) => written?,
+            Err(_) => return Err(Stop::Slow),
         }
-        sink.flush().await?;
         if !full {
             break;
         }

@@ -171,7 +171,7 @@ class StalledClient:
     """A WebSocket client that subscribes and then never reads: a raw socket, so nothing
     drains the relay's messages behind our back."""
 
-    def __init__(self, port, token_, test_ids):
+    def __init__(self, port, token_, test_ids, **subscribe):
         self.sock = socket.create_connection(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((
@@ -182,7 +182,7 @@ class StalledClient:
         while b"\r\n\r\n" not in head:
             head += self.sock.recv(1)
         assert b" 101 " in head.split(b"\r\n")[0], head
-        self._send_text(json.dumps({"action": "subscribe", "test_ids": test_ids}))
+        self._send_text(json.dumps({"action": "subscribe", "test_ids": test_ids, **subscribe}))
 
     def _send_text(self, text):
         data = text.encode()

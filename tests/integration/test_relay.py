@@ -4,6 +4,7 @@ assignments removed, slow clients cut off."""
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -458,3 +459,106 @@ def test_repeated_ids_are_served_once_and_a_message_flood_is_cut_off(dsn, connec
         except ConnectionClosed as e:  # the close came while we were still sending
             code, text = e.rcvd.code, e.rcvd.reason
         assert code == 4429 and "too many messages" in text, (code, text)
+    assert relay.metric("pg_ab_relay_client_drops_total", '{reason="flood"}') == 1
+
+
+def test_slow_handshakes_are_closed_at_the_deadline_and_websockets_are_not(dsn, connect, redis_server, relays):
+    # Issue 22, item 5 (slowloris): a partial header, or nothing at all, holds a connection
+    # until --handshake-timeout-seconds; an upgraded WebSocket is not subject to it.
+    conn = connect()
+    make_test(conn, "t1")
+    relay = relays(dbname_of(dsn), redis_server.url, handshake_timeout_seconds=1)
+    with ws(relay, ["t1"]) as alive:
+        subscribe(alive, test_ids=["t1"])
+        recv_json(alive)
+        partial = socket.create_connection(("127.0.0.1", relay.port))
+        partial.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        silent = socket.create_connection(("127.0.0.1", relay.port))
+        started = time.time()
+        for s in (partial, silent):
+            s.settimeout(10)
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert time.time() - started < 4, "the deadline did not close the connections"
+        assert relay.metric("pg_ab_relay_handshake_timeouts_total") == 2
+        # Past the deadline, the WebSocket is still served.
+        conn.execute("SELECT ab.pause_test('t1', 'after the deadline')")
+        assert recv_json(alive)["update_type"] == "paused"
+
+
+def test_connections_are_capped_in_all_and_per_source_address(dsn, redis_server, relays):
+    relay = relays(dbname_of(dsn), redis_server.url, max_connections=6, max_connections_per_address=4)
+
+    def open_from(source):
+        return socket.create_connection(("127.0.0.1", relay.port), timeout=5, source_address=(source, 0))
+
+    def refused(s):
+        # A refused connection is answered 503 and closed at once.
+        data = b""
+        try:
+            while chunk := s.recv(4096):
+                data += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return data.startswith(b"HTTP/1.1 503")
+
+    held = [open_from("127.0.0.1") for _ in range(4)]
+    try:
+        extra = open_from("127.0.0.1")
+        assert refused(extra), "a fifth connection from one address was admitted"
+        held += [open_from("127.0.0.2") for _ in range(2)]
+        other = open_from("127.0.0.3")
+        assert refused(other), "a seventh connection was admitted"
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: relay.metric("pg_ab_relay_connections") == 1, 10, "places given back")  # this request
+    assert relay.metric("pg_ab_relay_connections_refused_total", '{cap="per_address"}') == 1
+    assert relay.metric("pg_ab_relay_connections_refused_total", '{cap="total"}') == 1
+
+
+def frame(first_byte, payload, masked=True):
+    """A raw WebSocket frame, masked as a client's must be unless told otherwise."""
+    n = len(payload)
+    if n < 126:
+        header = bytes([first_byte, (0x80 if masked else 0) | n])
+    elif n < 65536:
+        header = bytes([first_byte, (0x80 if masked else 0) | 126]) + struct.pack(">H", n)
+    else:
+        header = bytes([first_byte, (0x80 if masked else 0) | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+VIOLATIONS = {
+    "text that is not UTF-8": (lambda: frame(0x81, b"\xff\xfe\xfd"), 1007),
+    "a reserved opcode": (lambda: frame(0x83, b"x"), 1002),
+    "a ping over 125 bytes": (lambda: frame(0x89, b"p" * 126), 1002),
+    "a reserved bit": (lambda: frame(0xC1, b"{}"), 1002),
+    "an unmasked frame": (lambda: frame(0x81, b"{}", masked=False), 1002),
+    "a message over 256 KiB": (lambda: frame(0x81, b"x" * (300 * 1024)), 1009),
+}
+
+
+@pytest.mark.parametrize("what", list(VIOLATIONS))
+def test_protocol_violations_close_with_the_rfc_6455_codes(dsn, redis_server, relays, what):
+    # Issue 22, item 6: RFC 6455 section 7.4.1 assigns 1002, 1007 and 1009.
+    build, code = VIOLATIONS[what]
+    data = build()
+    relay = relays(dbname_of(dsn), redis_server.url)
+    client = StalledClient(relay.port, token(["t1"]), ["t1"])
+    try:
+        try:
+            client.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while the large frame was still going out
+        assert client.close_code(timeout=10) == code, what
+    finally:
+        client.close()
+    assert relay.metric("pg_ab_relay_client_drops_total", '{reason="protocol"}') == 1

@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from conftest import make_test, one
-from relay_harness import Collector, ResumingClient, wait_until
-from test_relay import close_code, dbname_of, recv_json, subscribe, ws
+from relay_harness import Collector, ResumingClient, StalledClient, token, wait_until
+from test_relay import close_code, dbname_of, recv_json, rss_kib, subscribe, ws
 
 
 def recv_until(client, predicate, timeout=10):
@@ -220,6 +220,58 @@ def test_a_redis_subscriber_catches_up_through_events_since(dsn, connect, redis_
         assert caught_up[:3] == missed
     finally:
         back.close()
+
+
+def latencies(conn, live, n):
+    """Seconds from an event's commit to its arrival at `live`, n times."""
+    out = []
+    for _ in range(n):
+        started = time.time()
+        event = emit(conn, "t2")[0]
+        while recv_json(live)["event_id"] != event:
+            pass
+        out.append(time.time() - started)
+    return out
+
+
+def p99(values):
+    return sorted(values)[max(0, int(len(values) * 0.99) - 1)]
+
+
+def test_replays_to_clients_that_do_not_read_are_bounded_and_never_delay_live_delivery(dsn, connect, redis_server, relays):
+    # Issue 22, item 2: ten clients resume from the start of 50,000 stored events of 1 KB and
+    # never read. A replay holds one page (500 events) while it waits for the client, runs on the
+    # clients' connection, and a page not taken within a ping interval cuts the client off as
+    # slow. The relay stays within 64 MiB of its idle RSS and a reading client's P99 latency
+    # within 3x its idle P99 (idle taken as at least 5 ms).
+    conn = connect()
+    conn.execute("INSERT INTO ab.events (test_id, type, payload) SELECT 't1', 'burst', "
+                 "jsonb_build_object('test_id', 't1', 'update_type', 'burst', 'pad', repeat('x', 1000)) "
+                 "FROM generate_series(1, 50000)")
+    relay = relays(dbname_of(dsn), redis_server.url)
+    with ws(relay) as live:
+        subscribe(live, all=True)
+        idle_p99 = p99(latencies(conn, live, 50))
+        idle_rss = rss_kib(relay.proc.pid)
+        peaks = [idle_rss]
+        stalled = [StalledClient(relay.port, token(["*"]), [], all=True, resume_token="0") for _ in range(10)]
+        try:
+            abuse = []
+            for _ in range(10):
+                abuse += latencies(conn, live, 5)
+                peaks.append(rss_kib(relay.proc.pid))
+
+            def all_cut_off():  # without reading from them: that would let their replays go on
+                peaks.append(rss_kib(relay.proc.pid))
+                return relay.metric("pg_ab_relay_client_drops_total", '{reason="slow"}') >= 10
+            wait_until(all_cut_off, 60, "the stalled clients to be cut off")
+            wait_until(lambda: relay.metric("pg_ab_relay_clients") == 1, 10, "only the reading client left")
+        finally:
+            for s in stalled:
+                s.close()
+        assert max(peaks) - idle_rss < 64 * 1024, (idle_rss, max(peaks))
+        assert p99(abuse) <= 3 * max(idle_p99, 0.005), (idle_p99, p99(abuse))
+        assert relay.metric("pg_ab_relay_replays_total", '{outcome="done"}') == 0
 
 
 def restart_postgres():
