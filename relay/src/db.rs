@@ -179,3 +179,39 @@ pub async fn guarded<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(timeout_ms: u64) -> Arc<Db> {
+        Db::new("host=/nonexistent dbname=app", Arc::default(), false, Duration::from_millis(timeout_ms)).expect("config")
+    }
+
+    #[test]
+    fn a_bad_url_names_the_flag() {
+        let e = Db::new("postgres://[bad", Arc::default(), true, Duration::from_secs(1)).err().expect("refused");
+        assert!(e.starts_with("--database-url"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_query_past_the_timeout_counts_as_a_lost_connection() {
+        let db = db(50);
+        let started = tokio::time::Instant::now();
+        let hung = guarded(&db, "test", std::future::pending::<Result<(), tokio_postgres::Error>>()).await;
+        assert!(hung.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // The supervisor is told to reconnect: the notification is stored for it.
+        tokio::time::timeout(Duration::from_secs(1), db.broken.notified()).await.expect("reported to the supervisor");
+        assert_eq!(guarded(&db, "test", async { Ok::<_, tokio_postgres::Error>(5) }).await, Some(5));
+    }
+
+    #[tokio::test]
+    async fn without_a_connection_client_soon_gives_up_after_the_timeout() {
+        let db = db(60);
+        let started = tokio::time::Instant::now();
+        assert!(db.client_soon().await.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert!(db.client().is_none());
+    }
+}

@@ -303,3 +303,70 @@ class ResumingClient:
     def close(self):
         self.stop_flag = True
         self.thread.join(10)
+
+
+class PingCounter(StalledClient):
+    """A raw WebSocket client that answers the relay's pings and counts them: the relay's own
+    clock, for tests that must let ping intervals pass without sleeping a guessed time."""
+
+    def __init__(self, port, token_, test_ids):
+        super().__init__(port, token_, test_ids)
+        self.pings = 0
+        self.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _recv_exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def _run(self):
+        try:
+            while True:
+                head = self._recv_exact(2)
+                opcode, length = head[0] & 0x0F, head[1] & 0x7F
+                if length == 126:
+                    length = struct.unpack(">H", self._recv_exact(2))[0]
+                elif length == 127:
+                    length = struct.unpack(">Q", self._recv_exact(8))[0]
+                payload = self._recv_exact(length)
+                if opcode == 0x9:
+                    mask = os.urandom(4)
+                    self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask
+                                      + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+                    self.pings += 1
+                elif opcode == 0x8:
+                    return
+        except (OSError, ConnectionError):
+            return
+
+
+def emit(conn, test_id, n=1):
+    """n events of test_id through the raw outbox insert (the API's events go the same way)."""
+    ids = []
+    for _ in range(n):
+        ids.append(conn.execute("INSERT INTO ab.events (test_id, type, payload) VALUES (%s, 'burst', "
+                                "jsonb_build_object('test_id', %s::text, 'update_type', 'burst')) RETURNING id",
+                                (test_id, test_id)).fetchone()[0])
+    return ids
+
+
+def latencies(conn, live, n, test_id="t2"):
+    """Seconds from an event's commit to its arrival at the WebSocket client `live`, n times."""
+    out = []
+    for _ in range(n):
+        started = time.time()
+        event = emit(conn, test_id)[0]
+        while json.loads(live.recv(timeout=10)).get("event_id") != event:
+            pass
+        out.append(time.time() - started)
+    return out
+
+
+def p99(values):
+    return sorted(values)[max(0, int(len(values) * 0.99) - 1)]

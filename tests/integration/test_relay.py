@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from conftest import make_test, one
-from relay_harness import SECRET, Collector, StalledClient, token, wait_until
+from relay_harness import SECRET, Collector, PingCounter, StalledClient, latencies, p99, token, wait_until
 
 
 def dbname_of(dsn):
@@ -315,16 +315,21 @@ def test_stalled_client_is_cut_off_while_others_keep_receiving(dsn, connect, red
 def test_a_peer_that_never_answers_pings_is_dropped(dsn, connect, redis_server, relays):
     relay = relays(dbname_of(dsn), redis_server.url)  # pings every second
     silent = StalledClient(relay.port, token(["t1"]), ["t1"])  # a raw socket: it never answers
+    answering = PingCounter(relay.port, token(["t1"]), ["t1"])  # answers, and counts the pings
     with ws(relay, ["t1"]) as alive:  # the websockets library answers pings by itself
         subscribe(alive, test_ids=["t1"])
         assert recv_json(alive)["update_type"] == "current_state"
         assert silent.close_code(timeout=10) == 4408
         assert relay.metric("pg_ab_relay_client_drops_total", '{reason="dead"}') == 1
-        time.sleep(1.5)  # past two more ping intervals: the live client is still served
-        assert relay.metric("pg_ab_relay_clients") == 1
+        # Two more ping intervals by the relay's own clock: the clients that answer stay.
+        seen = answering.pings
+        wait_until(lambda: answering.pings >= seen + 3, 10, "three more pings")
+        assert relay.metric("pg_ab_relay_clients") == 2
+        assert relay.metric("pg_ab_relay_client_drops_total", '{reason="dead"}') == 1
         alive.send(json.dumps({"action": "subscribe", "test_ids": ["t1"]}))
         assert recv_json(alive)["type"] == "subscribed"
     silent.close()
+    answering.close()
 
 
 def test_sigterm_stops_cleanly_and_stores_the_cursor(dsn, connect, redis_server, relays):
@@ -403,32 +408,47 @@ def rss_kib(pid):
 
 
 def test_a_client_that_floods_pings_and_never_reads_is_cut_off_with_bounded_memory(dsn, connect, redis_server, relays):
+    # Issue 22, item 1: the relay stays within 64 MiB of its idle RSS and a reading client's P99
+    # latency within 3x its idle P99 (idle taken as at least 5 ms) while the flood lasts.
     conn = connect()
     make_test(conn, "t1")
     relay = relays(dbname_of(dsn), redis_server.url)
-    idle = rss_kib(relay.proc.pid)
-    flood = StalledClient(relay.port, token(["t1"]), ["t1"])
     mask = os.urandom(4)
     ping = bytes([0x89, 0x80 | 125]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"p" * 125))
     burst = ping * 1000
-    peak, cut_off = idle, False
+    outcome = {}
     with ws(relay, ["t1"]) as healthy:
         subscribe(healthy, test_ids=["t1"])
         recv_json(healthy)  # current state
-        flood.sock.settimeout(10)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                flood.sock.sendall(burst)
-            except (BrokenPipeError, ConnectionResetError):
-                cut_off = True
-                break
-            except socket.timeout:
-                break  # the relay stopped reading without closing: fails below
+        idle_p99 = p99(latencies(conn, healthy, 50, "t1"))
+        idle = rss_kib(relay.proc.pid)
+        peak = idle
+        flood = StalledClient(relay.port, token(["t1"]), ["t1"])
+
+        def send_flood():
+            flood.sock.settimeout(10)
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    flood.sock.sendall(burst)
+                except (BrokenPipeError, ConnectionResetError):
+                    outcome["cut_off"] = True
+                    return
+                except socket.timeout:
+                    return  # the relay stopped reading without closing: fails below
+
+        flooding = threading.Thread(target=send_flood)
+        flooding.start()
+        during = []
+        while flooding.is_alive():
+            during += latencies(conn, healthy, 5, "t1")
             peak = max(peak, rss_kib(relay.proc.pid))
-        assert cut_off, "the relay kept the flooding connection"
+        flooding.join()
+        assert outcome.get("cut_off"), "the relay kept the flooding connection"
         # The relay holds at most --client-buffer-bytes (16 MiB) for it: 64 MiB over idle is the bound.
         assert peak - idle < 64 * 1024, (idle, peak)
+        assert during, "the flood ended before a latency was measured"
+        assert p99(during) <= 3 * max(idle_p99, 0.005), (idle_p99, p99(during))
         # Everyone else is still served.
         conn.execute("SELECT ab.pause_test('t1', 'after the flood')")
         while recv_json(healthy)["update_type"] != "paused":

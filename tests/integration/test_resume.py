@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from conftest import make_test, one
-from relay_harness import Collector, ResumingClient, StalledClient, token, wait_until
+from relay_harness import Collector, ResumingClient, StalledClient, emit, latencies, p99, token, wait_until
 from test_relay import close_code, dbname_of, recv_json, rss_kib, subscribe, ws
 
 
@@ -40,16 +40,6 @@ def token_holes(token):
         lo, _, hi = hole.split("@")[0].partition("-")
         ids |= set(range(int(lo), int(hi or lo) + 1))
     return int(high), ids
-
-
-def emit(conn, test_id, n=1):
-    """n events of test_id through the raw outbox insert (the API's events go the same way)."""
-    ids = []
-    for _ in range(n):
-        ids.append(one(conn, "INSERT INTO ab.events (test_id, type, payload) VALUES (%s, 'burst', "
-                             "jsonb_build_object('test_id', %s::text, 'update_type', 'burst')) RETURNING id",
-                       test_id, test_id))
-    return ids
 
 
 def test_resume_after_a_late_commit_gets_the_late_event(dsn, connect, redis_server, relays):
@@ -220,22 +210,6 @@ def test_a_redis_subscriber_catches_up_through_events_since(dsn, connect, redis_
         assert caught_up[:3] == missed
     finally:
         back.close()
-
-
-def latencies(conn, live, n):
-    """Seconds from an event's commit to its arrival at `live`, n times."""
-    out = []
-    for _ in range(n):
-        started = time.time()
-        event = emit(conn, "t2")[0]
-        while recv_json(live)["event_id"] != event:
-            pass
-        out.append(time.time() - started)
-    return out
-
-
-def p99(values):
-    return sorted(values)[max(0, int(len(values) * 0.99) - 1)]
 
 
 def test_replays_to_clients_that_do_not_read_are_bounded_and_never_delay_live_delivery(dsn, connect, redis_server, relays):
