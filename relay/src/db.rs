@@ -26,6 +26,8 @@ pub struct Db {
     wake: watch::Sender<u64>,
     broken: Notify,
     metrics: Arc<Metrics>,
+    /// This relay's stored cursor as found at start (None: a new relay name).
+    initial: tokio::sync::OnceCell<Option<i64>>,
 }
 
 impl Db {
@@ -36,7 +38,7 @@ impl Db {
             .connect_timeout(Duration::from_secs(5))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10));
-        Ok(Arc::new(Db { config, listen, timeout, client: RwLock::new(None), wake: watch::Sender::new(0), broken: Notify::new(), metrics }))
+        Ok(Arc::new(Db { config, listen, timeout, client: RwLock::new(None), wake: watch::Sender::new(0), broken: Notify::new(), metrics, initial: Default::default() }))
     }
 
     /// The current connection, if there is one.
@@ -57,6 +59,28 @@ impl Db {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The relay's stored cursor as it was when the relay started (`Some(None)` for a relay name
+    /// not seen before), read once and shared, so the Redis sink and the WebSocket feed decide
+    /// their starting points from the same fact. None only when shutting down first.
+    pub async fn initial_cursor(&self, relay_name: &str, shutdown: &mut watch::Receiver<bool>) -> Option<Option<i64>> {
+        let read = self.initial.get_or_try_init(|| async {
+            loop {
+                if let Some(client) = self.client() {
+                    let row = guarded(self, "cursor read", client.query_opt(
+                        "SELECT last_event_id FROM ab.relay_cursors WHERE relay_name = $1", &[&relay_name])).await;
+                    if let Some(row) = row {
+                        return Ok(row.map(|r| r.get::<_, i64>(0)));
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return Err(()),
+                }
+            }
+        });
+        read.await.ok().copied()
     }
 
     pub fn subscribe_wake(&self) -> watch::Receiver<u64> {

@@ -81,22 +81,23 @@ impl RedisSink {
         }
     }
 
+    /// The stored cursor, or 0 for a new relay name (whose row is made here): a new name
+    /// publishes the outbox from its beginning.
     async fn load_cursor(&self, shutdown: &mut watch::Receiver<bool>) -> Option<i64> {
+        if let Some(stored) = self.db.initial_cursor(&self.relay_name, shutdown).await? {
+            return Some(stored);
+        }
         loop {
             if let Some(client) = self.db.client() {
-                let found = guarded(
+                let made = guarded(
                     &self.db,
-                    "cursor read",
-                    client.query_opt(
-                        "INSERT INTO ab.relay_cursors (relay_name) VALUES ($1)
-                         ON CONFLICT (relay_name) DO UPDATE SET relay_name = EXCLUDED.relay_name
-                         RETURNING last_event_id",
-                        &[&self.relay_name],
-                    ),
+                    "cursor insert",
+                    client.execute("INSERT INTO ab.relay_cursors (relay_name) VALUES ($1) ON CONFLICT (relay_name) DO NOTHING",
+                                   &[&self.relay_name]),
                 )
                 .await;
-                if let Some(Some(row)) = found {
-                    return Some(row.get(0));
+                if made.is_some() {
+                    return Some(0);
                 }
             }
             tokio::select! {

@@ -472,11 +472,13 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         let mut more = false;
         if let Some(client) = app.db.client() {
             if position.is_none() {
-                // This relay's stored cursor when it has one: an event still uncommitted below
-                // the newest id is then a hole the feed waits for, not one it jumped over.
-                const START: &str = "SELECT coalesce((SELECT last_event_id FROM ab.relay_cursors WHERE relay_name = $1),
-                                                     (SELECT max(id) FROM ab.events), 0)";
-                if let Some(row) = guarded(&app.db, "outbox start", client.query_one(START, &[&app.config.relay_name])).await {
+                // This relay's stored cursor as found at start when it has one: an event still
+                // uncommitted below the newest id is then a hole the feed waits for, not one it
+                // jumped over. A new relay name starts at the newest event (clients asked for
+                // what comes next, not for the history).
+                let Some(stored) = app.db.initial_cursor(&app.config.relay_name, &mut shutdown).await else { return };
+                const START: &str = "SELECT coalesce($1, (SELECT max(id) FROM ab.events), 0)";
+                if let Some(row) = guarded(&app.db, "outbox start", client.query_one(START, &[&stored])).await {
                     let start = Position::starting_after(row.get(0));
                     app.hub.start(start.resume_point());
                     position = Some(start);

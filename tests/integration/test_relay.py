@@ -444,6 +444,8 @@ def test_a_client_that_floods_pings_and_never_reads_is_cut_off_with_bounded_memo
             during += latencies(conn, healthy, 5, "t1")
             peak = max(peak, rss_kib(relay.proc.pid))
         flooding.join()
+        print(f"ping flood: RSS +{(peak - idle) / 1024:.1f} MiB, reading client P99 "
+              f"{p99(during) * 1000:.1f} ms (idle {idle_p99 * 1000:.1f} ms) over {len(during)} events")
         assert outcome.get("cut_off"), "the relay kept the flooding connection"
         # The relay holds at most --client-buffer-bytes (16 MiB) for it: 64 MiB over idle is the bound.
         assert peak - idle < 64 * 1024, (idle, peak)
