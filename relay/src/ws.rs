@@ -35,7 +35,8 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
 const MAX_CLIENT_MESSAGE: usize = 256 * 1024;
 /// Distinct test ids one subscribe message may name.
 const MAX_TEST_IDS: usize = 1000;
-/// Messages a client may send per second; past this the connection is closed (4429).
+/// Frames a client may send per second (commands, pings, pongs); past this the connection is
+/// closed (4429).
 const MAX_MESSAGES_PER_SECOND: u32 = 50;
 /// What the WebSocket layer gathers before it writes to the socket (tungstenite's default).
 const WRITE_BUFFER: usize = 128 * 1024;
@@ -147,28 +148,31 @@ async fn serve(mut socket: WebSocket, app: Arc<App>, token: Option<String>, addr
                 None => break,
             };
             last_heard.store(started.elapsed().as_millis() as u64, Relaxed);
+            if let Message::Close(_) = message {
+                break;
+            }
+            // A fixed one-second window over every frame a client sends: a command may cost
+            // queries and replies, a ping costs a pong written back.
+            if window_start.elapsed() >= Duration::from_secs(1) {
+                (window_start, in_window) = (Instant::now(), 0);
+            }
+            in_window += 1;
+            if in_window > MAX_MESSAGES_PER_SECOND {
+                // The writer sends the close frame; what else arrives is not acted on.
+                if !flooded {
+                    flooded = true;
+                    app.metrics.flood_drops.fetch_add(1, Relaxed);
+                    app.hub.disconnect(id, crate::hub::CLOSE_TOO_SLOW, format!(
+                        "too many messages: at most {MAX_MESSAGES_PER_SECOND} per second"));
+                }
+                continue;
+            }
             match message {
                 Message::Text(text) => {
-                    // A fixed one-second window: each message may cost queries and replies.
-                    if window_start.elapsed() >= Duration::from_secs(1) {
-                        (window_start, in_window) = (Instant::now(), 0);
-                    }
-                    in_window += 1;
-                    if in_window > MAX_MESSAGES_PER_SECOND {
-                        // The writer sends the close frame; what else arrives is not acted on.
-                        if !flooded {
-                            flooded = true;
-                            app.metrics.flood_drops.fetch_add(1, Relaxed);
-                            app.hub.disconnect(id, crate::hub::CLOSE_TOO_SLOW, format!(
-                                "too many messages: at most {MAX_MESSAGES_PER_SECOND} per second"));
-                        }
-                        continue;
-                    }
                     if let Err((code, reason)) = handle_command(&app, id, &grant, &text) {
                         app.hub.disconnect(id, code, reason);
                     }
                 }
-                Message::Close(_) => break,
                 _ => {}
             }
         }
