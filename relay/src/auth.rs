@@ -28,19 +28,44 @@ impl Grant {
     }
 }
 
+/// What a token must satisfy beyond its signature and `exp`/`nbf`, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `iss` must be this (RFC 7519 4.1.1).
+    pub issuer: Option<String>,
+    /// `aud` must contain this (RFC 7519 4.1.3).
+    pub audience: Option<String>,
+    /// `exp` at most this many seconds ahead: no token valid for longer is accepted.
+    pub max_lifetime_seconds: Option<u64>,
+}
+
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime_seconds: Option<u64>,
 }
 
 impl Verifier {
-    pub fn new(secret: &str) -> Verifier {
+    pub fn new(secret: &str, policy: &Policy) -> Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         // A token whose nbf ("not before", RFC 7519 4.1.5) lies ahead is not valid yet.
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        Verifier { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+        let mut required = vec!["exp"];
+        if let Some(iss) = &policy.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &policy.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // No audience configured: a token's aud is not checked.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Verifier { key: DecodingKey::from_secret(secret.as_bytes()), validation, max_lifetime_seconds: policy.max_lifetime_seconds }
     }
 
     /// The grant of a token, or why it is refused.
@@ -50,9 +75,17 @@ impl Verifier {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
             jsonwebtoken::errors::ErrorKind::InvalidSignature => "token signature invalid".to_string(),
             jsonwebtoken::errors::ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_string(),
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "token issuer (iss) is not the expected one".to_string(),
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => "token audience (aud) is not the expected one".to_string(),
             _ => format!("token invalid: {e}"),
         })?;
         let claims = data.claims;
+        if let Some(max) = self.max_lifetime_seconds {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if claims.exp > now.saturating_add(max) {
+                return Err(format!("token valid for longer than {max} s (--token-max-lifetime-seconds): ask for a shorter one"));
+            }
+        }
         Ok(Grant { all: claims.test_ids.iter().any(|t| t == "*"), test_ids: claims.test_ids, expires_at: claims.exp })
     }
 }
@@ -72,7 +105,7 @@ mod tests {
 
     #[test]
     fn scope_comes_from_the_claim() {
-        let v = Verifier::new("0123456789abcdef");
+        let v = Verifier::new("0123456789abcdef", &Policy::default());
         let g = v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": later()})))).unwrap();
         assert!(g.allows("a") && !g.allows("b") && !g.allows_all());
         let g = v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["*"], "exp": later()})))).unwrap();
@@ -81,7 +114,7 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_refused_with_a_reason() {
-        let v = Verifier::new("0123456789abcdef");
+        let v = Verifier::new("0123456789abcdef", &Policy::default());
         assert!(v.verify(None).unwrap_err().contains("no bearer token"));
         let wrong = token("another-secret-16", serde_json::json!({"test_ids": ["a"], "exp": later()}));
         assert_eq!(v.verify(Some(&wrong)).unwrap_err(), "token signature invalid");
@@ -93,5 +126,24 @@ mod tests {
         assert!(v.verify(Some(&started)).is_ok());
         let no_scope = token("0123456789abcdef", serde_json::json!({"exp": later()}));
         assert!(v.verify(Some(&no_scope)).unwrap_err().contains("test_ids"));
+        // Without a configured audience, a token's aud is not checked.
+        assert!(v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["a"], "exp": later(), "aud": "x"})))).is_ok());
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_are_enforced_when_set() {
+        let policy = Policy { issuer: Some("api".into()), audience: Some("relay".into()), max_lifetime_seconds: Some(900) };
+        let v = Verifier::new("0123456789abcdef", &policy);
+        let sign = |claims: serde_json::Value| token("0123456789abcdef", claims);
+        assert!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "iss": "api", "aud": "relay"})))).is_ok());
+        assert!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "iss": "api", "aud": ["relay", "other"]})))).is_ok());
+        assert_eq!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "iss": "evil", "aud": "relay"})))).unwrap_err(),
+                   "token issuer (iss) is not the expected one");
+        assert_eq!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "iss": "api", "aud": "other"})))).unwrap_err(),
+                   "token audience (aud) is not the expected one");
+        assert!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "aud": "relay"})))).unwrap_err().contains("iss"));
+        assert!(v.verify(Some(&sign(serde_json::json!({"test_ids": ["a"], "exp": later(), "iss": "api"})))).unwrap_err().contains("aud"));
+        let long = sign(serde_json::json!({"test_ids": ["a"], "exp": later() + 3600, "iss": "api", "aud": "relay"}));
+        assert!(v.verify(Some(&long)).unwrap_err().contains("longer than 900 s"));
     }
 }

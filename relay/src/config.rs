@@ -26,6 +26,19 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: String,
 
+    /// When set, a client token's `iss` claim must be this.
+    #[arg(long, env = "PG_AB_RELAY_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// When set, a client token's `aud` claim must contain this.
+    #[arg(long, env = "PG_AB_RELAY_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+
+    /// Seconds a client token may still be valid at most (its `exp` no further ahead); 0: no
+    /// limit.
+    #[arg(long, env = "PG_AB_RELAY_TOKEN_MAX_LIFETIME_SECONDS", default_value_t = 0)]
+    pub token_max_lifetime_seconds: u64,
+
     /// Name of this relay; its delivery cursor is the row of that name in ab.relay_cursors.
     #[arg(long, env = "PG_AB_RELAY_NAME", default_value = "default")]
     pub relay_name: String,
@@ -136,6 +149,14 @@ impl Config {
             max_connections: self.max_connections,
             max_per_address: self.max_connections_per_address,
             handshake: Duration::from_secs_f64(self.handshake_timeout_seconds),
+        }
+    }
+
+    pub fn token_policy(&self) -> crate::auth::Policy {
+        crate::auth::Policy {
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            max_lifetime_seconds: (self.token_max_lifetime_seconds > 0).then_some(self.token_max_lifetime_seconds),
         }
     }
 

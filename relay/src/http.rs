@@ -48,7 +48,7 @@ mod tests {
             db,
             client_db,
             hub: crate::hub::Hub::new(metrics.clone()),
-            verifier: crate::auth::Verifier::new(&config.token_secret),
+            verifier: crate::auth::Verifier::new(&config.token_secret, &config.token_policy()),
             metrics,
             shutdown: tokio::sync::watch::channel(false).1,
             config,

@@ -79,7 +79,7 @@ async fn run(config: config::Config) -> Result<(), String> {
         db: db.clone(),
         client_db: client_db.clone(),
         hub: hub::Hub::new(metrics.clone()),
-        verifier: auth::Verifier::new(&config.token_secret),
+        verifier: auth::Verifier::new(&config.token_secret, &config.token_policy()),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         config: config.clone(),
