@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Event;
 
 pub const CLOSE_TOO_SLOW: u16 = 4429;
+/// Subscribes one client may have waiting for the feed's first position.
+const MAX_PENDING: usize = 16;
 
 /// What a client's writer task sends, in queue order.
 #[derive(Debug)]
@@ -132,6 +134,9 @@ impl Hub {
         let request = Pending { tests, from, ack };
         match &inner.position {
             Some(position) => answer(&client.queue, request, position),
+            // Waiting answers are bounded like the queue they will go to (a client that keeps
+            // subscribing while the database is unreachable is cut off, not buffered).
+            None if client.pending.len() >= MAX_PENDING => false,
             None => {
                 client.pending.push(request);
                 true
@@ -324,5 +329,16 @@ mod tests {
             Ok(Outgoing::Replay { from, upto, tests: None }) => assert_eq!(upto.passed_since(&from), vec![9..=12]),
             other => panic!("expected the replay, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn subscribes_waiting_for_the_feed_are_bounded() {
+        let hub = Hub::new(Arc::default());
+        let (tx, _rx) = mpsc::channel(1024);
+        let c = hub.register(tx, oneshot::channel().0);
+        for _ in 0..MAX_PENDING {
+            assert!(hub.subscribe(c, Subscription::All, None, ack()));
+        }
+        assert!(!hub.subscribe(c, Subscription::All, None, ack()), "the 17th waiting subscribe is refused");
     }
 }

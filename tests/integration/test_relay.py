@@ -520,34 +520,37 @@ def test_slow_handshakes_are_closed_at_the_deadline_and_websockets_are_not(dsn, 
 
 
 def test_connections_are_capped_in_all_and_per_source_address(dsn, redis_server, relays):
-    relay = relays(dbname_of(dsn), redis_server.url, max_connections=6, max_connections_per_address=4)
+    relay = relays(dbname_of(dsn), redis_server.url, max_connections=7, max_connections_per_address=4)
 
     def open_from(source):
         return socket.create_connection(("127.0.0.1", relay.port), timeout=5, source_address=(source, 0))
 
-    def refused(s):
-        # A refused connection is answered 503 and closed at once.
+    def read_all(s):
         data = b""
         try:
             while chunk := s.recv(4096):
                 data += chunk
         except (ConnectionResetError, socket.timeout):
             pass
-        return data.startswith(b"HTTP/1.1 503")
+        return data
 
+    # The counters are read over a connection admitted first: any later request would itself be
+    # refused while the caps are full, and counted.
+    probe = open_from("127.0.0.4")
     held = [open_from("127.0.0.1") for _ in range(4)]
     try:
-        extra = open_from("127.0.0.1")
-        assert refused(extra), "a fifth connection from one address was admitted"
+        assert read_all(open_from("127.0.0.1")).startswith(b"HTTP/1.1 503"), "a fifth connection from one address was admitted"
         held += [open_from("127.0.0.2") for _ in range(2)]
-        other = open_from("127.0.0.3")
-        assert refused(other), "a seventh connection was admitted"
+        assert read_all(open_from("127.0.0.3")).startswith(b"HTTP/1.1 503"), "an eighth connection was admitted"
+        probe.sendall(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        lines = read_all(probe).decode().splitlines()
     finally:
-        for s in held:
+        for s in held + [probe]:
             s.close()
+    assert "pg_ab_relay_connections 7" in lines
+    assert 'pg_ab_relay_connections_refused_total{cap="per_address"} 1' in lines
+    assert 'pg_ab_relay_connections_refused_total{cap="total"} 1' in lines
     wait_until(lambda: relay.metric("pg_ab_relay_connections") == 1, 10, "places given back")  # this request
-    assert relay.metric("pg_ab_relay_connections_refused_total", '{cap="per_address"}') == 1
-    assert relay.metric("pg_ab_relay_connections_refused_total", '{cap="total"}') == 1
 
 
 def frame(first_byte, payload, masked=True):
