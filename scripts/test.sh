@@ -17,7 +17,7 @@ else
     cargo pgrx test pg15
 fi
 
-log "core crate and relay unit tests, relay build"
+log "pg_ab_core (the pure logic: unit and property tests, no PostgreSQL), relay unit tests, relay build"
 cargo test -q -p pg_ab_core
 cargo test -q -p pg_ab_relay
 cargo build -q -p pg_ab_relay --profile relay

@@ -1,27 +1,15 @@
 //! pg_ab: A/B testing of ML models inside PostgreSQL.
 //!
-//! Plain Rust modules hold the logic and their unit tests; `pg` is the thin pgrx layer.
+//! The logic and its unit tests live in the pure crate `pg_ab_core` (core/); `pg` is the thin
+//! pgrx layer.
 
-pub mod assign;
-pub mod cache;
-pub mod calibration;
-pub mod dedup;
-pub mod entities;
-pub mod error;
-pub mod evaluation;
-pub mod events;
-pub mod extract;
-pub mod flags;
-pub mod health;
-pub mod hash;
-pub mod hierarchy;
-pub mod lifecycle;
-pub mod ltree;
-pub mod risk;
-pub mod stats;
-pub mod temporal;
+// The logic lives in the pure crate `pg_ab_core` (core/); its modules keep their paths here, so
+// the pgrx layer refers to them as `crate::<module>`.
+pub use pg_ab_core::{
+    assign, cache, calibration, dedup, entities, error, evaluation, events, extract, flags, hash, health, hierarchy,
+    lifecycle, ltree, risk, stats, temporal,
+};
 pub mod pg;
-mod properties;
 
 
 ::pgrx::pg_module_magic!(name, version);
