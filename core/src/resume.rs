@@ -111,14 +111,7 @@ impl ResumePoint {
 
     /// Whether passing `ids` (ascending) would leave new holes above `high`.
     pub fn would_leave_holes(&self, ids: &[i64]) -> bool {
-        let mut expected = self.high + 1;
-        for &id in ids.iter().filter(|&&id| id > self.high) {
-            if id != expected {
-                return true;
-            }
-            expected = id + 1;
-        }
-        false
+        leaves_holes(self.high, ids)
     }
 
     /// Holes below `below` whose guard is at or under `xmin` are settled (their transactions
@@ -295,6 +288,20 @@ impl FromStr for ResumePoint {
         }
         Ok(point)
     }
+}
+
+/// Whether a reader that has passed everything up to `high` and then reads `ids` (ascending)
+/// skips an id above `high`: the ids it would have to keep as holes. Shared by [`ResumePoint`]
+/// and the relay's reader, whose holes carry whole snapshots as guards.
+pub fn leaves_holes(high: i64, ids: &[i64]) -> bool {
+    let mut expected = high + 1;
+    for &id in ids.iter().filter(|&&id| id > high) {
+        if id != expected {
+            return true;
+        }
+        expected = id + 1;
+    }
+    false
 }
 
 /// The positions after each event a reader of `start.unread()` got in one read, in id order:

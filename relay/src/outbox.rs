@@ -111,14 +111,7 @@ impl Position {
 
     /// Whether reading these ids (ascending) past `high` would leave holes.
     pub fn would_leave_holes(&self, ids: &[i64]) -> bool {
-        let mut expected = self.high + 1;
-        for &id in ids.iter().filter(|&&id| id > self.high) {
-            if id != expected {
-                return true;
-            }
-            expected = id + 1;
-        }
-        false
+        pg_ab_core::resume::leaves_holes(self.high, ids)
     }
 
     /// Records ids read past `high` (ascending); skipped ids become holes under `guard`.
