@@ -104,6 +104,34 @@ cluster_stop() {
     fi
 }
 
+# regress [--auto]: the expected-output tests of the SQL API (tests/pg_regress: sql/NAME.sql run
+# by psql, compared with expected/NAME.out; setup.sql first) in a fresh database of the running
+# cluster, with the installed extension. The layout is `cargo pgrx regress`'s, but that command
+# manages a cluster of its own that initdb and pg_ctl refuse to run as root, so we call the
+# pg_regress it drives ourselves, with the same psql settings (terse errors, no notices).
+# --auto: write the actual output over the expected for every file that differs (review the diff).
+regress() {
+    local dir="$ROOT/tests/pg_regress" launcher="$ROOT/.run/regress-psql.sh"
+    local names=(setup)
+    for f in "$dir"/sql/*.sql; do
+        [ "$(basename "$f")" = setup.sql ] || names+=("$(basename "$f" .sql)")
+    done
+    printf '#!/bin/bash\nexec "$@" -v VERBOSITY=terse\n' >"$launcher"
+    chmod 755 "$launcher"
+    fresh_database pg_ab_regress
+    local rc=0
+    PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/../lib/pgxs/src/test/regress/pg_regress" \
+        --use-existing --dbname=pg_ab_regress --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+        --bindir="$PG_BIN" --launcher="$launcher" --inputdir="$dir" --outputdir="$dir" "${names[@]}" || rc=$?
+    if [ $rc != 0 ] && [ "${1:-}" = --auto ]; then
+        for n in "${names[@]}"; do cp "$dir/results/$n.out" "$dir/expected/$n.out"; done
+        log "expected outputs rewritten: review git diff tests/pg_regress/expected"
+    elif [ $rc != 0 ]; then
+        cat "$dir/regression.diffs" >&2
+    fi
+    return $rc
+}
+
 # A fresh database in the running cluster.
 fresh_database() {
     psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: the Rust unit tests and #[pg_test]s (cargo pgrx test),
-# then the integration tests against a private PostgreSQL cluster with pg_ab installed.
+# then the expected-output tests of the SQL API and the integration tests against a private PostgreSQL cluster with pg_ab installed.
 # Safe to run again; stops what it started.
 source "$(dirname "$0")/lib.sh"
 setup
@@ -27,6 +27,9 @@ install_extension
 trap 'cluster_stop test' EXIT
 cluster_start test 54330
 export PG_AB_TEST_PGDATA="$ROOT/.run/test/data"
+
+log "expected-output tests of the SQL API (tests/pg_regress)"
+regress
 
 log "integration tests (pytest, real sessions)"
 python_env
