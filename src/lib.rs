@@ -3,12 +3,9 @@
 //! The logic and its unit tests live in the pure crate `pg_ab_core` (core/); `pg` is the thin
 //! pgrx layer.
 
-// The logic lives in the pure crate `pg_ab_core` (core/); its modules keep their paths here, so
-// the pgrx layer refers to them as `crate::<module>`.
-pub use pg_ab_core::{
-    assign, cache, calibration, dedup, entities, error, evaluation, events, extract, flags, hash, health, hierarchy,
-    lifecycle, ltree, risk, stats, temporal,
-};
+// The logic lives in the pure crate `pg_ab_core` (core/), one folder per family; the pgrx layer
+// refers to it as `crate::<family>::<module>`.
+pub use pg_ab_core::{analysis, cache_stats, error, experiments, extraction, places};
 pub mod pg;
 
 

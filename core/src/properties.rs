@@ -3,10 +3,11 @@
 
 #![cfg(test)]
 
-use crate::assign::{pick_variant, Variant};
-use crate::calibration::{self, Context, Weights};
-use crate::stats::{self, Moments};
-use crate::{dedup, entities, hash, temporal};
+use crate::experiments::assign::{pick_variant, Variant};
+use crate::extraction::calibration::{self, Context, Weights};
+use crate::analysis::stats::{self, Moments};
+use crate::experiments::hash;
+use crate::extraction::{dedup, entities, temporal};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use statrs::distribution::{ChiSquared, ContinuousCDF};

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use pg_ab_core::resume::ResumePoint;
+use pg_ab_core::experiments::resume::ResumePoint;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pg_ab_core::resume::ResumePoint;
+use pg_ab_core::experiments::resume::ResumePoint;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -111,7 +111,7 @@ impl Position {
 
     /// Whether reading these ids (ascending) past `high` would leave holes.
     pub fn would_leave_holes(&self, ids: &[i64]) -> bool {
-        pg_ab_core::resume::leaves_holes(self.high, ids)
+        pg_ab_core::experiments::resume::leaves_holes(self.high, ids)
     }
 
     /// Records ids read past `high` (ascending); skipped ids become holes under `guard`.

@@ -22,7 +22,7 @@ use crate::db::{guarded, Db};
 use crate::hub::{Outgoing, Subscription};
 use crate::outbox::{self, Position};
 use crate::App;
-use pg_ab_core::resume::ResumePoint;
+use pg_ab_core::experiments::resume::ResumePoint;
 
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 pub const CLOSE_FORBIDDEN: u16 = 4403;

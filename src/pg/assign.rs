@@ -3,7 +3,7 @@
 use super::error::{raise, require_primary, required};
 use super::cache;
 use super::store;
-use crate::assign::{self as logic, Assignment, Reason, TestConfig};
+use crate::experiments::assign::{self as logic, Assignment, Reason, TestConfig};
 use crate::error::{AbError, Kind};
 use std::rc::Rc;
 use pgrx::pg_sys;
@@ -13,7 +13,7 @@ use pgrx::pg_guard;
 /// The `ab.assignment` composite (sql/assign.sql), built by hand: pgrx's set-returning path
 /// costs over a microsecond a call, more than everything else in an assignment together.
 mod composite {
-    use crate::assign::Assignment;
+    use crate::experiments::assign::Assignment;
     use pgrx::pg_sys;
     use std::cell::Cell;
 

@@ -11,11 +11,13 @@
 //!   after an invalidation can never hold data older than that invalidation.
 
 use super::store;
-use crate::assign::TestConfig;
-use crate::cache::preloaded::Preloaded;
-use crate::cache::{chain_views, ConfigCache, HierarchyCache, Loaded, NodeRef};
-use crate::hierarchy::Node;
-use crate::flags::Flag;
+use crate::experiments::assign::TestConfig;
+use crate::places::preloaded::Preloaded;
+use crate::cache_stats::Loaded;
+use crate::experiments::cache::ConfigCache;
+use crate::places::cache::{chain_views, HierarchyCache, NodeRef};
+use crate::places::hierarchy::Node;
+use crate::experiments::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -277,7 +279,7 @@ pub fn with_hierarchy_chain<R>(
     f: impl FnOnce(&[NodeRef]) -> R,
 ) -> R {
     if snapshot_isolation() {
-        return f(&chain_views(&mut load(&crate::hierarchy::prefixes(path))));
+        return f(&chain_views(&mut load(&crate::places::hierarchy::prefixes(path))));
     }
     with_hierarchy(|h| {
         if HIERARCHY_PRELOAD.get() && !h.preload_tried {
@@ -333,7 +335,7 @@ fn invalidate_config_cache(relid: pg_sys::Oid) {
 
 type StatsRow = (i64, i64, i64, i64, i32, i32, f64);
 
-fn stats_row(s: crate::cache::Stats, entries: usize, capacity: usize) -> StatsRow {
+fn stats_row(s: crate::cache_stats::Stats, entries: usize, capacity: usize) -> StatsRow {
     (s.hits as i64, s.misses as i64, s.evictions as i64, s.invalidations as i64, entries as i32, capacity as i32, s.hit_rate())
 }
 

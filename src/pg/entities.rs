@@ -5,12 +5,12 @@ use super::assign as assignment;
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
-use crate::assign::{Assignment, Reason};
-use crate::calibration::{self, Context, Factors, Weights};
-use crate::dedup;
-use crate::entities::{self, Entity};
+use crate::experiments::assign::{Assignment, Reason};
+use crate::extraction::calibration::{self, Context, Factors, Weights};
+use crate::extraction::dedup;
+use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, Kind};
-use crate::extract;
+use crate::extraction::extract;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use serde_json::{json, Map, Value};
@@ -472,7 +472,7 @@ fn extract_entities_with_ab_testing(
             let var = t.variant(v).unwrap_or_else(|| raise(AbError::invalid(format!("\"{v}\" is not a variant of test \"{}\"", t.test_id))));
             Assignment { test_id: &t.test_id, variant: &var.name, confidence_threshold: var.confidence_threshold, in_rollout: true, reason: Reason::Given }
         }
-        None if test_id.is_none() && t.status != crate::lifecycle::Status::Active => Assignment {
+        None if test_id.is_none() && t.status != crate::experiments::lifecycle::Status::Active => Assignment {
             test_id: &t.test_id,
             variant: &t.champion().name,
             confidence_threshold: t.champion().confidence_threshold,

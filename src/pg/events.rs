@@ -1,10 +1,10 @@
 //! `ab.events_since`: the outbox for consumers other than the relay (a LISTEN loop, a cron job,
 //! a Redis subscriber catching up), resumable without loss. The position logic is
-//! `pg_ab_core::resume`; this layer reads and converts.
+//! `pg_ab_core::experiments::resume`; this layer reads and converts.
 
 use super::error::{raise, require_primary, OrRaise};
 use crate::error::AbError;
-use pg_ab_core::resume::{self, ResumePoint};
+use pg_ab_core::experiments::resume::{self, ResumePoint};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 

@@ -1,7 +1,7 @@
 //! The bucketing hashes, exposed so that users can check another implementation against them.
 
 use super::error::required;
-use crate::hash;
+use crate::experiments::hash;
 use pgrx::prelude::*;
 
 /// The rollout bucket (0–9999) of a unit for a flag: inside a rollout of p % when bucket < p·100.

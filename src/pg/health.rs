@@ -5,8 +5,8 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use super::store;
-use crate::health::{self, Figures, Limits, Status};
-use crate::stats::sketch;
+use crate::analysis::health::{self, Figures, Limits, Status};
+use crate::analysis::stats::sketch;
 
 /// Everything health() reports, gathered in one query.
 const FIGURES: &str = "SELECT jsonb_build_object(

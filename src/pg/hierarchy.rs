@@ -4,12 +4,12 @@
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::{cache, store};
-use crate::cache::NodeRef;
-use crate::calibration;
-use crate::entities::{self, Entity};
+use crate::places::cache::NodeRef;
+use crate::extraction::calibration;
+use crate::extraction::entities::{self, Entity};
 use crate::error::AbError;
-use crate::hierarchy::{self, Node};
-use crate::ltree::Ltree;
+use crate::places::hierarchy::{self, Node};
+use crate::places::ltree::Ltree;
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use serde_json::{json, Value};

@@ -4,10 +4,10 @@
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::store;
-use crate::assign::{test_flag_name, ROUTING_FLAG};
+use crate::experiments::assign::{test_flag_name, ROUTING_FLAG};
 use crate::error::{AbError, Kind};
-use crate::events::{FLAG_UPDATE, TEST_UPDATE};
-use crate::lifecycle::{self, Action, Status};
+use crate::experiments::events::{FLAG_UPDATE, TEST_UPDATE};
+use crate::experiments::lifecycle::{self, Action, Status};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde::Deserialize;

@@ -11,10 +11,10 @@ use super::error::{raise, require_primary, required};
 use super::lifecycle::unknown_test;
 use super::{flags, store};
 use crate::error::{AbError, Kind};
-use crate::evaluation::{self, Settings, VariantStats};
-use crate::events;
-use crate::risk::{self, Action, Condition, Guardrail, Level, Thresholds};
-use crate::stats::{self, sketch, Moments};
+use crate::analysis::evaluation::{self, Settings, VariantStats};
+use crate::experiments::events;
+use crate::analysis::risk::{self, Action, Condition, Guardrail, Level, Thresholds};
+use crate::analysis::stats::{self, sketch, Moments};
 
 /// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty); used by the
 /// metrics trigger.

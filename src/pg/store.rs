@@ -2,11 +2,11 @@
 //! goes through here, so the SQL the extension runs can be read in one place.
 
 use super::error::OrRaise;
-use crate::assign::{test_flag_name, TestConfig, Variant};
+use crate::experiments::assign::{test_flag_name, TestConfig, Variant};
 use crate::error::AbError;
-use crate::events;
-use crate::flags::Flag;
-use crate::lifecycle::Status;
+use crate::experiments::events;
+use crate::experiments::flags::Flag;
+use crate::experiments::lifecycle::Status;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::JsonB;

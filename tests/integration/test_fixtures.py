@@ -1,4 +1,4 @@
-"""The statistics fixtures (tests/fixtures/stats.json, read by the Rust tests in core/src/stats.rs)
+"""The statistics fixtures (tests/fixtures/stats.json, read by the Rust tests in core/src/analysis/stats.rs)
 are what SciPy and statsmodels compute now: regenerated here and compared with the committed
 file, so the expected values cannot drift from their source."""
 import json

@@ -9,8 +9,8 @@
 //! (`share`, `open_shared`): one copy in memory for all of them, and a backend's preload is a
 //! mapping instead of reading and building the hierarchy again.
 
-use super::hierarchy::NodeRef;
-use crate::hierarchy::{ancestors, depth, is_ancestor, Node};
+use super::cache::NodeRef;
+use crate::places::hierarchy::{ancestors, depth, is_ancestor, Node};
 use std::io::Write;
 use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;

@@ -1,9 +1,9 @@
 //! Deterministic variant assignment. Pure: the caller supplies the test's configuration and a
 //! way to look flags up; the same inputs always give the same answer.
 
-use crate::flags::{self, Evaluation, Flag};
-use crate::hash;
-use crate::lifecycle::Status;
+use crate::experiments::flags::{self, Evaluation, Flag};
+use crate::experiments::hash;
+use crate::experiments::lifecycle::Status;
 use std::rc::Rc;
 
 pub const ROUTING_FLAG: &str = "ff.ab_routing";

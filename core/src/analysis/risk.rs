@@ -1,8 +1,8 @@
 //! Risk of a running test: conditions judged on each challenger against the champion, each with
 //! a severity; the test's level is the highest one. Rules and defaults: README ("Risk").
 
-use crate::evaluation::VariantStats;
-use crate::stats;
+use crate::analysis::evaluation::VariantStats;
+use crate::analysis::stats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -183,7 +183,7 @@ pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], guardrails
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{sketch, Moments};
+    use crate::analysis::stats::{sketch, Moments};
 
     fn thresholds() -> Thresholds {
         Thresholds { min_samples: 30.0, latency_p95_budget_ms: 1.25, latency_p95_increase_pct: 50.0, error_rate_max: 0.05,

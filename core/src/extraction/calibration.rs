@@ -3,9 +3,9 @@
 //!            + w₄·temporal coherence + w₅·geographic plausibility, capped at 1.0,
 //! with default weights 0.4, 0.2, 0.15, 0.15, 0.1. Every factor is in 0–1 and comes from a rule.
 
-use crate::entities::{self, Entity};
+use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, AbResult, Kind};
-use crate::temporal;
+use crate::extraction::temporal;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 

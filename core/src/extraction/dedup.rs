@@ -8,8 +8,8 @@
 //! - Canonical member: the highest confidence; ties go to the longer text, then to the earlier
 //!   entity. Its key is `<5-W type>:<normalised text>`.
 
-use crate::calibration::normalize;
-use crate::entities::{self, Entity};
+use crate::extraction::calibration::normalize;
+use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, AbResult, Kind};
 use serde_json::{json, Value};
 

@@ -3,8 +3,8 @@
 //! Plain Rust; what invalidates it is the pgrx layer's business (src/pg/cache.rs).
 
 use super::preloaded::Preloaded;
-use super::{nz, Loaded, Stats};
-use crate::hierarchy::{self, Node};
+use crate::cache_stats::{nz, Loaded, Stats};
+use crate::places::hierarchy::{self, Node};
 use lru::LruCache;
 use std::rc::Rc;
 

@@ -9,7 +9,7 @@
 //! organization; remaining all-capital acronyms → organization.
 
 use crate::error::{AbError, AbResult, Kind};
-use crate::temporal;
+use crate::extraction::temporal;
 use regex::Regex;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
@@ -111,7 +111,7 @@ pub fn extract(content: &str, is_place: &dyn Fn(&str) -> bool) -> Vec<Value> {
             for i in 0..=(words.len() - len) {
                 let (s, e) = (words[i].0, words[i + len - 1].1);
                 let text = content[s..e].trim_end_matches('.');
-                if is_place(&crate::calibration::place_key(text)) {
+                if is_place(&crate::extraction::calibration::place_key(text)) {
                     claim(&mut found, s, s + text.len(), "location", 0.9, "gazetteer");
                     break 'outer;
                 }
@@ -191,7 +191,7 @@ fn word_bounds(content: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entities::classify_5w;
+    use crate::extraction::entities::classify_5w;
 
     fn kinds(v: &[Value]) -> Vec<(String, String)> {
         v.iter().map(|e| (e["text"].as_str().unwrap().to_string(), e["entity_type"].as_str().unwrap().to_string())).collect()

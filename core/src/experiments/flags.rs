@@ -1,7 +1,7 @@
 //! Feature flags: validation, dependency rules and per-unit evaluation.
 
 use crate::error::{AbError, AbResult, Kind};
-use crate::hash;
+use crate::experiments::hash;
 use std::collections::HashSet;
 use std::rc::Rc;
 

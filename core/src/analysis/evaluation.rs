@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::stats::{self, sketch, Comparison, Moments};
+use crate::analysis::stats::{self, sketch, Comparison, Moments};
 
 /// Sufficient statistics of one variant (summed over hours and shards).
 #[derive(Debug, Clone, Default)]

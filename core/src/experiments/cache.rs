@@ -1,45 +1,15 @@
 //! The per-backend L1 cache of configuration: tests and flags compiled for assignment, plus the
 //! list of active tests. Plain Rust: what invalidates it, and when, is the pgrx layer's business
 //! (src/pg/cache.rs); here it is bounded (LRU) and counts hits, misses and evictions. The
-//! hierarchy's cache is in cache/hierarchy.rs and cache/preloaded.rs.
+//! hierarchy's cache, which shares nothing with it but the counters, is `places::cache`.
 
-use crate::assign::TestConfig;
-use crate::flags::Flag;
+use crate::experiments::assign::TestConfig;
+use crate::experiments::flags::Flag;
 use lru::LruCache;
-use std::num::NonZeroUsize;
 use std::rc::Rc;
 
-pub mod hierarchy;
-pub mod preloaded;
-pub use hierarchy::{chain_views, HierarchyCache, NodeRef};
-
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Stats {
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-    pub invalidations: u64,
-}
-
-impl Stats {
-    pub fn hit_rate(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 { 0.0 } else { self.hits as f64 / total as f64 }
-    }
-}
-
-/// What a miss loaded, and whether it may be kept (it may not when it was read under a snapshot
-/// that could predate an invalidation already processed).
-pub struct Loaded<T> {
-    pub value: Option<T>,
-    pub keep: bool,
-}
-
-impl<T> Loaded<T> {
-    pub fn keep(value: Option<T>) -> Self {
-        Loaded { value, keep: true }
-    }
-}
+use crate::cache_stats::{nz, Stats};
+pub use crate::cache_stats::Loaded;
 
 pub struct ConfigCache {
     tests: LruCache<String, Rc<TestConfig>>,
@@ -48,10 +18,6 @@ pub struct ConfigCache {
     active: Option<Rc<Vec<String>>>,
     capacity: usize,
     pub stats: Stats,
-}
-
-pub(crate) fn nz(n: usize) -> NonZeroUsize {
-    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
 }
 
 impl ConfigCache {

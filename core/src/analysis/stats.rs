@@ -309,7 +309,7 @@ mod tests {
     use serde_json::Value;
 
     fn fixtures() -> Value {
-        serde_json::from_str(include_str!("../../tests/fixtures/stats.json")).expect("fixtures")
+        serde_json::from_str(include_str!("../../../tests/fixtures/stats.json")).expect("fixtures")
     }
 
     fn moments(v: &Value) -> Moments {

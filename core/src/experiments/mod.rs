@@ -1,0 +1,13 @@
+//! Experiments: who gets what. Hashing units into buckets and variant points (`hash`), feature
+//! flags and their dependencies (`flags`), a test's configuration and lifecycle (`lifecycle`),
+//! assignment with its reasons (`assign`), the outbox's event shapes (`events`) and positions in
+//! it (`resume`), and the per-backend configuration cache (`cache`). Depends only on `error`
+//! and `cache_stats`; the other families may depend on it.
+
+pub mod assign;
+pub mod cache;
+pub mod events;
+pub mod flags;
+pub mod hash;
+pub mod lifecycle;
+pub mod resume;
