@@ -3,13 +3,22 @@
 
 use crate::experiments::flags::{self, Evaluation, Flag};
 use crate::experiments::hash;
-use crate::experiments::lifecycle::Status;
+use crate::error::AbResult;
+use crate::experiments::lifecycle::{self, Status};
 use std::rc::Rc;
 
 pub const ROUTING_FLAG: &str = "ff.ab_routing";
+/// A test's own flag is this prefix and its test_id (`ff.ab_test_<test_id>`).
+pub const TEST_FLAG_PREFIX: &str = "ff.ab_test_";
 
+/// The name of a test's own flag.
 pub fn test_flag_name(test_id: &str) -> String {
-    format!("ff.ab_test_{test_id}")
+    format!("{TEST_FLAG_PREFIX}{test_id}")
+}
+
+/// The test a flag belongs to, when it is a test's own flag.
+pub fn owning_test(flag: &str) -> Option<&str> {
+    flag.strip_prefix(TEST_FLAG_PREFIX)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +101,19 @@ pub struct Assignment<'a> {
     pub confidence_threshold: f64,
     pub in_rollout: bool,
     pub reason: Reason,
+}
+
+/// The assignment a caller names (reason `given`, in the rollout): the pipeline's requests for a
+/// variant run outside the database. Error: the test has no such variant (22023).
+pub fn given<'a>(test: &'a TestConfig, variant: &str) -> AbResult<Assignment<'a>> {
+    let v = test.variant(variant).ok_or_else(|| lifecycle::not_a_variant(variant, &test.test_id))?;
+    Ok(Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason: Reason::Given })
+}
+
+/// The test's champion for a unit that no test's rollout reaches (reason `default_champion`).
+pub fn default_champion(test: &TestConfig) -> Assignment<'_> {
+    let c = test.champion();
+    Assignment { test_id: &test.test_id, variant: &c.name, confidence_threshold: c.confidence_threshold, in_rollout: false, reason: Reason::DefaultChampion }
 }
 
 /// Picks a variant for a point in [0, 1): the first variant whose cumulative weight exceeds

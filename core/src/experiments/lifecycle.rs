@@ -243,6 +243,31 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
     })
 }
 
+/// 42704 for a test id that names no test, with a hint to list them.
+pub fn unknown_test(test_id: &str) -> AbError {
+    AbError::undefined(format!("test \"{test_id}\" does not exist")).with_hint("list tests with SELECT test_id, status FROM ab.tests")
+}
+
+/// 22023 for a variant name the test does not have.
+pub fn not_a_variant(variant: &str, test_id: &str) -> AbError {
+    AbError::invalid(format!("\"{variant}\" is not a variant of test \"{test_id}\""))
+}
+
+/// `ab.update_weights`: the test's `current` (variant, weight) pairs, in configuration order,
+/// with the weights `given` as `{variant: weight}` put in; variants not named keep theirs. The
+/// result is validated as a whole (`validate_weights`). Errors (22023): not an object, an
+/// unknown variant, a weight that is not a number, weights that fail validation.
+pub fn merge_weights(test_id: &str, current: &[(String, f64)], given: &Value) -> AbResult<Vec<(String, f64)>> {
+    let obj = given.as_object().ok_or_else(|| AbError::invalid("weights must be a JSON object {variant: weight}"))?;
+    let mut merged = current.to_vec();
+    for (name, w) in obj {
+        let slot = merged.iter_mut().find(|(n, _)| n == name).ok_or_else(|| not_a_variant(name, test_id))?;
+        slot.1 = w.as_f64().ok_or_else(|| AbError::invalid(format!("weight of \"{name}\" must be a number")))?;
+    }
+    validate_weights(&merged.iter().map(|(_, w)| *w).collect::<Vec<_>>())?;
+    Ok(merged)
+}
+
 pub fn validate_weights(weights: &[f64]) -> AbResult<()> {
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(AbError::invalid("variant weights must be finite and not negative"));
@@ -446,5 +471,17 @@ mod tests {
     fn slugs() {
         assert_eq!(slug("Integration Test #1"), "integration_test_1");
         assert_eq!(slug("!!!"), "test");
+    }
+
+    #[test]
+    fn weights_merge_into_the_current_ones() {
+        let current = vec![("a".to_string(), 50.0), ("b".to_string(), 50.0), ("c".to_string(), 0.0)];
+        let merged = merge_weights("t", &current, &serde_json::json!({"c": 20, "a": 80})).unwrap();
+        assert_eq!(merged, vec![("a".to_string(), 80.0), ("b".to_string(), 50.0), ("c".to_string(), 20.0)]);
+        for bad in [serde_json::json!([1]), serde_json::json!({"z": 1}), serde_json::json!({"a": "1"}),
+                    serde_json::json!({"a": 0, "b": 0}), serde_json::json!({"a": -1})] {
+            assert_eq!(merge_weights("t", &current, &bad).unwrap_err().kind, Kind::InvalidParameter, "{bad}");
+        }
+        assert_eq!(merge_weights("t", &current, &serde_json::json!({"z": 1})).unwrap_err().message, "\"z\" is not a variant of test \"t\"");
     }
 }

@@ -6,6 +6,7 @@
 use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, AbResult, Kind};
 use crate::extraction::temporal;
+use crate::places::keys::{normalize, place_key};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -109,21 +110,6 @@ pub struct Context<'a> {
     pub places: &'a HashSet<String>,
 }
 
-/// Normalised text for comparisons: lower case, punctuation dropped, spaces collapsed.
-pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text
-        .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '\''))
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().flat_map(char::to_lowercase));
-    }
-    out
-}
-
 /// What the rules compare across entities, computed once per array.
 struct Prepared {
     norms: Vec<String>,
@@ -202,11 +188,6 @@ fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower:
     }
 }
 
-/// How a 'where' entity's text is looked up among place names and aliases.
-pub fn place_key(text: &str) -> String {
-    let n = normalize(text);
-    n.strip_prefix("the ").map(str::to_string).unwrap_or(n)
-}
 
 /// Calibrates every entity: sets `confidence`, and keeps `original_confidence` and
 /// `confidence_factors` in its metadata. Calibrating twice gives the same result.
@@ -301,11 +282,5 @@ mod tests {
         // 0.4·0.9 + 0.2·0.5 + 0.15 + 0.15 + 0.1
         assert!((es[0]["confidence"].as_f64().unwrap() - 0.86).abs() < 1e-12);
         assert_eq!(es[0]["metadata"]["confidence_factors"]["base_confidence"], 0.9);
-    }
-
-    #[test]
-    fn normalization() {
-        assert_eq!(normalize("  Washington,  D.C. "), "washington d c");
-        assert_eq!(place_key("the United States"), "united states");
     }
 }

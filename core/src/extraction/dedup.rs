@@ -8,7 +8,7 @@
 //! - Canonical member: the highest confidence; ties go to the longer text, then to the earlier
 //!   entity. Its key is `<5-W type>:<normalised text>`.
 
-use crate::extraction::calibration::normalize;
+use crate::places::keys::normalize;
 use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, AbResult, Kind};
 use serde_json::{json, Value};

@@ -111,7 +111,7 @@ pub fn extract(content: &str, is_place: &dyn Fn(&str) -> bool) -> Vec<Value> {
             for i in 0..=(words.len() - len) {
                 let (s, e) = (words[i].0, words[i + len - 1].1);
                 let text = content[s..e].trim_end_matches('.');
-                if is_place(&crate::extraction::calibration::place_key(text)) {
+                if is_place(&crate::places::keys::place_key(text)) {
                     claim(&mut found, s, s + text.len(), "location", 0.9, "gazetteer");
                     break 'outer;
                 }
