@@ -1,9 +1,11 @@
 //! SQL API of assignment: the read-only hot path and its logging companion.
 
 use super::error::{raise, require_primary, required};
+use super::ffi::{finfo_v1, text_arg};
 use super::cache;
 use super::store;
 use crate::experiments::assign::{self as logic, Assignment, Reason, TestConfig};
+use crate::experiments::lifecycle::unknown_test;
 use crate::error::{AbError, Kind};
 use std::rc::Rc;
 use pgrx::pg_sys;
@@ -13,6 +15,7 @@ use pgrx::pg_guard;
 /// The `ab.assignment` composite (sql/assign.sql), built by hand: pgrx's set-returning path
 /// costs over a microsecond a call, more than everything else in an assignment together.
 mod composite {
+    use super::super::ffi::Varlenas;
     use crate::experiments::assign::Assignment;
     use pgrx::pg_sys;
     use std::cell::Cell;
@@ -39,47 +42,27 @@ mod composite {
         desc
     }
 
-    /// Lays `s` out as a varlena with a 4-byte header in `buf` (u32 words keep it aligned).
-    /// heap_form_tuple copies the bytes, so the buffer only has to outlive that call.
-    fn varlena(buf: &mut Vec<u32>, s: &str) -> usize {
-        let start = buf.len();
-        let total = 4 + s.len();
-        buf.resize(start + total.div_ceil(4), 0);
-        let bytes: &mut [u8] = bytemuck_words(&mut buf[start..]);
-        // SET_VARSIZE on little- and big-endian builds alike: PostgreSQL's 4-byte header.
-        let header = if cfg!(target_endian = "little") { (total as u32) << 2 } else { total as u32 & 0x3FFF_FFFF };
-        bytes[..4].copy_from_slice(&header.to_ne_bytes());
-        bytes[4..total].copy_from_slice(s.as_bytes());
-        start
-    }
-
-    fn bytemuck_words(words: &mut [u32]) -> &mut [u8] {
-        // SAFETY: u32 has no padding and u8 has alignment 1.
-        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
-    }
-
     /// (test_id, variant, confidence_threshold, in_rollout, reason); `None` gives a row of NULLs
     /// with the reason only.
     pub unsafe fn datum(fcinfo: pg_sys::FunctionCallInfo, a: Option<&Assignment>, reason: &str) -> pg_sys::Datum {
         let desc = unsafe { tupdesc(fcinfo) };
-        let mut buf: Vec<u32> = Vec::with_capacity(64);
+        let mut texts = Varlenas::with_capacity(256);
         let mut values = [pg_sys::Datum::from(0usize); 5];
         let mut nulls = [true, true, true, false, false];
-        let mut offsets = [usize::MAX; 3];
+        let mut offsets = [None; 3];
         if let Some(a) = a {
-            offsets[0] = varlena(&mut buf, a.test_id);
-            offsets[1] = varlena(&mut buf, a.variant);
+            offsets[0] = Some(texts.push_str(a.test_id));
+            offsets[1] = Some(texts.push_str(a.variant));
             values[2] = pg_sys::Datum::from(a.confidence_threshold.to_bits() as usize);
             values[3] = pg_sys::Datum::from(a.in_rollout);
             nulls = [false; 5];
         } else {
             values[3] = pg_sys::Datum::from(false);
         }
-        offsets[2] = varlena(&mut buf, reason);
-        // Pointers are taken only once the buffer has stopped growing.
-        for (slot, off) in [(0, offsets[0]), (1, offsets[1]), (4, offsets[2])] {
-            if off != usize::MAX {
-                values[slot] = pg_sys::Datum::from(buf[off..].as_ptr());
+        offsets[2] = Some(texts.push_str(reason));
+        for (slot, off) in [0, 1, 4].into_iter().zip(offsets) {
+            if let Some(off) = off {
+                values[slot] = texts.datum(off);
             }
         }
         unsafe {
@@ -89,26 +72,10 @@ mod composite {
     }
 }
 
-/// Reads a text argument; NULL gives `None`.
-unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
-    unsafe { pgrx::fcinfo::pg_getarg::<&str>(fcinfo, n) }
-}
-
 fn row(fcinfo: pg_sys::FunctionCallInfo, a: &Assignment) -> pg_sys::Datum {
     unsafe { composite::datum(fcinfo, Some(a), a.reason.as_str()) }
 }
 
-/// `PG_FUNCTION_INFO_V1` for the hand-written functions below.
-macro_rules! finfo_v1 {
-    ($($finfo:ident),*) => {$(
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
-            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-    )*};
-}
 finfo_v1!(pg_finfo_pg_ab_assign, pg_finfo_pg_ab_assign_and_log, pg_finfo_pg_ab_get_assignment, pg_finfo_pg_ab_get_champion_assignment);
 
 /// The unit being assigned: the user, or the session for anonymous traffic.
@@ -119,11 +86,9 @@ pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>)
     })
 }
 
+/// A test's configuration from the backend's cache; an unknown test is an error.
 pub(crate) fn load_test(test_id: &str) -> Rc<TestConfig> {
-    cache::test(test_id).unwrap_or_else(|| {
-        raise(AbError::undefined(format!("test \"{test_id}\" does not exist"))
-            .with_hint("list tests with SELECT test_id, status FROM ab.tests"))
-    })
+    cache::test(test_id).unwrap_or_else(|| raise(unknown_test(test_id)))
 }
 
 /// The stored assignment of a sticky test, when one exists for the current bucket version.
@@ -161,13 +126,8 @@ fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &
     if a.reason == Reason::Split && test.sticky {
         // Insert-if-absent; a row from an older bucket version is replaced.
         let kept = store::json_one(
-            "INSERT INTO ab.assignments AS a (test_id, unit_id, variant, bucket_version)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (test_id, unit_id) DO UPDATE
-                SET variant = EXCLUDED.variant, bucket_version = EXCLUDED.bucket_version, assigned_at = now()
-                WHERE a.bucket_version < EXCLUDED.bucket_version
-             RETURNING to_jsonb(variant)",
-            &[test_id.into(), unit.into(), a.variant.into(), test.bucket_version.into()],
+            include_str!("queries/store_assignment.sql"),
+&[test_id.into(), unit.into(), a.variant.into(), test.bucket_version.into()],
         );
         if kept.is_none() {
             // A concurrent caller stored this unit first: follow it.
@@ -201,10 +161,8 @@ pub(crate) fn slice_test(unit: &str) -> Option<Rc<TestConfig>> {
 /// The default test (ab.set_default_test; else the oldest active test; else the oldest test).
 pub(crate) fn default_test() -> Option<Rc<TestConfig>> {
     let id = store::json_one_ro(
-        "SELECT to_jsonb(test_id) FROM ab.tests
-         ORDER BY is_default DESC, (status = 'active') DESC, started_at NULLS LAST, created_at, test_id
-         LIMIT 1",
-        &[],
+        include_str!("queries/default_test.sql"),
+&[],
     )
     .and_then(|v| v.as_str().map(String::from))?;
     Some(load_test(&id))
@@ -216,17 +174,7 @@ fn champion_row(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let Some(t) = default_test() else {
         return unsafe { composite::datum(fcinfo, None, "no_test") };
     };
-    let c = t.champion();
-    row(
-        fcinfo,
-        &Assignment {
-            test_id: &t.test_id,
-            variant: &c.name,
-            confidence_threshold: c.confidence_threshold,
-            in_rollout: false,
-            reason: Reason::DefaultChampion,
-        },
-    )
+    row(fcinfo, &logic::default_champion(&t))
 }
 
 /// `ab.assign(test_id, user_id, session_id)`: deterministic and read-only.

@@ -32,8 +32,7 @@ fn events_since(
         name!(resume_token, String),
     ),
 > {
-    let token = super::error::required(token, "token");
-    let start: ResumePoint = token.parse().unwrap_or_else(|e: resume::TokenError| {
+    let start: ResumePoint = super::error::required(token, "token").parse().unwrap_or_else(|e: resume::TokenError| {
         raise(AbError::invalid(e.0).with_hint("pass '0' to start at the first event, or the resume_token of the last event handled"))
     });
     let limit = super::error::required(max_events, "max_events");
@@ -41,36 +40,13 @@ fn events_since(
         raise(AbError::invalid(format!("max_events must be between 1 and {MAX_EVENTS}, got {limit}")));
     }
     // The xmin first: a hole's holder that ended before it is visible to the read that follows.
-    let xmin = Spi::get_one::<i64>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").or_raise().unwrap_or(0);
-    let ranges = start.unread();
-    let los: Vec<i64> = ranges.iter().map(|r| *r.start()).collect();
-    let his: Vec<i64> = ranges.iter().map(|r| *r.end()).collect();
-    let rows: Vec<(i64, Option<String>, String, JsonB)> = Spi::connect(|c| {
-        c.select(
-            "SELECT e.id, e.test_id, e.type, e.payload
-             FROM unnest($1::int8[], $2::int8[]) AS r(lo, hi),
-                  LATERAL (SELECT id, test_id, type, payload FROM ab.events
-                           WHERE id >= r.lo AND id <= r.hi ORDER BY id LIMIT $3) e
-             ORDER BY e.id LIMIT $3",
-            None,
-            &[los.into(), his.into(), limit.into()],
-        )?
-        .map(|row| {
-            Ok((
-                row.get::<i64>(1)?.unwrap_or(0),
-                row.get::<String>(2)?,
-                row.get::<String>(3)?.unwrap_or_default(),
-                row.get::<JsonB>(4)?.unwrap_or(JsonB(serde_json::Value::Null)),
-            ))
-        })
-        .collect::<pgrx::spi::Result<Vec<_>>>()
-    })
-    .or_raise();
+    let xmin = bigint("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint");
+    let rows = unread(&start, limit);
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     let guard = if resume::needs_guard(&start, &ids) {
         // An xid assigned after the read guards the holes it leaves (a write: the primary only).
         require_primary("ab.events_since (a read that leaves holes takes an xid)");
-        Spi::get_one::<i64>("SELECT pg_current_xact_id()::text::bigint").or_raise().unwrap_or(0)
+        bigint("SELECT pg_current_xact_id()::text::bigint")
     } else {
         0
     };
@@ -81,4 +57,31 @@ fn events_since(
             .zip(points)
             .map(|((id, test_id, update_type, payload), point)| (id, test_id, update_type, payload, point.to_string())),
     )
+}
+
+type Row = (i64, Option<String>, String, JsonB);
+
+/// The events a consumer at `start` has not seen, in id order, at most `limit`.
+fn unread(start: &ResumePoint, limit: i32) -> Vec<Row> {
+    let ranges = start.unread();
+    let los: Vec<i64> = ranges.iter().map(|r| *r.start()).collect();
+    let his: Vec<i64> = ranges.iter().map(|r| *r.end()).collect();
+    Spi::connect(|c| {
+        c.select(include_str!("queries/events_in_ranges.sql"), None, &[los.into(), his.into(), limit.into()])?
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or(0),
+                    row.get::<String>(2)?,
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<JsonB>(4)?.unwrap_or(JsonB(serde_json::Value::Null)),
+                ))
+            })
+            .collect::<pgrx::spi::Result<Vec<_>>>()
+    })
+    .or_raise()
+}
+
+/// The bigint a one-value query gives; it never gives NULL.
+fn bigint(sql: &str) -> i64 {
+    super::store::some(Spi::get_one::<i64>(sql).or_raise(), sql)
 }

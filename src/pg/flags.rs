@@ -4,16 +4,12 @@ use super::error::{raise, require_primary, required, OrRaise};
 use super::cache;
 use super::store;
 use crate::error::{AbError, Kind};
+use crate::experiments::assign::owning_test;
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{self, Evaluation};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
-
-/// The test a flag belongs to, when it is a test's own flag `ff.ab_test_<id>`.
-fn owning_test(flag: &str) -> Option<&str> {
-    flag.strip_prefix("ff.ab_test_")
-}
 
 fn unknown_flag(name: &str) -> AbError {
     AbError::undefined(format!("flag \"{name}\" does not exist"))
@@ -174,7 +170,7 @@ fn delete_flag(name: Option<&str>) -> bool {
         .with_hint("remove the dependency with ab.set_flag_dependencies first"));
     }
     if let Some(test) = owning_test(name) {
-        if store::json_one("SELECT to_jsonb(1) FROM ab.tests WHERE test_id = $1", &[test.into()]).is_some() {
+        if store::test_exists(test) {
             raise(AbError::wrong_state(format!("flag \"{name}\" belongs to test \"{test}\""))
                 .with_hint("delete the test with ab.delete_test instead"));
         }

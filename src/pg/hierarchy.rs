@@ -1,21 +1,28 @@
 //! SQL API of the place hierarchy: labels, ancestor resolution (cached), name resolution, and
 //! attaching places to 'where' entities. The ltree-typed wrappers are in sql/hierarchy.sql.
 
+use super::ffi::{finfo_v1, Varlenas, TEXT, TEXT_ARRAY};
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
-use super::{cache, store};
+use super::{cache, hierarchy_cache, store};
 use crate::places::cache::NodeRef;
-use crate::extraction::calibration;
 use crate::extraction::entities::{self, Entity};
 use crate::error::AbError;
 use crate::places::hierarchy::{self, Node};
+use crate::places::keys;
 use crate::places::ltree::Ltree;
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgBuiltInOids, PgOid};
+use pgrx::JsonB;
 use serde_json::{json, Value};
 
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+
+/// Normalised keys a place is found by: its name's and each alias's (`places::keys::place_keys`);
+/// fills `ab.hierarchy.lookup_keys`.
+#[pg_extern(immutable, parallel_safe)]
+pub fn place_keys(name: Option<&str>, aliases: default!(Option<Vec<Option<String>>>, "'{}'")) -> Vec<String> {
+    let aliases = aliases.unwrap_or_default();
+    keys::place_keys(name, aliases.iter().flatten().map(String::as_str))
+}
 
 /// The ltree label for a place name (README, "Hierarchy"); `fallback` when the name has no
 /// Latin letters or digits.
@@ -64,14 +71,14 @@ fn load_all_nodes() -> Vec<Node> {
 #[pg_extern(volatile, parallel_restricted)]
 fn preload_hierarchy() -> TableIterator<'static, (name!(nodes, i64), name!(complete, bool), name!(shared, bool))> {
     cache::accept_invalidations();
-    let (n, complete, shared) = cache::preload_hierarchy(load_all_nodes);
+    let (n, complete, shared) = hierarchy_cache::preload_hierarchy(load_all_nodes);
     TableIterator::once((n as i64, complete, shared))
 }
 
 /// Runs `f` on the chain of a path known to be well-formed; an unknown path is an error.
 fn with_chain_of<R>(path: &str, f: impl FnOnce(&[NodeRef]) -> R) -> R {
     cache::accept_invalidations();
-    cache::with_hierarchy_chain(path, load_nodes, load_all_nodes, |chain| {
+    hierarchy_cache::with_hierarchy_chain(path, load_nodes, load_all_nodes, |chain| {
         if chain.last().is_none_or(|n| n.path != path) {
             raise(AbError::undefined(format!("\"{path}\" is not in ab.hierarchy")));
         }
@@ -79,21 +86,7 @@ fn with_chain_of<R>(path: &str, f: impl FnOnce(&[NodeRef]) -> R) -> R {
     })
 }
 
-/// PG_FUNCTION_INFO_V1(resolve_ancestors_ltree)
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_resolve_ancestors_ltree() -> &'static pg_sys::Pg_finfo_record {
-    &V1_API
-}
-
-/// PG_FUNCTION_INFO_V1(resolve_ancestors_many_ltree)
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_resolve_ancestors_many_ltree() -> &'static pg_sys::Pg_finfo_record {
-    &V1_API
-}
-
-const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+finfo_v1!(pg_finfo_resolve_ancestors_ltree, pg_finfo_resolve_ancestors_many_ltree);
 
 /// `ab.resolve_ancestors(path ltree)` (declared in sql/hierarchy.sql): the node and its
 /// ancestors, root first, from the backend's cache. A C-level function rather than a pgrx one:
@@ -168,29 +161,21 @@ impl Rows {
     }
 
     /// The chain as rows (the path's position first, if given): each path a prefix of
-    /// `path`'s bytes. The chain's values share one allocation, not three per row
+    /// `path`'s bytes. The chain's values share one buffer, not three allocations per row
     /// (tuplestore_putvalues copies them anyway).
     fn put(&self, path: &Ltree, chain: &[NodeRef], position: Option<i32>) {
-        const HEADER: usize = pg_sys::VARHDRSZ;
-        let text_size = |s: &str| (HEADER + s.len()).next_multiple_of(8);
-        let row_size = |n: &NodeRef| path.prefix_size(n.depth).next_multiple_of(8) + text_size(n.name) + text_size(n.kind);
-        let total: usize = chain.iter().map(row_size).sum();
-        let buffer = unsafe { std::slice::from_raw_parts_mut(pg_sys::palloc(total.max(1)) as *mut u8, total) };
-        let mut at = 0;
-        // Puts one varlena of `size` bytes, filled by `fill`, at `at`; returns its datum.
-        let mut varlena = |size: usize, fill: &dyn Fn(&mut [u8])| {
-            let piece = &mut buffer[at..at + size];
-            fill(piece);
-            let value = piece.as_mut_ptr() as *mut pg_sys::varlena;
-            unsafe { pgrx::varlena::set_varsize_4b(value, size as i32) };
-            at += size.next_multiple_of(8);
-            pg_sys::Datum::from(value)
-        };
-        for node in chain {
+        let size = |n: &NodeRef| (path.prefix_size(n.depth) + 2 * pg_sys::VARHDRSZ + n.name.len() + n.kind.len()).next_multiple_of(8) + 16;
+        let mut buffer = Varlenas::with_capacity(chain.iter().map(size).sum());
+        let offsets: Vec<[usize; 3]> = chain
+            .iter()
+            .map(|node| {
+                let prefix = buffer.push(path.prefix_size(node.depth), |out| path.write_prefix(node.depth, out));
+                [prefix, buffer.push_str(node.name), buffer.push_str(node.kind)]
+            })
+            .collect();
+        for (node, [prefix, name, kind]) in chain.iter().zip(offsets) {
             let depth = node.depth;
-            let prefix = varlena(path.prefix_size(depth), &|out| path.write_prefix(depth, out));
-            let name = varlena(HEADER + node.name.len(), &|out| out[HEADER..].copy_from_slice(node.name.as_bytes()));
-            let kind = varlena(HEADER + node.kind.len(), &|out| out[HEADER..].copy_from_slice(node.kind.as_bytes()));
+            let (prefix, name, kind) = (buffer.datum(prefix), buffer.datum(name), buffer.datum(kind));
             let mut values = [pg_sys::Datum::from(position.unwrap_or(0)), prefix, name, kind, pg_sys::Datum::from(depth as i32)];
             let mut nulls = [false; 5];
             let columns = &mut values[if position.is_some() { 0 } else { 1 }..];
@@ -213,16 +198,12 @@ struct Match {
 /// Nodes whose name or alias matches (normalised, case-insensitive): name matches first, then
 /// alias matches; within each, shallower nodes first, then larger population, then path.
 fn matches(name: &str) -> Vec<Match> {
-    let key = calibration::place_key(name);
+    let key = keys::place_key(name);
     if key.is_empty() {
         return vec![];
     }
     let rows = store::kept_json(
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('path', path::text, 'name', name, 'kind', kind,
-                                   'depth', nlevel(path), 'matched', CASE WHEN lookup_keys[1] = $1 THEN 'name' ELSE 'alias' END)
-                                   ORDER BY lookup_keys[1] = $1 DESC, nlevel(path),
-                                            (attributes->>'population')::float8 DESC NULLS LAST, path), '[]')
-         FROM ab.hierarchy WHERE lookup_keys @> ARRAY[$1]",
+        include_str!("queries/places_named.sql"),
         &[TEXT],
         false,
         &[key.into()],
@@ -255,22 +236,10 @@ fn add_place(
 ) -> String {
     require_primary("ab.add_place");
     let name = required(name, "name");
-    if name.trim().is_empty() {
-        raise(AbError::invalid("a place needs a name that is not blank"));
+    let path = hierarchy::new_place_path(parent_path, name, label).or_raise();
+    if let Some(parent) = parent_path {
+        with_chain_of(parent, |_| ()); // the parent must exist
     }
-    let label = match label {
-        Some(l) => l.to_string(),
-        None => hierarchy::label(name, None).or_raise(),
-    };
-    let path = match parent_path {
-        Some(p) => {
-            hierarchy::validate_path(p).or_raise();
-            with_chain_of(p, |_| ());
-            format!("{p}.{label}")
-        }
-        None => label,
-    };
-    hierarchy::validate_path(&path).or_raise();
     let attributes = attributes.map(|a| a.0).unwrap_or(json!({}));
     if !attributes.is_object() {
         raise(AbError::invalid("attributes must be a JSON object"));
@@ -304,7 +273,7 @@ fn apply_hierarchy(entities: Option<JsonArg>) -> JsonB {
             continue;
         }
         let Some(best) = matches(entities::text_of(e)).into_iter().next() else { continue };
-        let ancestors: Vec<Value> = cache::with_hierarchy_chain(&best.path, load_nodes, load_all_nodes, |chain| {
+        let ancestors: Vec<Value> = hierarchy_cache::with_hierarchy_chain(&best.path, load_nodes, load_all_nodes, |chain| {
             chain
                 .iter()
                 .filter(|n| n.path != best.path)

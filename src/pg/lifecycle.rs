@@ -4,42 +4,25 @@
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::store;
-use crate::experiments::assign::{test_flag_name, ROUTING_FLAG};
+use crate::experiments::assign::{test_flag_name, ROUTING_FLAG, TEST_FLAG_PREFIX};
 use crate::error::{AbError, Kind};
 use crate::experiments::events::{FLAG_UPDATE, TEST_UPDATE};
-use crate::experiments::lifecycle::{self, Action, Status};
+use crate::experiments::lifecycle::{self, not_a_variant, unknown_test, Action, Status};
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use serde::Deserialize;
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-struct TestRow {
-    status: String,
-    rollout_stages: Vec<i32>,
-    current_stage: i32,
-    champion: String,
-}
-
-pub(crate) fn unknown_test(test_id: &str) -> AbError {
-    AbError::undefined(format!("test \"{test_id}\" does not exist"))
-        .with_hint("list tests with SELECT test_id, status FROM ab.tests")
-}
+use store::TestRow;
 
 /// Locks and reads a test; unknown ids are an error.
 fn lock_test(test_id: &str) -> (TestRow, Status) {
-    let v = store::json_one("SELECT to_jsonb(t) FROM ab.tests t WHERE test_id = $1 FOR UPDATE", &[test_id.into()])
-        .unwrap_or_else(|| raise(unknown_test(test_id)));
-    let row: TestRow = store::deserialize(v, "test");
+    let row = store::test_row(test_id, true).unwrap_or_else(|| raise(unknown_test(test_id)));
     let status = Status::parse(&row.status).or_raise();
     (row, status)
 }
 
 fn set_status(test_id: &str, status: Status, reason: Option<&str>) {
     store::exec(
-        "UPDATE ab.tests SET status = $2, status_reason = coalesce($3, status_reason), updated_at = now(),
-                ended_at = CASE WHEN $2 IN ('rolled_back', 'completed') THEN now() ELSE ended_at END
-         WHERE test_id = $1",
+        include_str!("queries/set_status.sql"),
         &[test_id.into(), status.as_str().into(), reason.into()],
     );
 }
@@ -75,24 +58,29 @@ fn create_test(config: Option<JsonArg>) -> String {
     let def = lifecycle::parse_test_config(&config).or_raise();
     let test_id = match &def.test_id {
         Some(id) => {
-            if store::json_one("SELECT to_jsonb(1) FROM ab.tests WHERE test_id = $1", &[id.as_str().into()]).is_some() {
+            if store::test_exists(id) {
                 raise(AbError::new(Kind::Duplicate, format!("test \"{id}\" already exists")));
             }
             id.clone()
         }
         None => {
-            let suffix = store::json_one(
-                "SELECT to_jsonb(substr(replace(gen_random_uuid()::text, '-', ''), 1, 8))",
-                &[],
-            );
-            format!("{}_{}", lifecycle::slug(&def.test_name), suffix.and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+            const SUFFIX: &str = "SELECT substr(replace(gen_random_uuid()::text, '-', ''), 1, 8)";
+            let suffix = store::some(Spi::get_one::<String>(SUFFIX).or_raise(), SUFFIX);
+            format!("{}_{}", lifecycle::slug(&def.test_name), suffix)
         }
     };
+    insert_test(&test_id, &def, config);
+    emit(&test_id, "created", def.created_event_data());
+    test_id
+}
+
+/// Writes a validated test and its variants.
+fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
     store::exec(
         "INSERT INTO ab.tests (test_id, test_name, description, champion, rollout_stages, sticky, log_exposures, config)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
-            test_id.as_str().into(),
+            test_id.into(),
             def.test_name.as_str().into(),
             def.description.as_str().into(),
             def.champion().into(),
@@ -106,21 +94,9 @@ fn create_test(config: Option<JsonArg>) -> String {
         store::exec(
             "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold)
              VALUES ($1, $2, $3, $4, $5)",
-            &[test_id.as_str().into(), v.name.as_str().into(), (i as i32).into(), v.weight.into(), v.confidence_threshold.into()],
+            &[test_id.into(), v.name.as_str().into(), (i as i32).into(), v.weight.into(), v.confidence_threshold.into()],
         );
     }
-    emit(
-        &test_id,
-        "created",
-        json!({
-            "test_name": def.test_name,
-            "champion": def.champion(),
-            "variants": def.variants.iter().map(|v| json!({"name": v.name, "weight": v.weight,
-                "confidence_threshold": v.confidence_threshold})).collect::<Vec<_>>(),
-            "rollout_stages": def.rollout_stages,
-        }),
-    );
-    test_id
 }
 
 /// Starts a draft test: creates its flag `ff.ab_test_<id>` at 0 %, marks it active and moves it to
@@ -156,21 +132,24 @@ fn start_test(test_id: Option<&str>) -> JsonB {
 #[pg_extern(volatile, parallel_unsafe)]
 fn progress_rollout(test_id: Option<&str>) -> JsonB {
     require_primary("ab.progress_rollout");
-    let test_id = required(test_id, "test_id");
+    JsonB(progress(required(test_id, "test_id")))
+}
+
+/// `ab.progress_rollout`'s work, also done by the gated progression once its gates open.
+pub(crate) fn progress(test_id: &str) -> Value {
     let (row, status) = lock_test(test_id);
     lifecycle::transition(status, Action::Progress, test_id).or_raise();
     match lifecycle::next_stage(&row.rollout_stages, row.current_stage) {
-        None => JsonB(json!({
+        None => json!({
             "status": "completed",
             "message": "Test already at maximum rollout",
             "test_id": test_id,
             "stage": row.current_stage,
-        })),
+        }),
         Some(next) => {
             set_stage(test_id, next);
-            let data = json!({"from_stage": row.current_stage, "to_stage": next});
-            emit(test_id, "progressed", data);
-            JsonB(json!({"status": "progressed", "from_stage": row.current_stage, "to_stage": next, "test_id": test_id}))
+            emit(test_id, "progressed", json!({"from_stage": row.current_stage, "to_stage": next}));
+            json!({"status": "progressed", "from_stage": row.current_stage, "to_stage": next, "test_id": test_id})
         }
     }
 }
@@ -203,8 +182,11 @@ fn resume_test(test_id: Option<&str>) -> JsonB {
 #[pg_extern(volatile, parallel_unsafe)]
 fn rollback_test(test_id: Option<&str>, reason: Option<&str>) -> JsonB {
     require_primary("ab.rollback_test");
-    let test_id = required(test_id, "test_id");
-    let reason = required(reason, "reason");
+    JsonB(rollback(required(test_id, "test_id"), required(reason, "reason")))
+}
+
+/// `ab.rollback_test`'s work, also done by the risk check when a test's risk is critical.
+pub(crate) fn rollback(test_id: &str, reason: &str) -> Value {
     if reason.trim().is_empty() {
         raise(AbError::invalid("a rollback needs a reason that is not blank"));
     }
@@ -213,7 +195,7 @@ fn rollback_test(test_id: Option<&str>, reason: Option<&str>) -> JsonB {
     set_test_flag_enabled(test_id, false);
     set_status(test_id, to, Some(reason));
     emit(test_id, "rolled_back", json!({"reason": reason, "stage": row.current_stage, "champion": row.champion}));
-    JsonB(json!({"status": "rolled_back", "test_id": test_id, "reason": reason}))
+    json!({"status": "rolled_back", "test_id": test_id, "reason": reason})
 }
 
 /// Completes a test; with a winner, everyone gets the winner from then on.
@@ -224,12 +206,8 @@ fn complete_test(test_id: Option<&str>, winner: default!(Option<&str>, "NULL")) 
     let (row, status) = lock_test(test_id);
     let to = lifecycle::transition(status, Action::Complete, test_id).or_raise();
     let winner = winner.unwrap_or(&row.champion);
-    let known = store::json_one(
-        "SELECT to_jsonb(1) FROM ab.variants WHERE test_id = $1 AND variant = $2",
-        &[test_id.into(), winner.into()],
-    );
-    if known.is_none() {
-        raise(AbError::invalid(format!("\"{winner}\" is not a variant of test \"{test_id}\"")));
+    if !row.variants.iter().any(|(v, _)| v == winner) {
+        raise(not_a_variant(winner, test_id));
     }
     store::exec("UPDATE ab.tests SET winner = $2 WHERE test_id = $1", &[test_id.into(), winner.into()]);
     set_status(test_id, to, Some("completed"));
@@ -256,27 +234,12 @@ fn update_weights(test_id: Option<&str>, weights: Option<JsonArg>) -> JsonB {
     require_primary("ab.update_weights");
     let test_id = required(test_id, "test_id");
     let weights = required(weights, "weights").0;
-    let (_, status) = lock_test(test_id);
+    let (row, status) = lock_test(test_id);
     if matches!(status, Status::RolledBack | Status::Completed) {
         raise(AbError::wrong_state(format!("test \"{test_id}\" is {}; its weights are final", status.as_str())));
     }
-    let current: Vec<(String, f64)> = store::deserialize(
-        store::json_one(
-            "SELECT jsonb_agg(jsonb_build_array(variant, weight) ORDER BY ordinal) FROM ab.variants WHERE test_id = $1",
-            &[test_id.into()],
-        )
-        .unwrap_or(Value::Null),
-        "variants",
-    );
-    let obj = weights.as_object().unwrap_or_else(|| raise(AbError::invalid("weights must be a JSON object {variant: weight}")));
-    let mut new: Vec<(String, f64)> = current.clone();
-    for (name, w) in obj {
-        let Some(slot) = new.iter_mut().find(|(n, _)| n == name) else {
-            raise(AbError::invalid(format!("\"{name}\" is not a variant of test \"{test_id}\"")));
-        };
-        slot.1 = w.as_f64().unwrap_or_else(|| raise(AbError::invalid(format!("weight of \"{name}\" must be a number"))));
-    }
-    lifecycle::validate_weights(&new.iter().map(|(_, w)| *w).collect::<Vec<_>>()).or_raise();
+    let new = lifecycle::merge_weights(test_id, &row.variants, &weights).or_raise();
+    let current = row.variants;
     for (name, w) in &new {
         store::exec(
             "UPDATE ab.variants SET weight = $3 WHERE test_id = $1 AND variant = $2 AND weight IS DISTINCT FROM $3",
@@ -323,13 +286,8 @@ fn get_test(test_id: Option<&str>) -> JsonB {
     let test_id = required(test_id, "test_id");
     JsonB(
         store::json_one_ro(
-            "SELECT to_jsonb(t) - 'config' || jsonb_build_object(
-                 'variants', (SELECT jsonb_agg(to_jsonb(v) - 'test_id' ORDER BY ordinal)
-                              FROM ab.variants v WHERE v.test_id = t.test_id),
-                 'flag', (SELECT to_jsonb(f) - 'created_at' - 'updated_at'
-                          FROM ab.flags f WHERE f.name = 'ff.ab_test_' || t.test_id))
-             FROM ab.tests t WHERE test_id = $1",
-            &[test_id.into()],
+            include_str!("queries/get_test.sql"),
+            &[test_id.into(), TEST_FLAG_PREFIX.into()],
         )
         .unwrap_or_else(|| raise(unknown_test(test_id))),
     )
@@ -351,17 +309,9 @@ fn get_active_tests() -> TableIterator<
 > {
     let rows = Spi::connect(|c| {
         let table = c.select(
-            "SELECT t.test_id, t.test_name, t.champion,
-                    ARRAY(SELECT v.variant FROM ab.variants v WHERE v.test_id = t.test_id ORDER BY v.ordinal),
-                    t.current_stage,
-                    least(coalesce(f.rollout_percentage, 0),
-                          coalesce((SELECT r.rollout_percentage FROM ab.flags r WHERE r.name = $1), 100)),
-                    t.started_at
-             FROM ab.tests t LEFT JOIN ab.flags f ON f.name = 'ff.ab_test_' || t.test_id
-             WHERE t.status = 'active'
-             ORDER BY t.started_at, t.test_id",
+            include_str!("queries/active_tests.sql"),
             None,
-            &[ROUTING_FLAG.into()],
+            &[ROUTING_FLAG.into(), TEST_FLAG_PREFIX.into()],
         )?;
         let mut out = Vec::new();
         for r in table {

@@ -1,8 +1,10 @@
-//! Reading and writing the configuration tables through SPI. Everything that touches a table
-//! goes through here, so the SQL the extension runs can be read in one place.
+//! SPI: the helpers every SQL function runs its statements with (plans kept per backend for the
+//! per-request paths, jsonb results, errors raised), the reads of configuration the caches and
+//! the lifecycle share, and the outbox insert. The statements themselves are in queries/*.sql
+//! when longer than two lines, else next to the one function that runs them.
 
 use super::error::OrRaise;
-use crate::experiments::assign::{test_flag_name, TestConfig, Variant};
+use crate::experiments::assign::{test_flag_name, TestConfig, Variant, TEST_FLAG_PREFIX};
 use crate::error::AbError;
 use crate::experiments::events;
 use crate::experiments::flags::Flag;
@@ -51,14 +53,46 @@ pub fn kept_rows<T>(
     .or_raise()
 }
 
-/// Runs `sql` through a plan prepared once per backend; yields at most one jsonb value.
-pub fn kept_json(sql: &'static str, types: &[pgrx::PgOid], mutating: bool, args: &[DatumWithOid]) -> Option<Value> {
+/// Runs `sql` through a plan prepared once per backend; yields the first column of the first
+/// row, if any.
+pub fn kept_one<T: pgrx::datum::FromDatum + pgrx::IntoDatum>(
+    sql: &'static str,
+    types: &[pgrx::PgOid],
+    mutating: bool,
+    args: &[DatumWithOid],
+) -> Option<T> {
     Spi::connect_mut(|c| {
         let plan = kept_plan(c, sql, types, mutating)?;
         let table = if mutating { c.update(&*plan, None, args)? } else { c.select(&*plan, None, args)? };
-        first_json(table)
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<T>()
     })
     .or_raise()
+}
+
+/// Runs `sql` through a plan prepared once per backend; yields at most one jsonb value.
+pub fn kept_json(sql: &'static str, types: &[pgrx::PgOid], mutating: bool, args: &[DatumWithOid]) -> Option<Value> {
+    kept_one::<JsonB>(sql, types, mutating, args).map(|j| j.0)
+}
+
+/// The value of a query that always gives one (`gen_random_uuid()`, `pg_current_xact_id()`):
+/// `None` would be a bug, reported as an error naming the query rather than replaced by a
+/// made-up value.
+pub fn some<T>(value: Option<T>, query: &str) -> T {
+    value.unwrap_or_else(|| super::error::raise(AbError::wrong_state(format!("pg_ab: no value from {query}"))))
+}
+
+/// The value an `INSERT … RETURNING` gave back. No row means a trigger suppressed the insert:
+/// an error (55000) naming the table, never a made-up value.
+pub fn inserted<T>(value: Option<T>, table: &str) -> T {
+    value.unwrap_or_else(|| {
+        super::error::raise(
+            AbError::wrong_state(format!("the row was not inserted into {table}"))
+                .with_hint(format!("a BEFORE INSERT trigger on {table} returned NULL: pg_ab needs every row it writes there")),
+        )
+    })
 }
 
 /// Runs a statement that yields at most one jsonb value (read-write).
@@ -120,7 +154,7 @@ pub fn all_dependencies() -> std::collections::HashMap<String, Vec<String>> {
 }
 
 #[derive(Deserialize)]
-struct TestRow {
+struct ConfigRow {
     status: String,
     winner: Option<String>,
     sticky: bool,
@@ -130,20 +164,9 @@ struct TestRow {
     flag: Option<(i32, bool)>,
 }
 
-const TEST_CONFIG_JSON: &str = "\
-SELECT jsonb_build_object(
-    'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'log_exposures', t.log_exposures,
-    'bucket_version', t.bucket_version,
-    'variants', (SELECT jsonb_agg(jsonb_build_array(v.variant, v.weight, v.confidence_threshold)
-                                  ORDER BY v.ordinal)
-                 FROM ab.variants v WHERE v.test_id = t.test_id),
-    'flag', (SELECT jsonb_build_array(f.rollout_percentage, f.enabled)
-             FROM ab.flags f WHERE f.name = 'ff.ab_test_' || t.test_id))
-FROM ab.tests t WHERE t.test_id = $1";
-
 /// What assignment needs about a test, or `None` for an unknown test.
 pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
-    let row: TestRow = deserialize(json_one_ro(TEST_CONFIG_JSON, &[test_id.into()])?, "test");
+    let row: ConfigRow = deserialize(json_one_ro(include_str!("queries/test_config.sql"), &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
     let flag_name = test_flag_name(test_id);
     Some(TestConfig {
         test_id: test_id.to_string(),
@@ -164,6 +187,31 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
             depends_on: vec![],
         }),
     })
+}
+
+/// Whether a test with this id exists (a fresh snapshot: for the writing functions).
+pub fn test_exists(test_id: &str) -> bool {
+    json_one("SELECT to_jsonb(1) FROM ab.tests WHERE test_id = $1", &[test_id.into()]).is_some()
+}
+
+/// A test's state for the lifecycle and the analysis.
+#[derive(Deserialize)]
+pub struct TestRow {
+    pub status: String,
+    pub champion: String,
+    pub current_stage: i32,
+    pub rollout_stages: Vec<i32>,
+    /// (variant, weight), champion first.
+    pub variants: Vec<(String, f64)>,
+}
+
+/// Reads a test's row, locking it (`FOR UPDATE`) when `lock`: of concurrent callers that lock,
+/// each sees the state the one before left. `None` for an unknown test.
+pub fn test_row(test_id: &str, lock: bool) -> Option<TestRow> {
+    const READ: &str = include_str!("queries/test_row.sql");
+    const LOCK: &str = concat!(include_str!("queries/test_row.sql"), "FOR UPDATE OF t");
+    let v = if lock { json_one(LOCK, &[test_id.into()]) } else { json_one_ro(READ, &[test_id.into()]) };
+    v.map(|v| deserialize(v, "test"))
 }
 
 /// OIDs of the signal relations whose relcache invalidation means "configuration changed" and
@@ -230,15 +278,17 @@ pub fn emit_event(kind: &str, test_id: Option<&str>, update_type: &str, data: Va
 /// Appends an event with a payload of its own shape (risk alerts); `type_` fills the events'
 /// `type` column.
 pub fn insert_event(test_id: Option<&str>, type_: &str, payload: Value) -> i64 {
-    Spi::connect_mut(|c| {
-        c.update(
+    let id = Spi::connect_mut(|c| {
+        let t = c.update(
             "INSERT INTO ab.events (test_id, type, payload) VALUES ($1, $2, $3) RETURNING id",
             None,
             &[test_id.into(), type_.into(), JsonB(payload).into()],
-        )?
-        .first()
-        .get_one::<i64>()
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        t.first().get_one::<i64>()
     })
-    .or_raise()
-    .unwrap_or_default()
+    .or_raise();
+    inserted(id, "ab.events")
 }

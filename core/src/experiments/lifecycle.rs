@@ -30,6 +30,17 @@ pub struct TestDef {
 }
 
 impl TestDef {
+    /// The `data` of the test's `created` event: name, champion, variants and stages.
+    pub fn created_event_data(&self) -> Value {
+        serde_json::json!({
+            "test_name": self.test_name,
+            "champion": self.champion(),
+            "variants": self.variants.iter().map(|v| serde_json::json!({"name": v.name, "weight": v.weight,
+                "confidence_threshold": v.confidence_threshold})).collect::<Vec<_>>(),
+            "rollout_stages": self.rollout_stages,
+        })
+    }
+
     pub fn champion(&self) -> &str {
         &self.variants[0].name
     }

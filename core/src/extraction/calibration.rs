@@ -35,8 +35,24 @@ impl Default for Weights {
 }
 
 impl Weights {
+    /// In the order of the formula: base, source reliability, contextual consistency, temporal
+    /// coherence, geographic plausibility.
     pub fn as_array(&self) -> [f64; 5] {
         [self.base, self.source_reliability, self.contextual_consistency, self.temporal_coherence, self.geographic_plausibility]
+    }
+
+    /// The inverse of [`Weights::as_array`].
+    pub fn from_array([base, source_reliability, contextual_consistency, temporal_coherence, geographic_plausibility]: [f64; 5]) -> Self {
+        Weights { base, source_reliability, contextual_consistency, temporal_coherence, geographic_plausibility }
+    }
+
+    /// `ab.set_calibration_weights`'s answer: the weights under the table's column names.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "base": self.base, "source_reliability": self.source_reliability,
+            "contextual_consistency": self.contextual_consistency, "temporal_coherence": self.temporal_coherence,
+            "geographic_plausibility": self.geographic_plausibility,
+        })
     }
 
     /// Each weight in 0–1 and their sum 1 (within 1e-9).
@@ -64,6 +80,11 @@ pub struct Factors {
 }
 
 impl Factors {
+    /// From the five factors in [`Weights::as_array`]'s order.
+    pub fn from_array([base, source_reliability, contextual_consistency, temporal_coherence, geographic_plausibility]: [f64; 5]) -> Self {
+        Factors { base, source_reliability, contextual_consistency, temporal_coherence, geographic_plausibility }
+    }
+
     pub fn validate(&self) -> AbResult<()> {
         for (name, v) in [
             ("base", self.base),
@@ -88,6 +109,17 @@ impl Factors {
             "geographic_plausibility": self.geographic_plausibility,
         })
     }
+}
+
+/// A row of `ab.sources`: a source id that is not blank and a reliability in 0–1 (22023, 22003).
+pub fn validate_source(source_id: &str, reliability: f64) -> AbResult<()> {
+    if source_id.trim().is_empty() {
+        return Err(AbError::invalid("source_id must not be blank"));
+    }
+    if !(0.0..=1.0).contains(&reliability) {
+        return Err(AbError::new(Kind::OutOfRange, format!("reliability must be between 0 and 1, got {reliability}")));
+    }
+    Ok(())
 }
 
 pub fn calibrate(f: &Factors, w: &Weights) -> f64 {
@@ -282,5 +314,16 @@ mod tests {
         // 0.4·0.9 + 0.2·0.5 + 0.15 + 0.15 + 0.1
         assert!((es[0]["confidence"].as_f64().unwrap() - 0.86).abs() < 1e-12);
         assert_eq!(es[0]["metadata"]["confidence_factors"]["base_confidence"], 0.9);
+    }
+
+    #[test]
+    fn sources_and_arrays() {
+        assert!(validate_source("wire", 1.0).is_ok());
+        assert_eq!(validate_source(" ", 0.5).unwrap_err().kind, Kind::InvalidParameter);
+        assert_eq!(validate_source("wire", 1.5).unwrap_err().kind, Kind::OutOfRange);
+        assert_eq!(validate_source("wire", f64::NAN).unwrap_err().kind, Kind::OutOfRange);
+        let w = Weights::default();
+        assert_eq!(Weights::from_array(w.as_array()), w);
+        assert_eq!(w.to_json()["base"], 0.4);
     }
 }

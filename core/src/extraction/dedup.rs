@@ -36,6 +36,20 @@ pub struct Deduplicated {
     pub rate: f64,
 }
 
+impl Deduplicated {
+    /// `ab.apply_deduplication`'s answer: `{entities, deduplication_rate, input_count,
+    /// output_count}`.
+    pub fn to_json(self) -> Value {
+        let output_count = self.entities.len();
+        json!({
+            "entities": Value::Array(self.entities.into_iter().map(Value::Object).collect()),
+            "deduplication_rate": self.rate,
+            "input_count": self.input_count,
+            "output_count": output_count,
+        })
+    }
+}
+
 fn find(parent: &mut [usize], mut i: usize) -> usize {
     while parent[i] != i {
         parent[i] = parent[parent[i]];

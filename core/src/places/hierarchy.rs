@@ -65,6 +65,28 @@ pub fn validate_path(path: &str) -> AbResult<()> {
     Ok(())
 }
 
+/// The path of a new place (`ab.add_place`): `parent.label`, or `label` for a root; the label
+/// is made from the name ([`label`]) unless given. Errors (22023): a blank name, a name with no
+/// label and none given, a parent or resulting path that is not a valid ltree (naming the label).
+pub fn new_place_path(parent: Option<&str>, name: &str, label_given: Option<&str>) -> AbResult<String> {
+    if name.trim().is_empty() {
+        return Err(AbError::invalid("a place needs a name that is not blank"));
+    }
+    let own = match label_given {
+        Some(l) => l.to_string(),
+        None => label(name, None)?,
+    };
+    let path = match parent {
+        Some(p) => {
+            validate_path(p)?;
+            format!("{p}.{own}")
+        }
+        None => own,
+    };
+    validate_path(&path)?;
+    Ok(path)
+}
+
 /// The number of labels of a path.
 pub fn depth(path: &str) -> usize {
     path.bytes().filter(|b| *b == b'.').count() + 1
@@ -116,5 +138,15 @@ mod tests {
         assert_eq!(ancestors("a").count(), 0);
         assert_eq!((depth("a"), depth("a.b.c")), (1, 3));
         assert!(is_ancestor("a.b", "a.b.c") && !is_ancestor("a.b", "a.bc") && !is_ancestor("a.b", "a.b"));
+    }
+
+    #[test]
+    fn paths_of_new_places() {
+        assert_eq!(new_place_path(None, "World", None).unwrap(), "world");
+        assert_eq!(new_place_path(Some("world.europe"), "São Paulo", None).unwrap(), "world.europe.sao_paulo");
+        assert_eq!(new_place_path(Some("world"), "Berlin", Some("berlin_nh")).unwrap(), "world.berlin_nh");
+        for (parent, name, given) in [(None, " ", None), (Some("world"), "東京", None), (Some("a..b"), "x", None), (Some("world"), "x", Some("bad-label"))] {
+            assert_eq!(new_place_path(parent, name, given).unwrap_err().kind, crate::error::Kind::InvalidParameter);
+        }
     }
 }

@@ -1,0 +1,62 @@
+//! SQL API of request metrics: recording a request measured outside the database, a failed
+//! request, and a test's live per-variant aggregates. Validation is `extraction::metrics`.
+
+use super::error::{raise, require_primary, required, OrRaise};
+use super::extraction::record_extraction;
+use super::ffi::{FLOAT8, INT4, TEXT};
+use super::json::JsonArg;
+use super::{cache, store};
+use crate::experiments::lifecycle::{not_a_variant, unknown_test};
+use crate::extraction::metrics::{ErrorMetrics, ExtractionMetrics};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+
+/// A test's variant, checked against the configuration (cached).
+fn check_variant(test_id: &str, variant: &str) {
+    cache::accept_invalidations();
+    let test = cache::test(test_id).unwrap_or_else(|| raise(unknown_test(test_id)));
+    if test.variant(variant).is_none() {
+        raise(not_a_variant(variant, test_id));
+    }
+}
+
+/// Records one request's metrics for a test's variant (the API measuring a variant that runs
+/// outside the database). Keys: latency_ms (required), entities_processed,
+/// average_confidence, deduplication_rate, extraction_success (boolean) or
+/// extraction_success_rate (0 or 1, the seed's name). Returns the row's extraction_id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metrics: Option<JsonArg>) -> pgrx::Uuid {
+    require_primary("ab.submit_extraction_metrics");
+    let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
+    let m = ExtractionMetrics::from_json(&required(metrics, "metrics").0).or_raise();
+    check_variant(test_id, variant);
+    record_extraction(test_id, variant, &m)
+}
+
+/// Records a failed request. Keys: error_type (required), error_message, extraction_time_ms,
+/// content_length.
+#[pg_extern(volatile, parallel_unsafe)]
+fn submit_error_metrics(test_id: Option<&str>, variant: Option<&str>, error: Option<JsonArg>) -> pgrx::Uuid {
+    require_primary("ab.submit_error_metrics");
+    let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
+    let e = ErrorMetrics::from_json(&required(error, "error").0).or_raise();
+    check_variant(test_id, variant);
+    let id = store::kept_one(
+        include_str!("queries/insert_error.sql"),
+        &[TEXT, TEXT, FLOAT8, TEXT, TEXT, INT4],
+        true,
+        &[test_id.into(), variant.into(), e.extraction_time_ms.into(), e.error_type.into(), e.error_message.into(), e.content_length.into()],
+    );
+    store::inserted(id, "ab.metrics")
+}
+
+/// Live per-variant aggregates of a test: {"test_id", "metrics": [{variant, requests, errors,
+/// avg_latency_ms, p50_latency_ms, p95_latency_ms, avg_entities_processed, avg_confidence,
+/// avg_deduplication_rate, success_rate, error_rate}]}.
+#[pg_extern(stable, parallel_safe)]
+fn get_test_metrics(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    store::test_row(test_id, false).unwrap_or_else(|| raise(unknown_test(test_id)));
+    JsonB(store::json_one_ro(include_str!("queries/test_metrics.sql"), &[test_id.into()]).unwrap_or(Value::Null))
+}

@@ -1,0 +1,10 @@
+-- What assignment needs about a test ($1 = test_id, $2 = the test flags' prefix 'ff.ab_test_').
+SELECT jsonb_build_object(
+    'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'log_exposures', t.log_exposures,
+    'bucket_version', t.bucket_version,
+    'variants', (SELECT jsonb_agg(jsonb_build_array(v.variant, v.weight, v.confidence_threshold)
+                                  ORDER BY v.ordinal)
+                 FROM ab.variants v WHERE v.test_id = t.test_id),
+    'flag', (SELECT jsonb_build_array(f.rollout_percentage, f.enabled)
+             FROM ab.flags f WHERE f.name = $2 || t.test_id))
+FROM ab.tests t WHERE t.test_id = $1
