@@ -4,10 +4,27 @@
 # bench/evaluate.py (evaluation on 10M metric rows), bench/relay.sh (the relay) and the long run of
 # the concurrency invariants and of the resuming burst, and stops the cluster.
 # `bench/run.sh hierarchy` (or hotpath, evaluate, relay, concurrency, resume) runs one part only.
+# `bench/run.sh compare REV` builds git revision REV's library (release, in a worktree under
+# .run/) and compares it with this tree's on the hot path in the same run (bench/compare.py).
 # Results go to stdout; BENCHMARKS.md records them.
 source "$(dirname "$0")/../scripts/lib.sh"
 part=${1:-all}
-case $part in all|hotpath|hierarchy|evaluate|relay|concurrency|resume) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency|resume]" >&2; exit 2;; esac
+case $part in all|hotpath|hierarchy|evaluate|relay|concurrency|resume|compare) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency|resume|compare REV]" >&2; exit 2;; esac
+if [ "$part" = compare ]; then
+    rev=${2:?usage: $0 compare REV}
+    before="$ROOT/.run/compare/$(git -C "$ROOT" rev-parse --short "$rev")"
+    if [ ! -f "$before/libpg_ab.so" ]; then
+        log "building $rev's library (release) in a worktree"
+        rm -rf "$before/src" && mkdir -p "$before"
+        git -C "$ROOT" worktree add --force --detach "$before/src" "$rev" >/dev/null
+        # The build cargo-pgrx runs for `cargo pgrx install --release` (see .run/install.log).
+        (cd "$before/src" && CARGO_TARGET_DIR="$ROOT/.run/compare/target" cargo --config \
+            "target.'cfg(all(target_family = \"unix\", not(target_os = \"macos\")))'.rustflags = [\"-C\", \"link-arg=-Wl,--no-gc-sections\"]" \
+            build -q --release --lib --features pg15 --no-default-features)
+        cp "$ROOT/.run/compare/target/release/libpg_ab.so" "$before/libpg_ab.so"
+        git -C "$ROOT" worktree remove --force "$before/src"
+    fi
+fi
 want() { [ "$part" = all ] || [ "$part" = "$1" ]; }
 setup
 install_extension release
@@ -16,6 +33,9 @@ cluster_start bench 54331
 fresh_database pg_ab_bench
 python_env
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
+if [ "$part" = compare ]; then
+    "$PY" "$ROOT/bench/compare.py" "$before/libpg_ab.so" "$ROOT/target/release/libpg_ab.so"
+fi
 if want hotpath; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/run.py"; echo; fi
 if want hierarchy; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/hierarchy.py"; echo; fi
 if want evaluate; then "$PY" "$ROOT/bench/evaluate.py"; echo; fi

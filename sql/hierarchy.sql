@@ -28,7 +28,7 @@ CREATE TRIGGER hierarchy_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.hierarchy_signal');
 
 -- The committed states of ab.hierarchy, counted: backends that preload the hierarchy map one
--- shared image of each state (src/pg/cache.rs). One row; every statement that changes
+-- shared image of each state (src/pg/hierarchy_cache.rs). One row; every statement that changes
 -- ab.hierarchy bumps it, so transactions that change the hierarchy take turns.
 CREATE TABLE ab.hierarchy_version (version bigint NOT NULL);
 INSERT INTO ab.hierarchy_version VALUES (0);

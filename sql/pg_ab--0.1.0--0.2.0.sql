@@ -230,7 +230,7 @@ ALTER TABLE ab.metric_stats
 
 -- Each batch's sums are of deviations from the batch's smallest value per metric, and a row
 -- that already holds some moves the batch's sums to its own shift (Moments::add in
--- core/src/stats.rs, the same formula).
+-- core/src/analysis/stats.rs, the same formula).
 CREATE OR REPLACE FUNCTION ab.fold_metrics() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

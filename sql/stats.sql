@@ -24,11 +24,11 @@ CREATE TABLE ab.metric_stats (
     dedup_n           bigint NOT NULL,
     dedup_sum         double precision NOT NULL,
     dedup_sumsq       double precision NOT NULL,
-    latency_sketch    bigint[] NOT NULL,   -- counts per log bucket (core/src/stats.rs, sketch)
+    latency_sketch    bigint[] NOT NULL,   -- counts per log bucket (core/src/analysis/stats.rs, sketch)
     last_recorded_at  timestamptz NOT NULL,  -- for ab.health()'s metrics freshness
     -- Each metric's sum and sum of squares are of its deviations from this shift (the smallest
     -- value of the first batch folded into the row): a constant metric sums to exactly 0, so
-    -- its variance is exactly 0 (core/src/stats.rs, Moments). 0 in rows folded before 0.2.0.
+    -- its variance is exactly 0 (core/src/analysis/stats.rs, Moments). 0 in rows folded before 0.2.0.
     latency_shift     double precision NOT NULL DEFAULT 0,
     entities_shift    double precision NOT NULL DEFAULT 0,
     confidence_shift  double precision NOT NULL DEFAULT 0,
@@ -42,7 +42,7 @@ CREATE AGGREGATE ab.sketch_sum(bigint[]) (
 
 -- Each batch's sums are of deviations from the batch's smallest value per metric, and a row
 -- that already holds some moves the batch's sums to its own shift (Moments::add in
--- core/src/stats.rs, the same formula).
+-- core/src/analysis/stats.rs, the same formula).
 CREATE FUNCTION ab.fold_metrics() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

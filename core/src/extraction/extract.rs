@@ -1,7 +1,7 @@
 //! The built-in baseline extractor (`baseline_rule_based`, the champion): rules over the text,
 //! first rule to claim a stretch of text wins. Spans are [start, end) in characters.
 //!
-//! Rules, in order: temporal expressions (src/temporal.rs) → when; a title followed by capitalised
+//! Rules, in order: temporal expressions (`temporal`) → when; a title followed by capitalised
 //! names ("President Biden") → person; capitalised word runs found in the place hierarchy →
 //! location; capitalised words after in/at/from/near/across/throughout → location; an action verb
 //! with its object ("announced new climate policies") → action; "because of / due to / in

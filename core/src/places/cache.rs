@@ -1,6 +1,6 @@
 //! The per-backend cache of hierarchy nodes for ancestor resolution: an LRU of nodes linked to
 //! their ancestors, or, after a preload that fits, the whole hierarchy in one `Preloaded` block.
-//! Plain Rust; what invalidates it is the pgrx layer's business (src/pg/cache.rs).
+//! Plain Rust; what invalidates it and fills it is the pgrx layer's business (src/pg/hierarchy_cache.rs).
 
 use super::preloaded::Preloaded;
 use crate::cache_stats::{nz, Loaded, Stats};

@@ -1,0 +1,70 @@
+"""Same-run comparison of two builds of pg_ab's library on the hot path.
+
+Usage: compare.py BEFORE.so AFTER.so (run through `bench/run.sh compare REV`, which builds REV's
+library and starts the private cluster). Both builds must have the same SQL functions: only the
+library file is swapped (replaced atomically, so no running backend sees a changed file; each
+pgbench run opens new connections, which load the file then in place).
+
+For ROUNDS rounds, in alternating order (ABBA…), each build runs `SELECT 1` and the hot-path
+scripts with pgbench (-M prepared, 4 clients, BENCH_SECONDS each); every figure is a ratio to
+`SELECT 1` of the same build in the same round, so drift of the machine between rounds cancels
+as far as it can. Prints each build's mean ratio with its spread, and after/before.
+"""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (pgbench() and prepare() of the hot-path benchmark)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+SCRIPTS = [
+    ("assign", "assign.sql", "ab.assign"),
+    ("assign_variant", "assign_variant.sql", "ab.assign_variant"),
+    ("is_enabled", "is_enabled.sql", "ab.is_enabled"),
+]
+
+
+def install(library: Path) -> None:
+    """Puts `library` in place of pg_ab.so: a copy renamed over it (a new inode)."""
+    pkglibdir = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip()
+    target = Path(pkglibdir) / "pg_ab.so"
+    staging = target.with_suffix(".so.new")
+    shutil.copyfile(library, staging)
+    os.replace(staging, target)
+
+
+def main() -> None:
+    builds = {"before": Path(sys.argv[1]), "after": Path(sys.argv[2])}
+    ratios = {b: {key: [] for key, *_ in SCRIPTS} for b in builds}
+    install(builds["after"])
+    with psycopg.connect(dbname=run.DB, autocommit=True) as conn:
+        run.prepare(conn)
+    print(f"pgbench -M prepared -c 4 -j 2 -T {run.SECONDS}; {ROUNDS} rounds, builds alternating (ABBA…)", flush=True)
+    for r in range(ROUNDS):
+        order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
+        for b in order:
+            install(builds[b])
+            floor = run.pgbench("select1.sql")
+            line = [f"round {r + 1} {b:6}: SELECT 1 {floor:9,.0f} tps"]
+            for key, script, _ in SCRIPTS:
+                tps = run.pgbench(script)
+                ratios[b][key].append(tps / floor)
+                line.append(f"{key} {tps / floor:6.1%}")
+            print(", ".join(line), flush=True)
+    install(builds["after"])
+    print("\nratio to SELECT 1 of the same build and round: mean (min–max)")
+    for key, _, name in SCRIPTS:
+        mb, ma = statistics.mean(ratios["before"][key]), statistics.mean(ratios["after"][key])
+        spread = lambda xs: f"{min(xs):.1%}–{max(xs):.1%}"  # noqa: E731
+        print(f"  {name:20} before {mb:6.1%} ({spread(ratios['before'][key])}), "
+              f"after {ma:6.1%} ({spread(ratios['after'][key])}), after/before {ma / mb:.3f}")
+
+
+if __name__ == "__main__":
+    main()
