@@ -85,6 +85,10 @@ BEGIN
         WHEN 'tests'    THEN coalesce(new_row, old_row) ->> 'test_id'
         WHEN 'variants' THEN (coalesce(new_row, old_row) ->> 'test_id') || '/'
                              || (coalesce(new_row, old_row) ->> 'variant')
+        WHEN 'segments'   THEN coalesce(new_row, old_row) ->> 'name'
+        WHEN 'flag_rules' THEN coalesce(new_row, old_row) ->> 'flag'
+        WHEN 'overrides'  THEN (coalesce(new_row, old_row) ->> 'flag') || '/'
+                               || (coalesce(new_row, old_row) ->> 'unit_id')
     END;
     INSERT INTO ab.audit (table_name, row_key, action, old_value, new_value)
     VALUES (TG_TABLE_NAME, row_key, TG_OP, old_row, new_row);
@@ -442,6 +446,152 @@ BEGIN
 END $$;
 
 
+-- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules and
+-- overrides, with their audit rows (ab.audit_change above knows their keys) and cache triggers.
+-- Named, reusable conditions; rules refer to them as {"segment": name}.
+CREATE TABLE ab.segments (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9_-]{1,63}$'),
+    conditions  jsonb NOT NULL,
+    description text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Named sets of unit ids ("these 50,000 beta users"); rules refer to them as {"in_list": list}.
+-- No size limit: membership is one probe of the primary key, cached per backend.
+CREATE TABLE ab.id_lists (
+    list     text NOT NULL CHECK (list ~ '^[a-z0-9_-]{1,63}$'),
+    unit_id  text NOT NULL,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (list, unit_id)
+);
+
+-- A flag's ordered rules (first match wins), as ab.set_flag_rules checked them.
+CREATE TABLE ab.flag_rules (
+    flag       text PRIMARY KEY REFERENCES ab.flags (name) ON DELETE CASCADE,
+    rules      jsonb NOT NULL CHECK (jsonb_typeof(rules) = 'array'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A flag forced on or off for one unit (QA, support) until expires_at (NULL: until removed).
+CREATE TABLE ab.overrides (
+    flag       text NOT NULL REFERENCES ab.flags (name) ON DELETE CASCADE,
+    unit_id    text NOT NULL,
+    value      boolean NOT NULL,
+    expires_at timestamptz,
+    reason     text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (flag, unit_id)
+);
+
+CREATE TRIGGER segments_audit AFTER INSERT OR UPDATE OR DELETE ON ab.segments
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+CREATE TRIGGER flag_rules_audit AFTER INSERT OR UPDATE OR DELETE ON ab.flag_rules
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+CREATE TRIGGER overrides_audit AFTER INSERT OR UPDATE OR DELETE ON ab.overrides
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+
+CREATE TRIGGER segments_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.segments
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER id_lists_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.id_lists
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER flag_rules_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.flag_rules
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER overrides_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.overrides
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+
+SELECT pg_catalog.pg_extension_config_dump('ab.segments', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.id_lists', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.flag_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.overrides', '');
+
+-- Functions of the shared library for targeting.
+CREATE FUNCTION "add_to_id_list"(
+	"list" TEXT, /* Option < & str > */
+	"unit_ids" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_to_id_list_wrapper';
+
+CREATE FUNCTION "clear_override"(
+	"flag" TEXT, /* Option < & str > */
+	"unit_id" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'clear_override_wrapper';
+
+CREATE FUNCTION "create_segment"(
+	"name" TEXT, /* Option < & str > */
+	"conditions" jsonb, /* Option < JsonArg > */
+	"description" TEXT DEFAULT '' /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_segment_wrapper';
+
+CREATE FUNCTION "delete_segment"(
+	"name" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'delete_segment_wrapper';
+
+CREATE FUNCTION "explain_flag"(
+	"name" TEXT, /* Option < & str > */
+	"user_id" TEXT, /* Option < & str > */
+	"context" jsonb /* Option < JsonArg > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'explain_flag_in_context_wrapper';
+
+CREATE FUNCTION "get_flag_rules"(
+	"flag" TEXT /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'get_flag_rules_wrapper';
+
+CREATE FUNCTION "is_enabled"(
+	"name" TEXT, /* Option < & str > */
+	"user_id" TEXT, /* Option < & str > */
+	"context" jsonb /* Option < JsonArg > */
+) RETURNS bool /* bool */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_enabled_in_context_wrapper';
+
+CREATE FUNCTION "remove_from_id_list"(
+	"list" TEXT, /* Option < & str > */
+	"unit_ids" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS bigint /* i64 */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'remove_from_id_list_wrapper';
+
+CREATE FUNCTION "set_flag_rules"(
+	"flag" TEXT, /* Option < & str > */
+	"rules" jsonb /* Option < JsonArg > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_flag_rules_wrapper';
+
+CREATE FUNCTION "set_override"(
+	"flag" TEXT, /* Option < & str > */
+	"unit_id" TEXT, /* Option < & str > */
+	"value" bool, /* Option < bool > */
+	"expires_at" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"reason" TEXT DEFAULT '' /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_override_wrapper';
+
+-- Which functions each role may call. A name covers all of its overloads.
+
 -- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without
 -- it) and no EXECUTE on any function (revoked below, at the end of the install script).
 -- ab.create_roles() creates four roles, NOLOGIN, each a set of grants in this database (named
@@ -461,7 +611,6 @@ END $$;
 -- superuser) and the ownership of pg_ab's objects, so run it as the role that created the
 -- extension.
 
--- Which functions each role may call. A name covers all of its overloads.
 CREATE FUNCTION ab.role_functions(role_name text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE role_name
@@ -469,6 +618,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
+        'get_flag_rules',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics
         'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
@@ -510,7 +660,8 @@ BEGIN
     GRANT SELECT ON ab.flags, ab.tests, ab.variants, ab.assignments, ab.exposures, ab.sources,
                     ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
                     ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
-                    ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry
+                    ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry,
+                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides
         TO ab_reader;
     -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
     -- sticky assignments.

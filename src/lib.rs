@@ -5,7 +5,7 @@
 
 // The logic lives in the pure crate `pg_ab_core` (core/), one folder per family; the pgrx layer
 // refers to it as `crate::<family>::<module>`.
-pub use pg_ab_core::{analysis, cache_stats, error, experiments, extraction, places};
+pub use pg_ab_core::{analysis, cache_stats, error, experiments, extraction, places, targeting};
 pub mod pg;
 
 
@@ -19,6 +19,7 @@ pgrx::extension_sql_file!("../sql/relay.sql", name = "relay", requires = ["schem
 pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["entities", pg::analysis::_sketch_add, pg::analysis::_latency_sketch]);
 pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires = ["entities", "cache_triggers", pg::hierarchy::_resolve_name]);
 pgrx::extension_sql_file!("../sql/defaults.sql", name = "defaults", requires = ["entities", "stats"]);
+pgrx::extension_sql_file!("../sql/targeting.sql", name = "targeting", requires = ["schema", "cache_triggers"]);
 pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", finalize);
 
 #[pgrx::pg_guard]

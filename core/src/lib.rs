@@ -4,7 +4,8 @@
 //!
 //! One folder per family, the README's: [`experiments`] (hashing, flags, lifecycle, assignment,
 //! events, the configuration cache), [`extraction`] (entity post-processing), [`places`] (the
-//! place hierarchy and its caches), [`analysis`] (statistics, evaluation, risk, health).
+//! place hierarchy and its caches), [`analysis`] (statistics, evaluation, risk, health),
+//! [`targeting`] (conditions on a unit's attributes, rules, segments).
 //! `error` and `cache_stats` are shared by all.
 
 pub mod analysis;
@@ -13,4 +14,5 @@ pub mod error;
 pub mod experiments;
 pub mod extraction;
 pub mod places;
+pub mod targeting;
 mod properties;

@@ -15,6 +15,7 @@ use crate::analysis::risk::{self, Action, Condition, Guardrail, Level};
 use crate::analysis::settings;
 use crate::analysis::stats::{self, sketch, Moments};
 use crate::error::AbError;
+use crate::experiments::assign::{AUTO_ROLLBACK_FLAG, RISK_MONITORING_FLAG};
 use crate::experiments::events;
 use crate::experiments::lifecycle::unknown_test;
 
@@ -84,19 +85,14 @@ fn variant_stats(test_id: &str, info: &TestRow, from: Option<TimestampWithTimeZo
         .collect()
 }
 
-/// Units per variant for the sample-ratio check: distinct exposed units in the rollout when
-/// exposures are logged; else requests, but only at a 100 % stage (below it the champion also
-/// serves everyone outside the rollout).
+/// Units per variant for the sample-ratio check (`evaluation::srm_units` says which).
 fn units(test_id: &str, info: &TestRow, stats: &[VariantStats], from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Option<Vec<f64>> {
     let exposed = store::json_one_ro(
         include_str!("queries/exposed_units.sql"),
         &[test_id.into(), from.into(), until.into()],
     )
     .unwrap_or(Value::Null);
-    if exposed.as_object().is_some_and(|m| !m.is_empty()) {
-        return Some(info.variants.iter().map(|(v, _)| exposed[v.as_str()].as_f64().unwrap_or(0.0)).collect());
-    }
-    (info.current_stage == 100).then(|| stats.iter().map(|s| s.requests).collect())
+    evaluation::srm_units(exposed.as_object().unwrap_or(&serde_json::Map::new()), info.current_stage, stats)
 }
 
 fn evaluate_window(test_id: &str, from: Option<TimestampWithTimeZone>, until: Option<TimestampWithTimeZone>) -> Value {
@@ -174,24 +170,17 @@ fn assess(test_id: &str, from: Option<TimestampWithTimeZone>) -> Assessment {
 
 fn assess_and_act(test_id: &str) -> Value {
     let Assessment { info, level, conditions, .. } = assess(test_id, None);
+    let on = |flag| flags::is_on(flag, test_id).unwrap_or(false);
+    let act = risk::actions(info.status == "active", level, || on(AUTO_ROLLBACK_FLAG), || on(RISK_MONITORING_FLAG));
     let texts: Vec<String> = conditions.iter().map(|c| c.text.clone()).collect();
-    let running = info.status == "active";
-    let mut rolled_back = false;
-    if running && level == Level::Critical && flags::is_on("ff.ab_auto_rollback", test_id).unwrap_or(false) {
-        let reason = format!("automatic rollback, risk critical: {}", texts.join("; "));
-        lifecycle::rollback(test_id, &reason);
-        rolled_back = true;
+    if act.rollback {
+        lifecycle::rollback(test_id, &risk::rollback_reason(&texts));
     }
-    let mut alert_event_id = None;
-    if running && level.requires_action() && flags::is_on("ff.ab_risk_monitoring", test_id).unwrap_or(false) {
+    let alert_event_id = act.alert.then(|| {
         let payload = events::risk_alert(test_id, level.name(), &texts, true, store::transaction_epoch());
-        alert_event_id = Some(store::insert_event(Some(test_id), events::RISK_ALERT, payload));
-    }
-    json!({
-        "test_id": test_id, "status": if rolled_back { "rolled_back" } else { info.status.as_str() },
-        "risk_level": level.name(), "triggered_conditions": texts, "requires_action": level.requires_action(),
-        "rolled_back": rolled_back, "alert_event_id": alert_event_id,
-    })
+        store::insert_event(Some(test_id), events::RISK_ALERT, payload)
+    });
+    risk::report(test_id, &info.status, level, texts, act.rollback, alert_event_id)
 }
 
 /// evaluate_risk for every active test: the periodic job (the relay calls it on a timer, or

@@ -100,21 +100,12 @@ fn stored_variant(test: &TestConfig, unit: &str) -> Option<String> {
     .and_then(|v| v.as_str().map(String::from))
 }
 
-fn with_variant<'a>(test: &'a TestConfig, mut a: Assignment<'a>, variant: &str, reason: Reason) -> Assignment<'a> {
-    if let Some(v) = test.variant(variant) {
-        a.variant = &v.name;
-        a.confidence_threshold = v.confidence_threshold;
-        a.reason = reason;
-    }
-    a
-}
-
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
 pub(crate) fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
     let a = logic::assign(test, unit, &cache::flag);
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
-            return with_variant(test, a, &stored, Reason::Sticky);
+            return logic::with_stored(test, a, &stored);
         }
     }
     a
@@ -137,7 +128,7 @@ fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &
             )
             .and_then(|v| v.as_str().map(String::from))
             {
-                a = with_variant(&test, a, &stored, Reason::Sticky);
+                a = logic::with_stored(&test, a, &stored);
             }
         }
     }

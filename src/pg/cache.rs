@@ -29,6 +29,9 @@ thread_local! {
     /// Set by the relcache callback; a cache is cleared at its next use. The callback only
     /// touches these flags: it runs inside PostgreSQL's invalidation processing and must not fail.
     static DIRTY: Cell<bool> = const { Cell::new(false) };
+    /// Counts the configuration cache's clears: what is cached beside it (targeting.rs) is
+    /// emptied when this moves.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
     static HIERARCHY_DIRTY: Cell<bool> = const { Cell::new(false) };
     /// OIDs of ab.config_signal and ab.hierarchy_signal (sql/cache.sql), resolved on the first
     /// fill after a clear.
@@ -98,6 +101,7 @@ fn with_cache<R>(f: impl FnOnce(&mut ConfigCache) -> R) -> R {
         if DIRTY.with(|d| d.replace(false)) {
             c.clear();
             WATCHED.with(|w| w.set([pg_sys::InvalidOid; 2]));
+            GENERATION.with(|g| g.set(g.get() + 1));
         }
         let cap = CACHE_SIZE.get().max(2) as usize;
         if c.capacity() != cap {
@@ -105,6 +109,13 @@ fn with_cache<R>(f: impl FnOnce(&mut ConfigCache) -> R) -> R {
         }
         f(&mut c)
     })
+}
+
+/// The configuration's state as this backend knows it: moves at every invalidation received
+/// (a committed change, or this transaction's own at its next command). It does not touch the
+/// cache, so a miss being loaded may ask it: a clear still pending counts as done.
+pub fn generation() -> u64 {
+    GENERATION.with(|g| g.get()) + u64::from(DIRTY.with(|d| d.get()))
 }
 
 /// Polls for invalidations sent by other backends' commits. Cheap when there are none (one

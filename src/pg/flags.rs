@@ -2,16 +2,18 @@
 
 use super::error::{raise, require_primary, required, OrRaise};
 use super::cache;
-use super::store;
+use super::json::JsonArg;
+use super::{store, targeting};
 use crate::error::{AbError, Kind};
 use crate::experiments::assign::owning_test;
 use crate::experiments::events::FLAG_UPDATE;
-use crate::experiments::flags::{self, Evaluation};
+use crate::experiments::flags::{self, Evaluation, Targeted};
+use crate::targeting::condition::Unit;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-fn unknown_flag(name: &str) -> AbError {
+pub(crate) fn unknown_flag(name: &str) -> AbError {
     AbError::undefined(format!("flag \"{name}\" does not exist"))
         .with_hint("list flags with SELECT name FROM ab.flags, or create it with ab.create_flag")
 }
@@ -187,7 +189,8 @@ fn get_rollout_percentage(name: Option<&str>) -> i32 {
     cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name))).rollout_percentage
 }
 
-/// Whether a flag is on for a unit: its switch, its rollout bucket, and all its dependencies.
+/// Whether a flag is on for a unit: its switch, an override of the unit, its first matching
+/// rule or else its rollout bucket, and all its dependencies (README, "Targeting").
 #[pg_extern(stable, parallel_safe)]
 fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     let name = required(name, "flag name");
@@ -195,24 +198,64 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     is_on(name, unit).unwrap_or_else(|| raise(unknown_flag(name)))
 }
 
-/// Whether a flag is on for a unit, from the cache; None when there is no such flag.
+/// `is_enabled` with the unit's attributes (`context`, a JSON object) for the flag's rules.
+#[pg_extern(stable, parallel_safe, name = "is_enabled")]
+fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> bool {
+    let name = required(name, "flag name");
+    let unit = required(user_id, "user_id");
+    let attributes = context_of(context);
+    evaluate(name, unit, &attributes).0 == Evaluation::On
+}
+
+/// The context argument: a JSON object, or NULL for none (22023 otherwise).
+pub(crate) fn context_of(context: Option<JsonArg>) -> serde_json::Map<String, Value> {
+    match context.map(|c| c.0) {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(v) => raise(AbError::invalid(format!("context must be a JSON object of attributes, got {v}"))),
+    }
+}
+
+/// Evaluates a flag for a unit with its attributes: the evaluation and what targeting decided.
+fn evaluate(name: &str, unit: &str, attributes: &serde_json::Map<String, Value>) -> (Evaluation, Option<Targeted>) {
+    cache::accept_invalidations();
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    let u = Unit { id: unit, attributes, now_micros: targeting::now_micros() };
+    flags::evaluate_targeted(&flag, unit, &cache::flag, &|f| targeting::decide(f, &u))
+}
+
+/// Whether a flag is on for a unit (no attributes), from the cache; None when there is no such
+/// flag.
 pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
     cache::accept_invalidations();
     let flag = cache::flag(name)?;
-    Some(flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On)
+    if !flag.targeted {
+        return Some(flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On);
+    }
+    Some(evaluate(name, unit, &serde_json::Map::new()).0 == Evaluation::On)
 }
 
-/// The reason behind `is_enabled`: on, disabled, not_in_rollout or dependency_off.
+/// The reason behind `is_enabled`: on, disabled, not_in_rollout, dependency_off, override_off or
+/// rule_off.
 #[pg_extern(stable, parallel_safe)]
 fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    cache::accept_invalidations();
-    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
-    match flags::evaluate(&flag, unit, &cache::flag) {
-        Evaluation::On => "on",
-        Evaluation::Disabled => "disabled",
-        Evaluation::NotInRollout => "not_in_rollout",
-        Evaluation::DependencyOff => "dependency_off",
-    }
+    evaluate(name, unit, &serde_json::Map::new()).0.as_str()
+}
+
+/// `explain_flag` with the unit's attributes, as `{"enabled", "reason", "decided_by"}`:
+/// `decided_by` is `{"override": value}`, `{"rule": id, "index": i}` or null (the percentage).
+#[pg_extern(stable, parallel_safe, name = "explain_flag")]
+fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> JsonB {
+    let name = required(name, "flag name");
+    let unit = required(user_id, "user_id");
+    let attributes = context_of(context);
+    let (evaluation, decided) = evaluate(name, unit, &attributes);
+    let decided_by = match decided {
+        Some(Targeted::Override(v)) => json!({"override": v}),
+        Some(Targeted::Rule { index, .. }) => json!({"rule": targeting::rule_id(name, index), "index": index}),
+        None => Value::Null,
+    };
+    JsonB(json!({"enabled": evaluation == Evaluation::On, "reason": evaluation.as_str(), "decided_by": decided_by}))
 }

@@ -273,17 +273,10 @@ fn apply_hierarchy(entities: Option<JsonArg>) -> JsonB {
             continue;
         }
         let Some(best) = matches(entities::text_of(e)).into_iter().next() else { continue };
-        let ancestors: Vec<Value> = hierarchy_cache::with_hierarchy_chain(&best.path, load_nodes, load_all_nodes, |chain| {
-            chain
-                .iter()
-                .filter(|n| n.path != best.path)
-                .map(|n| json!({"path": n.path, "name": n.name, "kind": n.kind}))
-                .collect()
+        hierarchy_cache::with_hierarchy_chain(&best.path, load_nodes, load_all_nodes, |chain| {
+            let above = chain.iter().filter(|n| n.path != best.path).map(|n| (n.path, n.name, n.kind));
+            entities::set_place(e, &best.path, &best.kind, above);
         });
-        let m = entities::metadata_mut(e);
-        m.insert("hierarchy_path".into(), json!(best.path));
-        m.insert("hierarchy_kind".into(), json!(best.kind));
-        m.insert("ancestors".into(), Value::Array(ancestors));
     }
     JsonB(Value::Array(es.into_iter().map(Value::Object).collect()))
 }

@@ -4,7 +4,7 @@
 use super::json::JsonArg;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::store;
-use crate::experiments::assign::{test_flag_name, ROUTING_FLAG, TEST_FLAG_PREFIX};
+use crate::experiments::assign::{test_flag_name, INTEGRATION_FLAGS, ROUTING_FLAG, TEST_FLAG_PREFIX};
 use crate::error::{AbError, Kind};
 use crate::experiments::events::{FLAG_UPDATE, TEST_UPDATE};
 use crate::experiments::lifecycle::{self, not_a_variant, unknown_test, Action, Status};
@@ -338,7 +338,7 @@ fn integration_rollback(reason: Option<&str>) -> JsonB {
     require_primary("ab.integration_rollback");
     let reason = required(reason, "reason");
     let mut disabled = Vec::new();
-    for flag in [ROUTING_FLAG, "ff.ab_auto_rollback", "ff.ab_risk_monitoring"] {
+    for flag in INTEGRATION_FLAGS {
         let changed = store::json_one(
             "UPDATE ab.flags SET enabled = false, updated_at = now() WHERE name = $1 AND enabled
              RETURNING to_jsonb(name)",

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod restore;
 pub mod store;
+pub mod targeting;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -128,19 +128,23 @@ struct FlagRow {
     rollout_percentage: i32,
     enabled: bool,
     depends_on: Vec<String>,
+    targeted: bool,
 }
 
 impl From<FlagRow> for Flag {
     fn from(r: FlagRow) -> Flag {
-        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on }
+        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on, targeted: r.targeted }
     }
 }
 
-const FLAG_JSON: &str = "SELECT jsonb_build_object('name', name, 'rollout_percentage', rollout_percentage, \
-     'enabled', enabled, 'depends_on', depends_on) FROM ab.flags WHERE name = $1";
-
+/// What evaluation needs of a flag, with whether it has rules or overrides (`targeted`); a
+/// database still at 0.1.0's schema has no targeting tables, so no flag is targeted there.
 pub fn load_flag(name: &str) -> Option<Flag> {
-    json_one_ro(FLAG_JSON, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
+    const TARGETED: &str = include_str!("queries/flag.sql");
+    const PLAIN: &str = "SELECT jsonb_build_object('name', name, 'rollout_percentage', rollout_percentage, \
+         'enabled', enabled, 'depends_on', depends_on, 'targeted', false) FROM ab.flags WHERE name = $1";
+    let sql = if super::targeting::tables_exist() { TARGETED } else { PLAIN };
+    json_one_ro(sql, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
 }
 
 /// Every flag's dependency list, for cycle checks.
@@ -185,6 +189,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
             rollout_percentage: pct,
             enabled,
             depends_on: vec![],
+            targeted: false,
         }),
     })
 }

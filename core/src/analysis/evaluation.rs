@@ -114,6 +114,17 @@ fn sample_ratio(units: &[f64], weights: &[f64], s: &Settings) -> Value {
 }
 
 /// Observations per variant to detect a relative change of `mde` in the champion's success rate.
+/// Units per variant for the sample-ratio check (README, "srm"): the distinct exposed units in
+/// the rollout when exposures are logged (`exposed`, by variant; absent variants have none);
+/// otherwise requests, but only at a 100 % stage (below it the champion also serves everyone
+/// outside the rollout, so its requests say nothing of the split); else no check.
+pub fn srm_units(exposed: &serde_json::Map<String, Value>, current_stage: i32, stats: &[VariantStats]) -> Option<Vec<f64>> {
+    if !exposed.is_empty() {
+        return Some(stats.iter().map(|s| exposed.get(&s.variant).and_then(Value::as_f64).unwrap_or(0.0)).collect());
+    }
+    (current_stage == 100).then(|| stats.iter().map(|s| s.requests).collect())
+}
+
 pub fn required_sample_size(champion: &VariantStats, s: &Settings) -> Option<f64> {
     let p = champion.success_rate();
     if !(p > 0.0 && p < 1.0) {

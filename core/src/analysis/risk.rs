@@ -180,6 +180,38 @@ pub fn assess(champion: &VariantStats, challengers: &[&VariantStats], guardrails
     (level, conditions)
 }
 
+/// What the risk check does about a test (README, "Risk"): roll it back when it is active, its
+/// level is critical and `ff.ab_auto_rollback` is on for it; alert when it is active, its level
+/// requires action and `ff.ab_risk_monitoring` is on for it. The flags are asked only when the
+/// rest holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actions {
+    pub rollback: bool,
+    pub alert: bool,
+}
+
+pub fn actions(active: bool, level: Level, auto_rollback_on: impl FnOnce() -> bool, monitoring_on: impl FnOnce() -> bool) -> Actions {
+    Actions {
+        rollback: active && level == Level::Critical && auto_rollback_on(),
+        alert: active && level.requires_action() && monitoring_on(),
+    }
+}
+
+/// The reason an automatic rollback records: the conditions that made the risk critical.
+pub fn rollback_reason(conditions: &[String]) -> String {
+    format!("automatic rollback, risk critical: {}", conditions.join("; "))
+}
+
+/// `ab.evaluate_risk`'s answer: `{test_id, status, risk_level, triggered_conditions,
+/// requires_action, rolled_back, alert_event_id}`.
+pub fn report(test_id: &str, status: &str, level: Level, conditions: Vec<String>, rolled_back: bool, alert_event_id: Option<i64>) -> serde_json::Value {
+    serde_json::json!({
+        "test_id": test_id, "status": if rolled_back { "rolled_back" } else { status },
+        "risk_level": level.name(), "triggered_conditions": conditions, "requires_action": level.requires_action(),
+        "rolled_back": rolled_back, "alert_event_id": alert_event_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +283,22 @@ mod tests {
         assert!(loose.is_empty());
         let errors = guardrail_conditions(&champ, &variant("b", 2000.0, 1.0, 0.08, 0.8), &[g("error_rate", Action::Rollback, 0.5)], &thresholds());
         assert_eq!(errors[0].level, Level::Critical);
+    }
+
+    #[test]
+    fn actions_follow_the_level_the_status_and_the_flags() {
+        let asked = std::cell::Cell::new(0);
+        let yes = || { asked.set(asked.get() + 1); true };
+        assert_eq!(actions(true, Level::Critical, yes, yes), Actions { rollback: true, alert: true });
+        assert_eq!(actions(true, Level::High, || true, || true), Actions { rollback: false, alert: true });
+        assert_eq!(actions(true, Level::Medium, || true, || true), Actions { rollback: false, alert: false });
+        assert_eq!(actions(false, Level::Critical, || true, || true), Actions { rollback: false, alert: false });
+        assert_eq!(actions(true, Level::Critical, || false, || true), Actions { rollback: false, alert: true });
+        asked.set(0);
+        let counted = || { asked.set(asked.get() + 1); true };
+        actions(false, Level::Low, counted, counted);
+        assert_eq!(asked.get(), 0, "the flags are not asked when the rest does not hold");
+        let r = report("t", "active", Level::Critical, vec!["x".into()], true, Some(7));
+        assert_eq!((r["status"].as_str(), r["alert_event_id"].as_i64()), (Some("rolled_back"), Some(7)));
     }
 }

@@ -8,6 +8,12 @@ use crate::experiments::lifecycle::{self, Status};
 use std::rc::Rc;
 
 pub const ROUTING_FLAG: &str = "ff.ab_routing";
+/// Rolls a test back automatically when its risk is critical, for the tests its rollout holds.
+pub const AUTO_ROLLBACK_FLAG: &str = "ff.ab_auto_rollback";
+/// Emits `risk_alert` events for the tests its rollout holds.
+pub const RISK_MONITORING_FLAG: &str = "ff.ab_risk_monitoring";
+/// What `ab.integration_rollback` switches off (the seed's emergency switch).
+pub const INTEGRATION_FLAGS: [&str; 3] = [ROUTING_FLAG, AUTO_ROLLBACK_FLAG, RISK_MONITORING_FLAG];
 /// A test's own flag is this prefix and its test_id (`ff.ab_test_<test_id>`).
 pub const TEST_FLAG_PREFIX: &str = "ff.ab_test_";
 
@@ -108,6 +114,15 @@ pub struct Assignment<'a> {
 pub fn given<'a>(test: &'a TestConfig, variant: &str) -> AbResult<Assignment<'a>> {
     let v = test.variant(variant).ok_or_else(|| lifecycle::not_a_variant(variant, &test.test_id))?;
     Ok(Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason: Reason::Given })
+}
+
+/// A sticky test's split assignment replaced by the unit's stored variant (reason `sticky`); a
+/// stored variant the test no longer has leaves the split one.
+pub fn with_stored<'a>(test: &'a TestConfig, a: Assignment<'a>, stored: &str) -> Assignment<'a> {
+    match test.variant(stored) {
+        Some(v) => Assignment { variant: &v.name, confidence_threshold: v.confidence_threshold, reason: Reason::Sticky, ..a },
+        None => a,
+    }
 }
 
 /// The test's champion for a unit that no test's rollout reaches (reason `default_champion`).
@@ -227,6 +242,7 @@ mod tests {
                 rollout_percentage: pct,
                 enabled: true,
                 depends_on: vec![],
+                targeted: false,
             }),
         }
     }
@@ -283,10 +299,11 @@ mod tests {
             rollout_percentage: pct,
             enabled,
             depends_on: vec!["ff.entity_extraction_v1".into()],
+            targeted: false,
         };
         flags.insert(
             "ff.entity_extraction_v1".into(),
-            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![] },
+            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![], targeted: false },
         );
         flags.insert(ROUTING_FLAG.into(), routing(25, true));
         let n = 20_000;

@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     fn flag(name: &str) -> Flag {
-        Flag { name: name.into(), rollout_percentage: 10, enabled: true, depends_on: vec![] }
+        Flag { name: name.into(), rollout_percentage: 10, enabled: true, depends_on: vec![], targeted: false }
     }
 
     #[test]

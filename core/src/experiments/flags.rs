@@ -12,6 +12,9 @@ pub struct Flag {
     pub rollout_percentage: i32,
     pub enabled: bool,
     pub depends_on: Vec<String>,
+    /// The flag has targeting rules or overrides (`targeting`): evaluation asks them before its
+    /// percentage. False keeps the plain path free of that lookup.
+    pub targeted: bool,
 }
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -96,36 +99,94 @@ pub enum Evaluation {
     Disabled,
     NotInRollout,
     DependencyOff,
+    /// An override for the unit serves it off.
+    OverrideOff,
+    /// The first rule that matched the unit serves it off.
+    RuleOff,
+}
+
+impl Evaluation {
+    /// The reason code `ab.explain_flag` returns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evaluation::On => "on",
+            Evaluation::Disabled => "disabled",
+            Evaluation::NotInRollout => "not_in_rollout",
+            Evaluation::DependencyOff => "dependency_off",
+            Evaluation::OverrideOff => "override_off",
+            Evaluation::RuleOff => "rule_off",
+        }
+    }
+}
+
+/// What targeting decided for a flag and a unit, in place of the flag's percentage: an override
+/// of the unit, or the first rule that matched it (its index in the flag's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targeted {
+    Override(bool),
+    Rule { index: usize, on: bool },
+}
+
+impl Targeted {
+    pub fn on(self) -> bool {
+        match self {
+            Targeted::Override(on) | Targeted::Rule { on, .. } => on,
+        }
+    }
+}
+
+/// Evaluates a flag for a unit with targeting: the switch first (a disabled flag is off for
+/// everyone, overrides included), then `decide` for a flag with rules or overrides (an override
+/// of the unit, else its first matching rule; `None`: neither, so the percentage decides), then
+/// every dependency the same way. Returns the evaluation and what targeting decided for `flag`
+/// itself.
+pub fn evaluate_targeted(
+    flag: &Flag,
+    unit: &str,
+    lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
+    decide: &dyn Fn(&Flag) -> Option<Targeted>,
+) -> (Evaluation, Option<Targeted>) {
+    let own = if flag.enabled && flag.targeted { decide(flag) } else { None };
+    let decide_deps = |f: &Flag| if f.targeted { decide(f) } else { None };
+    (evaluate_inner(flag, unit, lookup, true, 0, &|f: &Flag| if f.name == flag.name { own } else { decide_deps(f) }), own)
 }
 
 /// Evaluates a flag for a unit: its switch, its rollout bucket, then every dependency
 /// (transitively). `lookup` resolves dependency names; a missing dependency counts as off.
 pub fn evaluate(flag: &Flag, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Evaluation {
-    evaluate_inner(flag, unit, lookup, true, 0)
+    evaluate_inner(flag, unit, lookup, true, 0, &|_: &Flag| None)
 }
 
 /// Like `evaluate` but ignores the flag's own rollout percentage: its switch and dependencies
 /// only. A test uses ff.ab_routing this way, because routing's percentage caps the test's instead.
 pub fn evaluate_gate(flag: &Flag, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Evaluation {
-    evaluate_inner(flag, unit, lookup, false, 0)
+    evaluate_inner(flag, unit, lookup, false, 0, &|_: &Flag| None)
 }
 
 /// Cycles are rejected on write; the depth limit only keeps a hand-edited table from recursing
 /// forever.
 const MAX_DEPTH: usize = 64;
 
-fn evaluate_inner(
+/// `decide` is generic so that the plain path's `|_| None` compiles away.
+fn evaluate_inner<D: Fn(&Flag) -> Option<Targeted>>(
     flag: &Flag,
     unit: &str,
     lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
     check_rollout: bool,
     depth: usize,
+    decide: &D,
 ) -> Evaluation {
     if !flag.enabled {
         return Evaluation::Disabled;
     }
-    if check_rollout && !hash::in_rollout(&flag.name, unit, flag.rollout_percentage) {
-        return Evaluation::NotInRollout;
+    if check_rollout {
+        match if flag.targeted { decide(flag) } else { None } {
+            Some(Targeted::Override(false)) => return Evaluation::OverrideOff,
+            Some(Targeted::Rule { on: false, .. }) => return Evaluation::RuleOff,
+            Some(_) => {}
+            None if !hash::in_rollout(&flag.name, unit, flag.rollout_percentage) => return Evaluation::NotInRollout,
+            None => {}
+        }
     }
     if flag.depends_on.is_empty() {
         return Evaluation::On;
@@ -135,7 +196,7 @@ fn evaluate_inner(
     }
     for dep in &flag.depends_on {
         let on = lookup(dep)
-            .map(|d| evaluate_inner(&d, unit, lookup, true, depth + 1) == Evaluation::On)
+            .map(|d| evaluate_inner(&d, unit, lookup, true, depth + 1, decide) == Evaluation::On)
             .unwrap_or(false);
         if !on {
             return Evaluation::DependencyOff;
@@ -155,6 +216,7 @@ mod tests {
             rollout_percentage: pct,
             enabled,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            targeted: false,
         }
     }
 
@@ -220,5 +282,32 @@ mod tests {
             let top_on = evaluate_in(&flags, "top", &unit) == Some(Evaluation::On);
             assert_eq!(base_on, top_on);
         }
+    }
+
+    #[test]
+    fn targeting_decides_before_the_percentage_and_after_the_switch() {
+        let mut flags = map(vec![flag("base", 0, true, &[]), flag("top", 0, true, &["base"])]);
+        for f in flags.values_mut() {
+            f.targeted = true;
+        }
+        let lookup = |n: &str| flags.get(n).cloned().map(Rc::new);
+        let none = |_: &Flag| None;
+        let top = flags["top"].clone();
+        assert_eq!(evaluate_targeted(&top, "u", &lookup, &none), (Evaluation::NotInRollout, None));
+        // An override on top alone: its dependency (0 %) still holds it off.
+        let top_only = |f: &Flag| (f.name == "top").then_some(Targeted::Override(true));
+        assert_eq!(evaluate_targeted(&top, "u", &lookup, &top_only).0, Evaluation::DependencyOff);
+        let both = |f: &Flag| Some(if f.name == "top" { Targeted::Rule { index: 2, on: true } } else { Targeted::Override(true) });
+        assert_eq!(evaluate_targeted(&top, "u", &lookup, &both), (Evaluation::On, Some(Targeted::Rule { index: 2, on: true })));
+        let off = |_: &Flag| Some(Targeted::Rule { index: 0, on: false });
+        assert_eq!(evaluate_targeted(&top, "u", &lookup, &off).0, Evaluation::RuleOff);
+        let overridden_off = |_: &Flag| Some(Targeted::Override(false));
+        assert_eq!(evaluate_targeted(&top, "u", &lookup, &overridden_off).0, Evaluation::OverrideOff);
+        let mut disabled = top.clone();
+        disabled.enabled = false;
+        assert_eq!(evaluate_targeted(&disabled, "u", &lookup, &both), (Evaluation::Disabled, None), "the switch wins");
+        let mut plain = top;
+        plain.targeted = false;
+        assert_eq!(evaluate_targeted(&plain, "u", &lookup, &both).0, Evaluation::NotInRollout, "untargeted flags skip decide");
     }
 }

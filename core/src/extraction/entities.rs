@@ -148,6 +148,16 @@ pub fn apply_5w(entities: &mut [Entity]) {
     }
 }
 
+/// Attaches a place to a 'where' entity (`ab.apply_hierarchy`): `metadata.hierarchy_path`,
+/// `metadata.hierarchy_kind` and `metadata.ancestors` (root first, each `{path, name, kind}`).
+pub fn set_place<'a>(e: &mut Entity, path: &str, kind: &str, ancestors: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+    let ancestors: Vec<Value> = ancestors.into_iter().map(|(path, name, kind)| serde_json::json!({"path": path, "name": name, "kind": kind})).collect();
+    let m = metadata_mut(e);
+    m.insert("hierarchy_path".into(), Value::String(path.to_string()));
+    m.insert("hierarchy_kind".into(), Value::String(kind.to_string()));
+    m.insert("ancestors".into(), Value::Array(ancestors));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,686 @@
+//! The condition language of targeting: which units a rule, an audience or a segment applies to,
+//! judged on the unit's attributes (the caller's `context`), the transaction's time, named
+//! segments and id lists. Conditions are JSON, parsed and checked once when written (errors name
+//! the path inside the rule), and evaluated without allocation on the hot path.
+//!
+//! Forms (README, "Targeting"):
+//! - `{"attribute": "country", "op": "in", "values": ["DE", "FR"]}` — one test of one attribute;
+//!   `"case_insensitive": true` folds case for the string tests; `attribute` may be a dotted
+//!   path into nested objects (`"device.os"`).
+//! - `{"all": [...]}`, `{"any": [...]}`, `{"not": {...}}` — nesting (`all` of nothing is true,
+//!   `any` of nothing false).
+//! - `{"segment": "enterprise_eu"}` — a named segment's conditions (`ab.create_segment`).
+//! - `{"in_list": "beta_users"}` — the unit id is in the named id list.
+//! - `{"op": "after", "value": "2026-12-01T00:00:00Z"}` — without an attribute, `before` and
+//!   `after` judge the transaction's time.
+//!
+//! Operators: `exists`; `in`, `not_in` (`values`); `eq`, `neq` (`value`; also `=` and `!=`);
+//! `contains`, `starts_with`, `ends_with` (`value`, or `values`: any of them); `regex` (Rust's
+//! `regex` crate: linear time, no look-around or back-references); `lt`, `lte`, `gt`, `gte`
+//! (numbers; also `<`, `<=`, `>`, `>=`); `semver_eq`, `semver_neq`, `semver_lt`, `semver_lte`,
+//! `semver_gt`, `semver_gte` (SemVer 2.0 precedence, pre-releases included, build metadata
+//! ignored: the `semver` crate's `cmp_precedence`); `before`, `after` (RFC 3339 times, or
+//! `"now"`: the transaction's start); `within` (an ltree path: the attribute is that place or
+//! one below it, `world.europe.germany.berlin` is within `world.europe`).
+//!
+//! Missing attributes and mismatched types never raise: a missing (or null) attribute matches
+//! no test but `exists`' negation (`not`), so `not_in` does not match a missing attribute; a
+//! value of the wrong type (a number test on `"abc"`, a version test on `"4.2"`, a time test on
+//! a non-RFC 3339 string) does not match. Numbers given as strings (`"42"`) are read as numbers
+//! by the number tests; a number compared with a string by `in`/`eq` is compared by its text.
+//! An array attribute matches when any element does (`not_in`, `neq`: when none is excluded).
+
+use crate::error::{AbError, AbResult};
+use crate::places::hierarchy;
+use chrono::DateTime;
+use regex::{Regex, RegexBuilder};
+use semver::Version;
+use serde_json::{Map, Number, Value};
+use std::cmp::Ordering;
+
+/// Values a test may list (`in`, `not_in`, string tests); longer lists belong in an id list.
+pub const MAX_VALUES: usize = 1000;
+/// Nesting depth of `all`/`any`/`not` and of segments referring to segments.
+pub const MAX_DEPTH: usize = 32;
+/// Compiled size limit of a `regex`, in bytes (the crate's own limit is 10 MiB).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A parsed condition.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+    Segment(String),
+    InList(String),
+    /// A test of one attribute, or of the transaction time when `attribute` is `None`.
+    Test { attribute: Option<Vec<String>>, test: Test, case_insensitive: bool },
+}
+
+/// A time a date test compares with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Time {
+    /// Microseconds since the Unix epoch.
+    At(i64),
+    /// The transaction's start.
+    Now,
+}
+
+/// One operator with its operand, checked and prepared (case folded, regex compiled).
+#[derive(Debug, Clone)]
+pub enum Test {
+    Exists,
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    Eq(Value),
+    Neq(Value),
+    Contains(Vec<String>),
+    StartsWith(Vec<String>),
+    EndsWith(Vec<String>),
+    Regex(Regex),
+    Number(Ordering, bool, f64),
+    Semver(SemverOp, Version),
+    Before(Time),
+    After(Time),
+    Within(String),
+}
+
+/// A version comparison: the precedence relation that must hold between attribute and operand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SemverOp {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// What evaluation reads besides the attributes: named segments and id lists (the pgrx layer
+/// serves them from the backend's cache).
+pub trait Resolver {
+    /// A segment's condition; `None` for an unknown segment (which matches nothing).
+    fn segment(&self, name: &str) -> Option<&Condition>;
+    /// Whether `unit` is in the id list `list` (an unknown list holds no one).
+    fn list_contains(&self, list: &str, unit: &str) -> bool;
+}
+
+/// A resolver without segments or lists, for conditions that use neither.
+pub struct NoResolver;
+
+impl Resolver for NoResolver {
+    fn segment(&self, _: &str) -> Option<&Condition> {
+        None
+    }
+    fn list_contains(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// The unit being judged.
+pub struct Unit<'a> {
+    pub id: &'a str,
+    pub attributes: &'a Map<String, Value>,
+    /// The transaction's start, µs since the Unix epoch.
+    pub now_micros: i64,
+}
+
+fn invalid(path: &str, what: impl std::fmt::Display) -> AbError {
+    AbError::invalid(format!("{path}: {what}")).with_hint("see the README's \"Targeting\" section for the condition language")
+}
+
+fn object<'a>(v: &'a Value, path: &str) -> AbResult<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| invalid(path, format!("a condition must be a JSON object, got {v}")))
+}
+
+fn only_keys(obj: &Map<String, Value>, allowed: &[&str], path: &str) -> AbResult<()> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(invalid(path, format!("unknown key \"{k}\" (known here: {})", allowed.join(", ")))),
+        None => Ok(()),
+    }
+}
+
+fn string<'a>(v: Option<&'a Value>, path: &str) -> AbResult<&'a str> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(v) => Err(invalid(path, format!("must be a non-empty string, got {v}"))),
+        None => Err(invalid(path, "is missing")),
+    }
+}
+
+fn fold(s: &str, case_insensitive: bool) -> String {
+    if case_insensitive { s.to_lowercase() } else { s.to_string() }
+}
+
+/// Parses an RFC 3339 time into µs since the Unix epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros())
+}
+
+impl Condition {
+    /// Parses and checks a condition; `path` names it in errors (e.g. `rules[0].when`). Errors
+    /// (22023) name the path of the offending part and say what is wrong: an unknown key or
+    /// operator, a missing or mistyped operand, a bad regex, version, time or place path,
+    /// nesting deeper than [`MAX_DEPTH`].
+    pub fn parse(v: &Value, path: &str) -> AbResult<Condition> {
+        Self::parse_at(v, path, 0)
+    }
+
+    fn parse_at(v: &Value, path: &str, depth: usize) -> AbResult<Condition> {
+        if depth > MAX_DEPTH {
+            return Err(invalid(path, format!("conditions nest deeper than {MAX_DEPTH} levels")));
+        }
+        let obj = object(v, path)?;
+        for (key, make) in [("all", Condition::All as fn(Vec<Condition>) -> Condition), ("any", Condition::Any)] {
+            if let Some(list) = obj.get(key) {
+                only_keys(obj, &[key], path)?;
+                let items = list.as_array().ok_or_else(|| invalid(&format!("{path}.{key}"), "must be an array of conditions"))?;
+                let parsed = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| Self::parse_at(c, &format!("{path}.{key}[{i}]"), depth + 1))
+                    .collect::<AbResult<Vec<_>>>()?;
+                return Ok(make(parsed));
+            }
+        }
+        if let Some(inner) = obj.get("not") {
+            only_keys(obj, &["not"], path)?;
+            return Ok(Condition::Not(Box::new(Self::parse_at(inner, &format!("{path}.not"), depth + 1)?)));
+        }
+        if obj.contains_key("segment") {
+            only_keys(obj, &["segment"], path)?;
+            return Ok(Condition::Segment(string(obj.get("segment"), &format!("{path}.segment"))?.to_string()));
+        }
+        if obj.contains_key("in_list") {
+            only_keys(obj, &["in_list"], path)?;
+            return Ok(Condition::InList(string(obj.get("in_list"), &format!("{path}.in_list"))?.to_string()));
+        }
+        only_keys(obj, &["attribute", "op", "value", "values", "case_insensitive"], path)?;
+        let op = string(obj.get("op"), &format!("{path}.op"))?;
+        let case_insensitive = match obj.get("case_insensitive") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(invalid(&format!("{path}.case_insensitive"), format!("must be true or false, got {v}"))),
+        };
+        let attribute = match obj.get("attribute") {
+            None if matches!(op, "before" | "after") => None,
+            _ => Some(string(obj.get("attribute"), &format!("{path}.attribute"))?.split('.').map(String::from).collect()),
+        };
+        let test = Test::parse(op, obj, path, case_insensitive)?;
+        Ok(Condition::Test { attribute, test, case_insensitive })
+    }
+
+    /// Whether `unit` meets the condition. Never fails: see the module's rules for missing and
+    /// mistyped attributes; an unknown segment, or segments nested past [`MAX_DEPTH`], match
+    /// nothing.
+    pub fn matches(&self, unit: &Unit, resolver: &dyn Resolver) -> bool {
+        self.matches_at(unit, resolver, 0)
+    }
+
+    fn matches_at(&self, unit: &Unit, resolver: &dyn Resolver, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match self {
+            Condition::All(cs) => cs.iter().all(|c| c.matches_at(unit, resolver, depth + 1)),
+            Condition::Any(cs) => cs.iter().any(|c| c.matches_at(unit, resolver, depth + 1)),
+            Condition::Not(c) => !c.matches_at(unit, resolver, depth + 1),
+            Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
+            Condition::InList(list) => resolver.list_contains(list, unit.id),
+            Condition::Test { attribute: None, test, .. } => test.on_time(unit.now_micros, unit.now_micros),
+            Condition::Test { attribute: Some(path), test, case_insensitive } => match lookup(unit.attributes, path) {
+                None | Some(Value::Null) => false,
+                Some(v) => test.on_value(v, *case_insensitive, unit.now_micros),
+            },
+        }
+    }
+
+    /// The segments this condition refers to, directly (for cycle and existence checks).
+    pub fn segments(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.visit(&mut |c| {
+            if let Condition::Segment(s) = c {
+                out.push(s.as_str());
+            }
+        });
+        out
+    }
+
+    /// The id lists this condition refers to, directly.
+    pub fn lists(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.visit(&mut |c| {
+            if let Condition::InList(s) = c {
+                out.push(s.as_str());
+            }
+        });
+        out
+    }
+
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Condition)) {
+        f(self);
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.visit(f)),
+            Condition::Not(c) => c.visit(f),
+            _ => {}
+        }
+    }
+}
+
+/// The attribute at a dotted path (`["device", "os"]`); a key with a dot in it is found too.
+fn lookup<'a>(attributes: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    if path.len() > 1 {
+        if let Some(v) = attributes.get(&path.join(".")) {
+            return Some(v);
+        }
+    }
+    let (first, rest) = path.split_first()?;
+    let mut v = attributes.get(first)?;
+    for key in rest {
+        v = v.as_object()?.get(key)?;
+    }
+    Some(v)
+}
+
+fn scalar_values(v: Option<&Value>, path: &str, case_insensitive: bool) -> AbResult<Vec<Value>> {
+    let items = match v {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_VALUES => items,
+        Some(Value::Array(items)) if items.is_empty() => return Err(invalid(path, "must list at least one value")),
+        Some(Value::Array(_)) => return Err(invalid(path, format!("lists more than {MAX_VALUES} values: put them in an id list"))),
+        Some(v) => return Err(invalid(path, format!("must be an array of values, got {v}"))),
+        None => return Err(invalid(path, "is missing")),
+    };
+    items.iter().enumerate().map(|(i, x)| scalar(x, &format!("{path}[{i}]"), case_insensitive)).collect()
+}
+
+fn scalar(v: &Value, path: &str, case_insensitive: bool) -> AbResult<Value> {
+    match v {
+        Value::String(s) => Ok(Value::String(fold(s, case_insensitive))),
+        Value::Number(_) | Value::Bool(_) => Ok(v.clone()),
+        _ => Err(invalid(path, format!("must be a string, number or boolean, got {v}"))),
+    }
+}
+
+fn strings(obj: &Map<String, Value>, path: &str, case_insensitive: bool) -> AbResult<Vec<String>> {
+    match (obj.get("value"), obj.get("values")) {
+        (Some(v), None) => Ok(vec![fold(string(Some(v), &format!("{path}.value"))?, case_insensitive)]),
+        (None, Some(_)) => scalar_values(obj.get("values"), &format!("{path}.values"), case_insensitive)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                v => Err(invalid(&format!("{path}.values[{i}]"), format!("must be a string, got {v}"))),
+            })
+            .collect(),
+        _ => Err(invalid(path, "give \"value\" (a string) or \"values\" (strings), one of the two")),
+    }
+}
+
+fn number(obj: &Map<String, Value>, path: &str) -> AbResult<f64> {
+    match obj.get("value") {
+        Some(Value::Number(n)) => n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| invalid(&format!("{path}.value"), format!("{n} is not a finite double"))),
+        Some(v) => Err(invalid(&format!("{path}.value"), format!("must be a number, got {v}"))),
+        None => Err(invalid(&format!("{path}.value"), "is missing")),
+    }
+}
+
+fn no_operand(obj: &Map<String, Value>, path: &str, op: &str) -> AbResult<()> {
+    if obj.contains_key("value") || obj.contains_key("values") {
+        return Err(invalid(path, format!("\"{op}\" takes no value")));
+    }
+    Ok(())
+}
+
+impl Test {
+    fn parse(op: &str, obj: &Map<String, Value>, path: &str, ci: bool) -> AbResult<Test> {
+        let value_path = format!("{path}.value");
+        let one = |what: &str| -> AbResult<&Value> {
+            if obj.contains_key("values") {
+                return Err(invalid(path, format!("\"{op}\" takes \"value\" ({what}), not \"values\"")));
+            }
+            obj.get("value").ok_or_else(|| invalid(&value_path, "is missing"))
+        };
+        let number_test = |ord: Ordering, or_equal: bool| -> AbResult<Test> { Ok(Test::Number(ord, or_equal, number(obj, path)?)) };
+        let semver_test = |op: SemverOp| -> AbResult<Test> {
+            let s = string(Some(one("a version")?), &value_path)?;
+            let v = Version::parse(s).map_err(|e| invalid(&value_path, format!("\"{s}\" is not a SemVer 2.0 version: {e}")))?;
+            Ok(Test::Semver(op, v))
+        };
+        let time = |what: &str| -> AbResult<Time> {
+            let s = string(Some(one(what)?), &value_path)?;
+            if s == "now" {
+                return Ok(Time::Now);
+            }
+            parse_time(s).map(Time::At).ok_or_else(|| invalid(&value_path, format!("\"{s}\" is not an RFC 3339 time (e.g. 2026-03-01T10:00:00Z) or \"now\"")))
+        };
+        Ok(match op {
+            "exists" => {
+                no_operand(obj, path, op)?;
+                Test::Exists
+            }
+            "in" => Test::In(scalar_values(obj.get("values"), &format!("{path}.values"), ci)?),
+            "not_in" => Test::NotIn(scalar_values(obj.get("values"), &format!("{path}.values"), ci)?),
+            "eq" | "=" => Test::Eq(scalar(one("a string, number or boolean")?, &value_path, ci)?),
+            "neq" | "!=" => Test::Neq(scalar(one("a string, number or boolean")?, &value_path, ci)?),
+            "contains" => Test::Contains(strings(obj, path, ci)?),
+            "starts_with" => Test::StartsWith(strings(obj, path, ci)?),
+            "ends_with" => Test::EndsWith(strings(obj, path, ci)?),
+            "regex" => {
+                let pattern = string(Some(one("a pattern")?), &value_path)?;
+                let re = RegexBuilder::new(pattern)
+                    .case_insensitive(ci)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| invalid(&value_path, format!("bad regex: {e}")))?;
+                Test::Regex(re)
+            }
+            "lt" | "<" => number_test(Ordering::Less, false)?,
+            "lte" | "<=" => number_test(Ordering::Less, true)?,
+            "gt" | ">" => number_test(Ordering::Greater, false)?,
+            "gte" | ">=" => number_test(Ordering::Greater, true)?,
+            "semver_eq" => semver_test(SemverOp::Eq)?,
+            "semver_neq" => semver_test(SemverOp::Neq)?,
+            "semver_lt" => semver_test(SemverOp::Lt)?,
+            "semver_lte" => semver_test(SemverOp::Lte)?,
+            "semver_gt" => semver_test(SemverOp::Gt)?,
+            "semver_gte" => semver_test(SemverOp::Gte)?,
+            "before" => Test::Before(time("a time")?),
+            "after" => Test::After(time("a time")?),
+            "within" => {
+                let p = string(Some(one("a place path")?), &value_path)?;
+                hierarchy::validate_path(p).map_err(|e| invalid(&value_path, e.message))?;
+                Test::Within(p.to_string())
+            }
+            _ => {
+                return Err(invalid(
+                    &format!("{path}.op"),
+                    format!(
+                        "unknown operator \"{op}\" (known: exists, in, not_in, eq, neq, contains, starts_with, ends_with, regex, \
+                         lt, lte, gt, gte, semver_eq, semver_neq, semver_lt, semver_lte, semver_gt, semver_gte, before, after, within)"
+                    ),
+                ))
+            }
+        })
+    }
+
+    /// The test on the transaction's time itself (conditions without an attribute).
+    fn on_time(&self, subject: i64, now: i64) -> bool {
+        let at = |t: &Time| match t {
+            Time::At(x) => *x,
+            Time::Now => now,
+        };
+        match self {
+            Test::Before(t) => subject < at(t),
+            Test::After(t) => subject > at(t),
+            _ => false,
+        }
+    }
+
+    fn on_value(&self, v: &Value, ci: bool, now: i64) -> bool {
+        match (self, v) {
+            (Test::Exists, _) => true,
+            // An array: any element; the exclusions, none.
+            (Test::NotIn(_) | Test::Neq(_), Value::Array(items)) => {
+                let inverse = match self {
+                    Test::NotIn(vs) => Test::In(vs.clone()),
+                    Test::Neq(x) => Test::Eq(x.clone()),
+                    _ => return false,
+                };
+                !items.iter().any(|x| !x.is_null() && inverse.on_value(x, ci, now))
+            }
+            (_, Value::Array(items)) => items.iter().any(|x| !x.is_null() && !x.is_array() && self.on_value(x, ci, now)),
+            (Test::In(vs), _) => vs.iter().any(|x| equal(v, x, ci)),
+            (Test::NotIn(vs), _) => !vs.iter().any(|x| equal(v, x, ci)),
+            (Test::Eq(x), _) => equal(v, x, ci),
+            (Test::Neq(x), _) => !equal(v, x, ci),
+            (Test::Contains(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).contains(x.as_str())),
+            (Test::StartsWith(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).starts_with(x.as_str())),
+            (Test::EndsWith(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).ends_with(x.as_str())),
+            (Test::Regex(re), Value::String(s)) => re.is_match(s),
+            (Test::Number(ord, or_equal, x), _) => as_number(v).is_some_and(|n| {
+                let c = n.partial_cmp(x);
+                c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
+            }),
+            (Test::Semver(op, x), Value::String(s)) => Version::parse(s).is_ok_and(|v| {
+                let c = v.cmp_precedence(x);
+                match op {
+                    SemverOp::Eq => c == Ordering::Equal,
+                    SemverOp::Neq => c != Ordering::Equal,
+                    SemverOp::Lt => c == Ordering::Less,
+                    SemverOp::Lte => c != Ordering::Greater,
+                    SemverOp::Gt => c == Ordering::Greater,
+                    SemverOp::Gte => c != Ordering::Less,
+                }
+            }),
+            (Test::Before(_) | Test::After(_), Value::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
+            (Test::Within(place), Value::String(s)) => {
+                s == place || (s.len() > place.len() && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.')
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A number, or a string that is one (context values often arrive as text).
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
+}
+
+fn number_text(n: &Number) -> String {
+    n.to_string()
+}
+
+/// Equality of an attribute value and an operand (already case-folded when `ci`): numbers by
+/// value, strings by text (case folded when asked), booleans by value; a number and a string by
+/// the number's text.
+fn equal(v: &Value, x: &Value, ci: bool) -> bool {
+    match (v, x) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64().is_some_and(|a| Some(a) == b.as_f64()),
+        (Value::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Number(a), Value::String(b)) => number_text(a) == *b,
+        (Value::String(a), Value::Number(b)) => *a == number_text(b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+    use serde_json::json;
+    use std::collections::{HashMap, HashSet};
+
+    const NOW: i64 = 1_796_000_000_000_000; // 2026-11-30T…Z
+
+    fn attrs(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn check(cond: Value, attributes: Value) -> bool {
+        let c = Condition::parse(&cond, "when").unwrap();
+        let a = attrs(attributes);
+        c.matches(&Unit { id: "u1", attributes: &a, now_micros: NOW }, &NoResolver)
+    }
+
+    fn error(cond: Value) -> AbError {
+        Condition::parse(&cond, "when").unwrap_err()
+    }
+
+    #[test]
+    fn equality_and_sets() {
+        let ctx = json!({"country": "DE", "plan": "Enterprise", "seats": 42, "beta": true, "tags": ["a", "b"]});
+        assert!(check(json!({"attribute": "country", "op": "in", "values": ["DE", "FR"]}), ctx.clone()));
+        assert!(!check(json!({"attribute": "country", "op": "in", "values": ["de"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "country", "op": "in", "values": ["de"], "case_insensitive": true}), ctx.clone()));
+        assert!(check(json!({"attribute": "country", "op": "not_in", "values": ["US"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "plan", "op": "eq", "value": "enterprise", "case_insensitive": true}), ctx.clone()));
+        assert!(check(json!({"attribute": "seats", "op": "in", "values": ["42"]}), ctx.clone()), "a number against its text");
+        assert!(check(json!({"attribute": "seats", "op": "=", "value": 42.0}), ctx.clone()), "numbers by value");
+        assert!(check(json!({"attribute": "beta", "op": "eq", "value": true}), ctx.clone()));
+        assert!(!check(json!({"attribute": "beta", "op": "eq", "value": "true"}), ctx.clone()), "a boolean is not a string");
+        assert!(check(json!({"attribute": "tags", "op": "in", "values": ["b", "z"]}), ctx.clone()), "an array: any element");
+        assert!(!check(json!({"attribute": "tags", "op": "not_in", "values": ["b"]}), ctx.clone()), "an array: none excluded");
+        assert!(check(json!({"attribute": "tags", "op": "not_in", "values": ["z"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "country", "op": "!=", "value": "FR"}), ctx));
+    }
+
+    #[test]
+    fn missing_and_mistyped_attributes_never_match_and_never_raise() {
+        let ctx = json!({"name": "x", "n": null, "obj": {"k": 1}});
+        for op in [
+            json!({"op": "in", "values": ["x"]}),
+            json!({"op": "not_in", "values": ["x"]}),
+            json!({"op": "eq", "value": "x"}),
+            json!({"op": "neq", "value": "x"}),
+            json!({"op": "contains", "value": "x"}),
+            json!({"op": "regex", "value": "x"}),
+            json!({"op": "gt", "value": 1}),
+            json!({"op": "semver_gt", "value": "1.0.0"}),
+            json!({"op": "before", "value": "now"}),
+            json!({"op": "within", "value": "world"}),
+            json!({"op": "exists"}),
+        ] {
+            for attribute in ["missing", "n", "obj.missing", "obj.k.deeper"] {
+                let mut c = op.clone();
+                c["attribute"] = json!(attribute);
+                assert!(!check(c.clone(), ctx.clone()), "{c} on {attribute}");
+                assert!(check(json!({"not": c}), ctx.clone()));
+            }
+        }
+        // Mistyped: a number test on text, a version test on a non-version, a time test on a
+        // non-time, a string test on a number.
+        assert!(!check(json!({"attribute": "name", "op": "gt", "value": 1}), ctx.clone()));
+        assert!(!check(json!({"attribute": "v", "op": "semver_gt", "value": "1.0.0"}), json!({"v": "4.2"})));
+        assert!(!check(json!({"attribute": "t", "op": "before", "value": "now"}), json!({"t": "yesterday"})));
+        assert!(!check(json!({"attribute": "n", "op": "contains", "value": "4"}), json!({"n": 42})));
+        assert!(!check(json!({"attribute": "obj", "op": "eq", "value": "x"}), ctx));
+    }
+
+    #[test]
+    fn strings() {
+        let ctx = json!({"email": "Ada@Example.COM"});
+        assert!(check(json!({"attribute": "email", "op": "ends_with", "value": "@example.com", "case_insensitive": true}), ctx.clone()));
+        assert!(!check(json!({"attribute": "email", "op": "ends_with", "value": "@example.com"}), ctx.clone()));
+        assert!(check(json!({"attribute": "email", "op": "starts_with", "values": ["bob", "Ada"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "email", "op": "contains", "value": "@Ex"}), ctx.clone()));
+        assert!(check(json!({"attribute": "email", "op": "regex", "value": "^[a-z]+@example\\.com$", "case_insensitive": true}), ctx.clone()));
+        assert!(!check(json!({"attribute": "email", "op": "regex", "value": "^[a-z]+@example\\.com$"}), ctx));
+    }
+
+    #[test]
+    fn numbers() {
+        let ctx = json!({"age": 30, "score": "7.5"});
+        assert!(check(json!({"attribute": "age", "op": "gte", "value": 30}), ctx.clone()));
+        assert!(!check(json!({"attribute": "age", "op": ">", "value": 30}), ctx.clone()));
+        assert!(check(json!({"attribute": "age", "op": "<", "value": 30.5}), ctx.clone()));
+        assert!(check(json!({"attribute": "age", "op": "lte", "value": 30}), ctx.clone()));
+        assert!(check(json!({"attribute": "score", "op": "gt", "value": 7}), ctx.clone()), "a number given as text");
+        assert!(!check(json!({"attribute": "score", "op": "lt", "value": 7}), ctx));
+    }
+
+    #[test]
+    fn semantic_versions_by_semver_precedence() {
+        // SemVer 2.0 §11's example order, build metadata ignored.
+        let order = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0"];
+        for (i, a) in order.iter().enumerate() {
+            for (j, b) in order.iter().enumerate() {
+                let ctx = json!({"v": a});
+                assert_eq!(check(json!({"attribute": "v", "op": "semver_lt", "value": b}), ctx.clone()), i < j, "{a} < {b}");
+                assert_eq!(check(json!({"attribute": "v", "op": "semver_gte", "value": b}), ctx.clone()), i >= j, "{a} >= {b}");
+                assert_eq!(check(json!({"attribute": "v", "op": "semver_eq", "value": b}), ctx), i == j);
+            }
+        }
+        assert!(check(json!({"attribute": "v", "op": "semver_eq", "value": "4.2.1"}), json!({"v": "4.2.1+build.7"})));
+        assert!(check(json!({"attribute": "v", "op": "semver_gt", "value": "4.2.0"}), json!({"v": "4.10.0"})), "numeric, not text, order");
+        assert_eq!(error(json!({"attribute": "v", "op": "semver_gt", "value": "4.2"})).kind, Kind::InvalidParameter);
+    }
+
+    #[test]
+    fn times() {
+        let ctx = json!({"signup_at": "2026-03-01T10:00:00Z", "local": "2026-03-01T11:00:00+01:00"});
+        assert!(check(json!({"attribute": "signup_at", "op": "before", "value": "2026-03-02T00:00:00Z"}), ctx.clone()));
+        assert!(check(json!({"attribute": "signup_at", "op": "before", "value": "now"}), ctx.clone()));
+        assert!(!check(json!({"attribute": "local", "op": "after", "value": "2026-03-01T10:00:00Z"}), ctx.clone()), "the same instant");
+        assert!(check(json!({"op": "after", "value": "2026-01-01T00:00:00Z"}), ctx.clone()), "the transaction time");
+        assert!(!check(json!({"op": "before", "value": "2026-01-01T00:00:00Z"}), ctx));
+        assert_eq!(error(json!({"attribute": "t", "op": "after", "value": "2026-13-01"})).kind, Kind::InvalidParameter);
+    }
+
+    #[test]
+    fn places_within_the_hierarchy() {
+        let ctx = json!({"place": "world.europe.germany.berlin"});
+        assert!(check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), ctx.clone()));
+        assert!(check(json!({"attribute": "place", "op": "within", "value": "world.europe.germany.berlin"}), ctx.clone()));
+        assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe.germ"}), ctx.clone()), "labels, not text");
+        assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.asia"}), ctx));
+    }
+
+    struct Fixed {
+        segments: HashMap<String, Condition>,
+        lists: HashMap<String, HashSet<String>>,
+    }
+
+    impl Resolver for Fixed {
+        fn segment(&self, name: &str) -> Option<&Condition> {
+            self.segments.get(name)
+        }
+        fn list_contains(&self, list: &str, unit: &str) -> bool {
+            self.lists.get(list).is_some_and(|l| l.contains(unit))
+        }
+    }
+
+    #[test]
+    fn nesting_segments_and_lists() {
+        let eu = Condition::parse(&json!({"attribute": "country", "op": "in", "values": ["DE", "FR"]}), "segment").unwrap();
+        let loop_ = Condition::parse(&json!({"segment": "loop"}), "segment").unwrap();
+        let r = Fixed {
+            segments: [("eu".to_string(), eu), ("loop".to_string(), loop_)].into(),
+            lists: [("beta".to_string(), ["u1".to_string()].into())].into(),
+        };
+        let a = attrs(json!({"country": "DE", "plan": "pro"}));
+        let unit = Unit { id: "u1", attributes: &a, now_micros: NOW };
+        let c = |v: Value| Condition::parse(&v, "when").unwrap();
+        assert!(c(json!({"all": [{"segment": "eu"}, {"in_list": "beta"}]})).matches(&unit, &r));
+        assert!(!c(json!({"all": [{"segment": "eu"}, {"attribute": "plan", "op": "eq", "value": "free"}]})).matches(&unit, &r));
+        assert!(c(json!({"any": [{"segment": "nope"}, {"not": {"in_list": "nope"}}]})).matches(&unit, &r));
+        assert!(c(json!({"all": []})).matches(&unit, &r));
+        assert!(!c(json!({"any": []})).matches(&unit, &r));
+        assert!(!c(json!({"segment": "loop"})).matches(&unit, &r), "a cycle ends, matching nothing");
+        let both = c(json!({"all": [{"segment": "eu"}, {"not": {"in_list": "beta"}}]}));
+        assert_eq!((both.segments(), both.lists()), (vec!["eu"], vec!["beta"]));
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let cases = [
+            (json!({"attribute": "x", "op": "like", "value": "a"}), "when.op: unknown operator \"like\""),
+            (json!({"all": [{"attribute": "x", "op": "in", "values": []}]}), "when.all[0].values: must list at least one value"),
+            (json!({"any": [{"not": {"attribute": "x", "op": "regex", "value": "("}}]}), "when.any[0].not.value: bad regex"),
+            (json!({"attribute": "x", "op": "gt", "value": "3"}), "when.value: must be a number"),
+            (json!({"attribute": "x", "op": "in", "values": [[1]]}), "when.values[0]: must be a string, number or boolean"),
+            (json!({"attribute": "x", "op": "exists", "value": 1}), "when: \"exists\" takes no value"),
+            (json!({"attribute": "x", "op": "eq", "value": "a", "colour": 1}), "when: unknown key \"colour\""),
+            (json!({"op": "eq", "value": "a"}), "when.attribute: is missing"),
+            (json!({"attribute": "p", "op": "within", "value": "world..x"}), "when.value: label 2"),
+            (json!({"all": {"attribute": "x"}}), "when.all: must be an array"),
+            (json!({"segment": ""}), "when.segment: must be a non-empty string"),
+            (json!([1]), "when: a condition must be a JSON object"),
+        ];
+        for (cond, start) in cases {
+            let e = error(cond.clone());
+            assert_eq!(e.kind, Kind::InvalidParameter);
+            assert!(e.message.starts_with(start), "{cond}: {}", e.message);
+        }
+        let mut deep = json!({"attribute": "x", "op": "exists"});
+        for _ in 0..=MAX_DEPTH {
+            deep = json!({"not": deep});
+        }
+        assert!(error(deep).message.contains("deeper than"));
+    }
+}

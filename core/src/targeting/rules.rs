@@ -1,0 +1,203 @@
+//! Ordered targeting rules of a flag (first match wins) and what they serve, with validity
+//! windows. A flag's rules are a JSON array, checked when written (`ab.set_flag_rules`):
+//!
+//! ```json
+//! [{"id": "qa", "when": {"in_list": "qa_team"}, "serve": true},
+//!  {"id": "eu_enterprise", "when": {"all": [{"segment": "eu"}, {"attribute": "plan", "op": "eq", "value": "enterprise"}]},
+//!   "rollout_percentage": 30, "valid": {"from": "2026-12-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"}}]
+//! ```
+//!
+//! A rule serves on or off (`serve`), or a percentage rollout of the units it matches
+//! (`rollout_percentage`, on the flag's own bucket hash, so widening it only adds units). A rule
+//! applies while the transaction's time is in its window [from, until) (either end open). With no
+//! rule applying, the flag's own percentage decides.
+
+use crate::error::{AbError, AbResult};
+use crate::experiments::hash;
+use crate::targeting::condition::{parse_time, Condition, Resolver, Unit};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+/// Rules a flag may have.
+pub const MAX_RULES: usize = 100;
+
+/// What a matching rule serves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Serve {
+    /// On or off for every matching unit.
+    Fixed(bool),
+    /// On for matching units whose bucket is below the percentage × 100.
+    Rollout(i32),
+}
+
+/// One rule of a flag.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Names the rule in explanations and events: 1–63 of `a-z0-9_-`, unique within the flag.
+    pub id: String,
+    pub when: Condition,
+    pub serve: Serve,
+    /// Validity window, µs since the Unix epoch: [from, until), `None` = open.
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+}
+
+fn invalid(path: &str, what: impl std::fmt::Display) -> AbError {
+    AbError::invalid(format!("{path}: {what}")).with_hint("see the README's \"Targeting\" section for the rule format")
+}
+
+fn time(obj: &Map<String, Value>, key: &str, path: &str) -> AbResult<Option<i64>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_time(s).map(Some).ok_or_else(|| invalid(&format!("{path}.{key}"), format!("\"{s}\" is not an RFC 3339 time"))),
+        Some(v) => Err(invalid(&format!("{path}.{key}"), format!("must be an RFC 3339 time, got {v}"))),
+    }
+}
+
+impl Rule {
+    fn parse(v: &Value, path: &str) -> AbResult<Rule> {
+        let obj = v.as_object().ok_or_else(|| invalid(path, "a rule must be a JSON object"))?;
+        if let Some(k) = obj.keys().find(|k| !["id", "when", "serve", "rollout_percentage", "valid", "description"].contains(&k.as_str())) {
+            return Err(invalid(path, format!("unknown key \"{k}\" (known: id, when, serve, rollout_percentage, valid, description)")));
+        }
+        let id = match obj.get("id") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') => s.clone(),
+            Some(v) => return Err(invalid(&format!("{path}.id"), format!("must be 1–63 of a-z, 0-9, '_', '-', got {v}"))),
+            None => return Err(invalid(&format!("{path}.id"), "is missing")),
+        };
+        let when = Condition::parse(obj.get("when").ok_or_else(|| invalid(&format!("{path}.when"), "is missing"))?, &format!("{path}.when"))?;
+        let serve = match (obj.get("serve"), obj.get("rollout_percentage")) {
+            (Some(Value::Bool(b)), None) => Serve::Fixed(*b),
+            (None, Some(Value::Number(n))) => match n.as_i64() {
+                Some(p) if (0..=100).contains(&p) => Serve::Rollout(p as i32),
+                _ => return Err(invalid(&format!("{path}.rollout_percentage"), format!("must be a whole number from 0 to 100, got {n}"))),
+            },
+            (Some(v), None) => return Err(invalid(&format!("{path}.serve"), format!("must be true or false, got {v}"))),
+            (None, Some(v)) => return Err(invalid(&format!("{path}.rollout_percentage"), format!("must be a whole number from 0 to 100, got {v}"))),
+            _ => return Err(invalid(path, "give \"serve\" (true or false) or \"rollout_percentage\" (0–100), one of the two")),
+        };
+        let (from, until) = match obj.get("valid") {
+            None | Some(Value::Null) => (None, None),
+            Some(Value::Object(w)) => {
+                let vpath = format!("{path}.valid");
+                if let Some(k) = w.keys().find(|k| *k != "from" && *k != "until") {
+                    return Err(invalid(&vpath, format!("unknown key \"{k}\" (known: from, until)")));
+                }
+                let (from, until) = (time(w, "from", &vpath)?, time(w, "until", &vpath)?);
+                if let (Some(f), Some(u)) = (from, until) {
+                    if u <= f {
+                        return Err(invalid(&vpath, "the window ends before it starts"));
+                    }
+                }
+                (from, until)
+            }
+            Some(v) => return Err(invalid(&format!("{path}.valid"), format!("must be {{\"from\": …, \"until\": …}}, got {v}"))),
+        };
+        Ok(Rule { id, when, serve, from, until })
+    }
+
+    /// Whether the rule's window holds at `now` (µs since the Unix epoch).
+    pub fn in_window(&self, now: i64) -> bool {
+        self.from.is_none_or(|f| now >= f) && self.until.is_none_or(|u| now < u)
+    }
+}
+
+/// Parses a flag's rules (a JSON array, at most [`MAX_RULES`]); errors (22023) name the rule and
+/// the path inside it, e.g. `rules[2].when.all[0].op`.
+pub fn parse_rules(v: &Value) -> AbResult<Vec<Rule>> {
+    let items = v.as_array().ok_or_else(|| invalid("rules", format!("must be a JSON array of rules, got {v}")))?;
+    if items.len() > MAX_RULES {
+        return Err(invalid("rules", format!("a flag has at most {MAX_RULES} rules, got {}", items.len())));
+    }
+    let rules = items.iter().enumerate().map(|(i, r)| Rule::parse(r, &format!("rules[{i}]"))).collect::<AbResult<Vec<_>>>()?;
+    let mut seen = HashSet::new();
+    if let Some(r) = rules.iter().find(|r| !seen.insert(r.id.as_str())) {
+        return Err(invalid("rules", format!("rule id \"{}\" appears twice", r.id)));
+    }
+    Ok(rules)
+}
+
+/// The first rule that applies to `unit` now: its index and whether it serves the flag on. The
+/// rollout of a rule uses the flag's bucket (`hash::in_rollout(flag, unit, pct)`).
+pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Option<(usize, bool)> {
+    rules.iter().enumerate().find(|(_, r)| r.in_window(unit.now_micros) && r.when.matches(unit, resolver)).map(|(i, r)| {
+        let on = match r.serve {
+            Serve::Fixed(b) => b,
+            Serve::Rollout(pct) => hash::in_rollout(flag, unit.id, pct),
+        };
+        (i, on)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+    use crate::targeting::condition::NoResolver;
+    use serde_json::json;
+
+    const DEC_2026: i64 = 1_796_083_200_000_000; // 2026-12-01T00:00:00Z
+
+    #[test]
+    fn first_match_wins_and_rollouts_use_the_flags_bucket() {
+        let rules = parse_rules(&json!([
+            {"id": "de_off", "when": {"attribute": "country", "op": "eq", "value": "DE"}, "serve": false},
+            {"id": "enterprise", "when": {"attribute": "plan", "op": "eq", "value": "enterprise"}, "serve": true},
+            {"id": "half", "when": {"all": []}, "rollout_percentage": 50}
+        ]))
+        .unwrap();
+        let de = json!({"country": "DE", "plan": "enterprise"});
+        let ent = json!({"country": "FR", "plan": "enterprise"});
+        fn unit(a: &Value) -> Unit<'_> {
+            Unit { id: "u1", attributes: a.as_object().unwrap(), now_micros: DEC_2026 }
+        }
+        assert_eq!(first_match("ff.x", &rules, &unit(&de), &NoResolver), Some((0, false)));
+        assert_eq!(first_match("ff.x", &rules, &unit(&ent), &NoResolver), Some((1, true)));
+        let other = json!({});
+        let mut on = 0;
+        for i in 0..2000 {
+            let id = format!("user-{i}");
+            let u = Unit { id: &id, attributes: other.as_object().unwrap(), now_micros: DEC_2026 };
+            let (index, served) = first_match("ff.x", &rules, &u, &NoResolver).unwrap();
+            assert_eq!(index, 2);
+            assert_eq!(served, hash::in_rollout("ff.x", &id, 50));
+            on += usize::from(served);
+        }
+        assert!((900..1100).contains(&on), "{on}");
+    }
+
+    #[test]
+    fn windows_are_half_open() {
+        let rules = parse_rules(&json!([{"id": "december", "when": {"all": []}, "serve": true,
+                                         "valid": {"from": "2026-12-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"}}]))
+        .unwrap();
+        let a = json!({});
+        let at = |t: i64| first_match("f", &rules, &Unit { id: "u", attributes: a.as_object().unwrap(), now_micros: t }, &NoResolver);
+        assert_eq!(at(DEC_2026), Some((0, true)));
+        assert_eq!(at(DEC_2026 - 1), None);
+        assert_eq!(at(DEC_2026 + 31 * 86_400_000_000 - 1), Some((0, true)));
+        assert_eq!(at(DEC_2026 + 31 * 86_400_000_000), None);
+    }
+
+    #[test]
+    fn bad_rules_name_their_path() {
+        let cases = [
+            (json!({}), "rules: must be a JSON array"),
+            (json!([{"when": {"all": []}, "serve": true}]), "rules[0].id: is missing"),
+            (json!([{"id": "A", "when": {"all": []}, "serve": true}]), "rules[0].id: must be"),
+            (json!([{"id": "a", "serve": true}]), "rules[0].when: is missing"),
+            (json!([{"id": "a", "when": {"all": []}}]), "rules[0]: give \"serve\""),
+            (json!([{"id": "a", "when": {"all": []}, "serve": true, "rollout_percentage": 5}]), "rules[0]: give \"serve\""),
+            (json!([{"id": "a", "when": {"all": []}, "rollout_percentage": 101}]), "rules[0].rollout_percentage"),
+            (json!([{"id": "a", "when": {"all": []}, "serve": "yes"}]), "rules[0].serve"),
+            (json!([{"id": "a", "when": {"all": [{"attribute": "x", "op": "nope"}]}, "serve": true}]), "rules[0].when.all[0].op"),
+            (json!([{"id": "a", "when": {"all": []}, "serve": true, "valid": {"from": "2027-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}}]), "rules[0].valid"),
+            (json!([{"id": "a", "when": {"all": []}, "serve": true}, {"id": "a", "when": {"all": []}, "serve": false}]), "rules: rule id \"a\" appears twice"),
+        ];
+        for (rules, start) in cases {
+            let e = parse_rules(&rules).unwrap_err();
+            assert_eq!(e.kind, Kind::InvalidParameter);
+            assert!(e.message.starts_with(start), "{rules}: {}", e.message);
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! SQL API of targeting: flag rules, segments, id lists and overrides, and what `is_enabled`
+//! asks of them. The condition language and the rules are `targeting::*`; here are the writes
+//! (checked, audited by triggers, announced as events) and the backend's cache of what was
+//! written, emptied with the configuration cache (cache.rs) at every committed change.
+
+use super::error::{raise, require_primary, required, OrRaise};
+use super::ffi::TEXT;
+use super::json::JsonArg;
+use super::{cache, store};
+use crate::error::{AbError, Kind};
+use crate::experiments::assign::owning_test;
+use crate::experiments::events::FLAG_UPDATE;
+use crate::experiments::flags::{Flag, Targeted};
+use crate::targeting::condition::{Condition, Resolver, Unit};
+use crate::targeting::rules::{self, Rule};
+use crate::targeting::segments;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+/// What the backend has read of the targeting tables since the configuration last changed.
+#[derive(Default)]
+struct Cached {
+    generation: u64,
+    tables: Option<bool>,
+    segments: Option<Rc<HashMap<String, Condition>>>,
+    rules: HashMap<String, Rc<Vec<Rule>>>,
+    lists: HashMap<String, Rc<HashSet<String>>>,
+    /// Per flag: unit → (value, expires_at in µs since the Unix epoch).
+    overrides: HashMap<String, Rc<HashMap<String, (bool, Option<i64>)>>>,
+}
+
+thread_local! {
+    static CACHED: RefCell<Cached> = RefCell::new(Cached::default());
+}
+
+/// Runs `f` on the cache, emptied first if the configuration changed since it was filled. Under
+/// REPEATABLE READ and SERIALIZABLE, as for the configuration, nothing is kept.
+fn with_cached<R>(f: impl FnOnce(&mut Cached) -> R) -> R {
+    if cache::snapshot_isolation() {
+        return f(&mut Cached::default());
+    }
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        let generation = cache::generation();
+        if c.generation != generation {
+            *c = Cached { generation, ..Cached::default() };
+        }
+        f(&mut c)
+    })
+}
+
+/// Reads with the latest snapshot, like the configuration cache's misses, and keeps what was
+/// read in the cache (`put`) unless it may not be kept (a parallel worker's read).
+fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> Rc<T> {
+    let loaded = cache::load_fresh(|| Some(Rc::new(load())));
+    let value = loaded.value.unwrap_or_else(|| raise(AbError::wrong_state("pg_ab: a targeting read gave nothing")));
+    if loaded.keep {
+        with_cached(|c| put(c, value.clone()));
+    }
+    value
+}
+
+/// Whether this database has the targeting tables (a database still at 0.1.0's schema, before
+/// `ALTER EXTENSION pg_ab UPDATE`, has not).
+pub(crate) fn tables_exist() -> bool {
+    with_cached(|c| {
+        *c.tables.get_or_insert_with(|| {
+            Spi::get_one::<bool>("SELECT to_regclass('ab.flag_rules') IS NOT NULL").or_raise().unwrap_or(false)
+        })
+    })
+}
+
+fn load_segments() -> HashMap<String, Condition> {
+    let v = store::json_one_ro("SELECT coalesce(jsonb_object_agg(name, conditions), '{}') FROM ab.segments", &[]);
+    let m: Map<String, Value> = store::deserialize(v.unwrap_or(json!({})), "segments");
+    m.into_iter().map(|(name, c)| {
+        let parsed = Condition::parse(&c, &format!("segment {name}")).or_raise();
+        (name, parsed)
+    }).collect()
+}
+
+fn load_rules(flag: &str) -> Vec<Rule> {
+    let v = store::kept_json("SELECT rules FROM ab.flag_rules WHERE flag = $1", &[TEXT], false, &[flag.into()]);
+    v.map(|v| rules::parse_rules(&v).or_raise()).unwrap_or_default()
+}
+
+fn load_list(list: &str) -> HashSet<String> {
+    let v = store::kept_json("SELECT coalesce(jsonb_agg(unit_id), '[]') FROM ab.id_lists WHERE list = $1", &[TEXT], false, &[list.into()]);
+    store::deserialize(v.unwrap_or(json!([])), "id list")
+}
+
+fn load_overrides(flag: &str) -> HashMap<String, (bool, Option<i64>)> {
+    let v = store::kept_json(
+        "SELECT coalesce(jsonb_object_agg(unit_id, jsonb_build_array(value, (extract(epoch FROM expires_at) * 1e6)::int8)), '{}')
+         FROM ab.overrides WHERE flag = $1",
+        &[TEXT],
+        false,
+        &[flag.into()],
+    );
+    store::deserialize(v.unwrap_or(json!({})), "overrides")
+}
+
+/// Segments and id lists for evaluation, read on first use.
+struct Tables;
+
+impl Tables {
+    fn segments() -> Rc<HashMap<String, Condition>> {
+        with_cached(|c| c.segments.clone()).unwrap_or_else(|| fresh(load_segments, |c, s| c.segments = Some(s)))
+    }
+}
+
+/// A resolver over the segments read once for the call and the cached id lists.
+struct Lookups {
+    segments: Rc<HashMap<String, Condition>>,
+}
+
+impl Resolver for Lookups {
+    fn segment(&self, name: &str) -> Option<&Condition> {
+        self.segments.get(name)
+    }
+
+    fn list_contains(&self, list: &str, unit: &str) -> bool {
+        let cached = with_cached(|c| c.lists.get(list).cloned());
+        let members = cached.unwrap_or_else(|| fresh(|| load_list(list), |c, m| {
+            c.lists.insert(list.to_string(), m);
+        }));
+        members.contains(unit)
+    }
+}
+
+fn rules_of(flag: &str) -> Rc<Vec<Rule>> {
+    with_cached(|c| c.rules.get(flag).cloned()).unwrap_or_else(|| fresh(|| load_rules(flag), |c, r| {
+        c.rules.insert(flag.to_string(), r);
+    }))
+}
+
+fn overrides_of(flag: &str) -> Rc<HashMap<String, (bool, Option<i64>)>> {
+    with_cached(|c| c.overrides.get(flag).cloned()).unwrap_or_else(|| fresh(|| load_overrides(flag), |c, o| {
+        c.overrides.insert(flag.to_string(), o);
+    }))
+}
+
+/// The transaction's start in µs since the Unix epoch (rules and overrides are judged at it).
+pub(crate) fn now_micros() -> i64 {
+    (store::transaction_epoch() * 1e6).round() as i64
+}
+
+/// What targeting decides for `flag` and `unit`: an override of the unit that has not expired,
+/// else the flag's first rule that applies, else nothing (the percentage decides).
+pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
+    if let Some((value, expires)) = overrides_of(&flag.name).get(unit.id) {
+        if expires.is_none_or(|e| unit.now_micros < e) {
+            return Some(Targeted::Override(*value));
+        }
+    }
+    let rules = rules_of(&flag.name);
+    if rules.is_empty() {
+        return None;
+    }
+    let lookups = Lookups { segments: Tables::segments() };
+    rules::first_match(&flag.name, &rules, unit, &lookups).map(|(index, on)| Targeted::Rule { index, on })
+}
+
+/// The id of a flag's rule by its index.
+pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
+    rules_of(flag).get(index).map(|r| r.id.clone())
+}
+
+fn locked_flag(name: &str) {
+    if store::json_one("SELECT to_jsonb(name) FROM ab.flags WHERE name = $1 FOR UPDATE", &[name.into()]).is_none() {
+        raise(super::flags::unknown_flag(name));
+    }
+}
+
+fn emit(flag: &str, update_type: &str, data: Value) {
+    store::emit_event(FLAG_UPDATE, owning_test(flag), update_type, data);
+}
+
+/// Replaces a flag's targeting rules (README, "Targeting"): checked whole (22023 naming the
+/// path of the first fault; 42704 for an unknown segment), audited, announced as a
+/// `flag_rules_changed` event. `'[]'` removes them. A test's own flag takes none (its audience
+/// is the test's).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_flag_rules(flag: Option<&str>, rules: Option<JsonArg>) -> JsonB {
+    require_primary("ab.set_flag_rules");
+    let flag = required(flag, "flag");
+    let given = required(rules, "rules").0;
+    let parsed = rules::parse_rules(&given).or_raise();
+    if owning_test(flag).is_some() {
+        raise(AbError::wrong_state(format!("flag \"{flag}\" belongs to a test: a test's own flag takes no rules")));
+    }
+    locked_flag(flag);
+    let known = segment_references();
+    for r in &parsed {
+        segments::check_references(None, &r.when, &|s| known.get(s).cloned()).or_raise();
+    }
+    if parsed.is_empty() {
+        store::exec("DELETE FROM ab.flag_rules WHERE flag = $1", &[flag.into()]);
+    } else {
+        store::exec(
+            "INSERT INTO ab.flag_rules (flag, rules) VALUES ($1, $2)
+             ON CONFLICT (flag) DO UPDATE SET rules = EXCLUDED.rules, updated_at = now()",
+            &[flag.into(), JsonB(given.clone()).into()],
+        );
+    }
+    emit(flag, "flag_rules_changed", json!({"flag": flag, "rules": given}));
+    JsonB(json!({"flag": flag, "rules": given}))
+}
+
+/// A flag's rules as set (`[]` when it has none).
+#[pg_extern(stable, parallel_safe)]
+fn get_flag_rules(flag: Option<&str>) -> JsonB {
+    let flag = required(flag, "flag");
+    cache::accept_invalidations();
+    cache::flag(flag).unwrap_or_else(|| raise(super::flags::unknown_flag(flag)));
+    JsonB(store::json_one_ro("SELECT rules FROM ab.flag_rules WHERE flag = $1", &[flag.into()]).unwrap_or(json!([])))
+}
+
+/// Every segment's direct references, for existence and cycle checks.
+fn segment_references() -> HashMap<String, Vec<String>> {
+    load_segments().into_iter().map(|(name, c)| {
+        let refs = c.segments().into_iter().map(String::from).collect();
+        (name, refs)
+    }).collect()
+}
+
+/// Creates or replaces a segment: named conditions rules refer to as `{"segment": name}`.
+/// Errors: a bad name or condition (22023), an unknown segment referred to (42704), a cycle of
+/// references (42P17).
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_segment(name: Option<&str>, conditions: Option<JsonArg>, description: default!(Option<&str>, "''")) -> JsonB {
+    require_primary("ab.create_segment");
+    let name = required(name, "name");
+    segments::validate_name("segment", name).or_raise();
+    let given = required(conditions, "conditions").0;
+    let parsed = Condition::parse(&given, "conditions").or_raise();
+    // Serialise definitions so two concurrent ones cannot close a cycle between them.
+    store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let known = segment_references();
+    segments::check_references(Some(name), &parsed, &|s| known.get(s).cloned()).or_raise();
+    let existed = known.contains_key(name);
+    store::exec(
+        "INSERT INTO ab.segments (name, conditions, description) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET conditions = EXCLUDED.conditions, description = EXCLUDED.description, updated_at = now()",
+        &[name.into(), JsonB(given.clone()).into(), description.unwrap_or("").into()],
+    );
+    let update_type = if existed { "segment_changed" } else { "segment_created" };
+    store::emit_event(FLAG_UPDATE, None, update_type, json!({"segment": name, "conditions": given}));
+    JsonB(json!({"segment": name, "conditions": given, "description": description.unwrap_or("")}))
+}
+
+/// Deletes a segment; refused (55000) while a rule or another segment refers to it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn delete_segment(name: Option<&str>) -> bool {
+    require_primary("ab.delete_segment");
+    let name = required(name, "name");
+    store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let known = segment_references();
+    if !known.contains_key(name) {
+        raise(AbError::undefined(format!("segment \"{name}\" does not exist")));
+    }
+    if let Some((other, _)) = known.iter().find(|(_, refs)| refs.iter().any(|r| r == name)) {
+        raise(AbError::wrong_state(format!("segment \"{name}\" is used by segment \"{other}\"")));
+    }
+    let users = store::json_one(
+        "SELECT coalesce(jsonb_agg(flag ORDER BY flag), '[]') FROM ab.flag_rules WHERE rules::text LIKE '%' || $1 || '%'",
+        &[format!("\"segment\": \"{name}\"").into()],
+    )
+    .unwrap_or(json!([]));
+    if users.as_array().is_some_and(|a| !a.is_empty()) {
+        raise(AbError::wrong_state(format!("segment \"{name}\" is used by the rules of {users}")).with_hint("change those rules with ab.set_flag_rules first"));
+    }
+    store::exec("DELETE FROM ab.segments WHERE name = $1", &[name.into()]);
+    store::emit_event(FLAG_UPDATE, None, "segment_deleted", json!({"segment": name}));
+    true
+}
+
+/// Adds unit ids to an id list (created by its first id); returns how many were new.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_to_id_list(list: Option<&str>, unit_ids: Option<Vec<Option<String>>>) -> i64 {
+    require_primary("ab.add_to_id_list");
+    let list = required(list, "list");
+    segments::validate_name("id list", list).or_raise();
+    let ids: Vec<String> = required(unit_ids, "unit_ids").into_iter().map(|u| required(u, "each unit id")).collect();
+    store::exec_count(
+        "INSERT INTO ab.id_lists (list, unit_id) SELECT $1, u FROM unnest($2::text[]) u ON CONFLICT DO NOTHING",
+        &[list.into(), ids.into()],
+    ) as i64
+}
+
+/// Removes unit ids from an id list; returns how many were removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn remove_from_id_list(list: Option<&str>, unit_ids: Option<Vec<Option<String>>>) -> i64 {
+    require_primary("ab.remove_from_id_list");
+    let list = required(list, "list");
+    let ids: Vec<String> = required(unit_ids, "unit_ids").into_iter().flatten().collect();
+    store::exec_count("DELETE FROM ab.id_lists WHERE list = $1 AND unit_id = ANY($2)", &[list.into(), ids.into()]) as i64
+}
+
+/// Forces a flag on or off for one unit (QA, support) until `expires_at` (NULL: until cleared);
+/// the switch still wins (a disabled flag is off for everyone). Audited; a `flag_override_set`
+/// event. Errors: an unknown flag (42704), an expiry already past (22023).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_override(
+    flag: Option<&str>,
+    unit_id: Option<&str>,
+    value: Option<bool>,
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    reason: default!(Option<&str>, "''"),
+) -> JsonB {
+    require_primary("ab.set_override");
+    let (flag, unit, value) = (required(flag, "flag"), required(unit_id, "unit_id"), required(value, "value"));
+    locked_flag(flag);
+    let expired = Spi::get_one_with_args::<bool>("SELECT $1 <= now()", &[expires_at.into()]).or_raise().unwrap_or(false);
+    if expired {
+        raise(AbError::new(Kind::InvalidParameter, "expires_at is not in the future").with_hint("pass a later time, or NULL for no expiry"));
+    }
+    store::exec(
+        "INSERT INTO ab.overrides (flag, unit_id, value, expires_at, reason) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (flag, unit_id) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
+                                                 reason = EXCLUDED.reason, created_at = now()",
+        &[flag.into(), unit.into(), value.into(), expires_at.into(), reason.unwrap_or("").into()],
+    );
+    let data = json!({"flag": flag, "unit_id": unit, "value": value, "expires_at": expires_at.map(|t| t.to_string()), "reason": reason.unwrap_or("")});
+    emit(flag, "flag_override_set", data.clone());
+    JsonB(data)
+}
+
+/// Removes a unit's override of a flag; whether there was one.
+#[pg_extern(volatile, parallel_unsafe)]
+fn clear_override(flag: Option<&str>, unit_id: Option<&str>) -> bool {
+    require_primary("ab.clear_override");
+    let (flag, unit) = (required(flag, "flag"), required(unit_id, "unit_id"));
+    locked_flag(flag);
+    let removed = store::exec_count("DELETE FROM ab.overrides WHERE flag = $1 AND unit_id = $2", &[flag.into(), unit.into()]) > 0;
+    if removed {
+        emit(flag, "flag_override_cleared", json!({"flag": flag, "unit_id": unit}));
+    }
+    removed
+}
