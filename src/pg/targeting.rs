@@ -69,7 +69,8 @@ fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> R
 pub(crate) fn tables_exist() -> bool {
     with_cached(|c| {
         *c.tables.get_or_insert_with(|| {
-            Spi::get_one::<bool>("SELECT to_regclass('ab.flag_rules') IS NOT NULL").or_raise().unwrap_or(false)
+            // Read-only SPI: this runs on standbys too, inside STABLE functions.
+            store::json_one_ro("SELECT to_jsonb(to_regclass('ab.flag_rules') IS NOT NULL)", &[]) == Some(Value::Bool(true))
         })
     })
 }

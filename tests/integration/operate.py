@@ -94,6 +94,25 @@ def fill(conn):
     x("DELETE FROM ab.guardrails WHERE test_id = '*' AND metric = 'average_confidence'")
     x("INSERT INTO ab.guardrails (test_id, metric, action, tolerance) VALUES ('t_active', 'latency_ms', 'rollback', 0.5)")
     x("INSERT INTO ab.relay_cursors (relay_name, last_event_id) VALUES ('main', 3)")
+    if x("SELECT to_regproc('ab.set_flag_rules') IS NOT NULL").fetchone()[0]:
+        fill_targeting(conn)
+
+
+TARGETED_CONTEXTS = ['{"country": "DE", "plan": "enterprise"}', '{"country": "US", "app_version": "4.1.0"}', '{}']
+
+
+def fill_targeting(conn):
+    """Segments, an id list, a flag's rules and overrides (0.2.0's targeting)."""
+    x = conn.execute
+    x("""SELECT ab.create_segment('eu', '{"attribute": "country", "op": "in", "values": ["DE", "FR"]}', 'the EU')""")
+    x("SELECT ab.add_to_id_list('qa', ARRAY['user_1', 'user_2', 'user_3'])")
+    x("""SELECT ab.set_flag_rules('ff.beta', '[
+           {"id": "qa", "when": {"in_list": "qa"}, "serve": true},
+           {"id": "eu_enterprise", "when": {"all": [{"segment": "eu"}, {"attribute": "plan", "op": "eq", "value": "enterprise"}]}, "serve": true},
+           {"id": "old_app", "when": {"attribute": "app_version", "op": "semver_lt", "value": "4.2.0"}, "rollout_percentage": 10}]')""")
+    x("SELECT ab.set_override('ff.beta', 'user_4', false, NULL, 'support')")
+    x("SELECT ab.set_override('ff.beta', 'user_5', true, now() + interval '10 years', 'QA')")
+    x("""SELECT ab.create_segment('unused', '{"attribute": "plan", "op": "exists"}')""")
 
 
 def user_tables(conn):
@@ -126,12 +145,19 @@ def answers(conn):
         "assign_rolled": q("SELECT to_jsonb(ab.assign('t_rolled', 'user_1'))::text"),
         "get_assignment": q("SELECT u, to_jsonb(ab.get_assignment(u))::text FROM unnest(%s::text[]) u", USERS[:500]),
         "is_enabled": q("SELECT u, ab.is_enabled('ff.beta', u) FROM unnest(%s::text[]) u", USERS[:2000]),
+
         "get_test_metrics": q("SELECT ab.get_test_metrics('t_active')::text"),
         "resolve": q("SELECT path::text, name, kind, depth FROM ab.resolve_ancestors('world.europe.germany.berlin')"),
         "resolve_name": q("SELECT path::text, matched FROM ab.resolve_name('Deutschland')"),
         "weights": q("SELECT to_jsonb(w)::text FROM ab.calibration_weights w"),
         "guardrails": q("SELECT to_jsonb(g)::text FROM ab.guardrails g ORDER BY test_id, metric"),
     }
+    if conn.execute("SELECT to_regclass('ab.flag_rules') IS NOT NULL").fetchone()[0] and \
+            conn.execute("SELECT EXISTS (SELECT 1 FROM ab.flag_rules)").fetchone()[0]:
+        # Targeting's answers, where there is targeting (a database filled by 0.1.0 has none).
+        out["is_enabled_in_context"] = q(
+            "SELECT u, c, ab.is_enabled('ff.beta', u, c::jsonb) FROM unnest(%s::text[]) u, unnest(%s::text[]) c",
+            USERS[:300], TARGETED_CONTEXTS)
     evaluation = conn.execute("SELECT ab.evaluate('t_active')").fetchone()[0]
     out["evaluate"] = json.dumps(evaluation, sort_keys=True)
     return out
@@ -185,6 +211,9 @@ CALLS = [
     ("get_champion_assignment", READER, False, False, "SELECT ab.get_champion_assignment()"),
     ("is_enabled", READER, False, False, "SELECT ab.is_enabled('ff.beta', 'u1')"),
     ("explain_flag", READER, False, False, "SELECT ab.explain_flag('ff.beta', 'u1')"),
+    ("explain_flag", READER, False, False, """SELECT ab.explain_flag('ff.beta', 'u1', '{"country": "DE"}')"""),
+    ("is_enabled", READER, False, False, """SELECT ab.is_enabled('ff.beta', 'u1', '{"plan": "enterprise"}')"""),
+    ("get_flag_rules", READER, False, False, "SELECT ab.get_flag_rules('ff.beta')"),
     ("get_rollout_percentage", READER, False, False, "SELECT ab.get_rollout_percentage('ff.beta')"),
     ("rollout_bucket", READER, False, False, "SELECT ab.rollout_bucket('ff.beta', 'u1')"),
     ("variant_point", READER, False, False, "SELECT ab.variant_point('t_active', 'u1')"),
@@ -241,6 +270,14 @@ CALLS = [
     ("enable_flag", ADMIN, True, False, "SELECT ab.enable_flag('ff.off')"),
     ("disable_flag", ADMIN, True, False, "SELECT ab.disable_flag('ff.beta')"),
     ("disable_flags", ADMIN, True, False, "SELECT ab.disable_flags(ARRAY['ff.beta'])"),
+    ("set_flag_rules", ADMIN, True, False,
+     """SELECT ab.set_flag_rules('ff.off', '[{"id": "r", "when": {"segment": "eu"}, "serve": true}]')"""),
+    ("create_segment", ADMIN, True, False, """SELECT ab.create_segment('us', '{"attribute": "country", "op": "eq", "value": "US"}')"""),
+    ("delete_segment", ADMIN, True, False, """SELECT ab.delete_segment('unused')"""),
+    ("add_to_id_list", ADMIN, True, False, "SELECT ab.add_to_id_list('qa', ARRAY['user_9'])"),
+    ("remove_from_id_list", ADMIN, True, False, "SELECT ab.remove_from_id_list('qa', ARRAY['user_1'])"),
+    ("set_override", ADMIN, True, False, "SELECT ab.set_override('ff.beta', 'user_9', true)"),
+    ("clear_override", ADMIN, True, False, "SELECT ab.clear_override('ff.beta', 'user_4')"),
     ("delete_flag", ADMIN, True, False, "SELECT ab.delete_flag('ff.off')"),
     ("create_test", ADMIN, True, False,
      """SELECT ab.create_test('{"test_name": "n", "test_id": "t_new", "champion_variant": "a", "challenger_variant": "b"}')"""),

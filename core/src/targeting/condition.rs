@@ -26,8 +26,9 @@
 //! Missing attributes and mismatched types never raise: a missing (or null) attribute matches
 //! no test but `exists`' negation (`not`), so `not_in` does not match a missing attribute; a
 //! value of the wrong type (a number test on `"abc"`, a version test on `"4.2"`, a time test on
-//! a non-RFC 3339 string) does not match. Numbers given as strings (`"42"`) are read as numbers
-//! by the number tests; a number compared with a string by `in`/`eq` is compared by its text.
+//! a non-RFC 3339 string, an object for any test) does not match, `not_in` and `neq` included.
+//! Numbers given as strings (`"42"`) are read as numbers by the number tests; a number compared
+//! with a string by `in`/`eq` is compared by its text.
 //! An array attribute matches when any element does (`not_in`, `neq`: when none is excluded).
 
 use crate::error::{AbError, AbResult};
@@ -419,6 +420,8 @@ impl Test {
     fn on_value(&self, v: &Value, ci: bool, now: i64) -> bool {
         match (self, v) {
             (Test::Exists, _) => true,
+            // An object is the wrong type for every test: no match, whatever the operator.
+            (_, Value::Object(_)) => false,
             // An array: any element; the exclusions, none.
             (Test::NotIn(_) | Test::Neq(_), Value::Array(items)) => {
                 let inverse = match self {
@@ -559,7 +562,9 @@ mod tests {
         assert!(!check(json!({"attribute": "v", "op": "semver_gt", "value": "1.0.0"}), json!({"v": "4.2"})));
         assert!(!check(json!({"attribute": "t", "op": "before", "value": "now"}), json!({"t": "yesterday"})));
         assert!(!check(json!({"attribute": "n", "op": "contains", "value": "4"}), json!({"n": 42})));
-        assert!(!check(json!({"attribute": "obj", "op": "eq", "value": "x"}), ctx));
+        assert!(!check(json!({"attribute": "obj", "op": "eq", "value": "x"}), ctx.clone()));
+        assert!(!check(json!({"attribute": "obj", "op": "not_in", "values": ["x"]}), ctx.clone()), "an object is no string");
+        assert!(!check(json!({"attribute": "obj", "op": "neq", "value": "x"}), ctx));
     }
 
     #[test]

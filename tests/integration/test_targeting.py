@@ -1,0 +1,239 @@
+"""Targeting in the database (README, "Targeting"): flag rules on a unit's attributes, segments,
+id lists, overrides with expiry, explanations, errors that name the path, audit and events, and
+the cache seeing every committed change from other sessions. Expected answers come from
+independent oracles: python-semver for version precedence, Python's re for regexes, datetime for
+times, the README's bucket formula with xxhash for rollouts."""
+import json
+import re
+import time
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+import semver
+import xxhash
+
+from conftest import one
+
+
+def bucket(flag, unit):
+    return xxhash.xxh3_64_intdigest(flag.encode() + b"\x00" + unit.encode(), 0) % 10000
+
+
+def rules(conn, flag, value):
+    conn.execute("SELECT ab.set_flag_rules(%s, %s::jsonb)", (flag, json.dumps(value)))
+
+
+def enabled(conn, flag, unit, context=None):
+    if context is None:
+        return one(conn, "SELECT ab.is_enabled(%s, %s)", flag, unit)
+    return one(conn, "SELECT ab.is_enabled(%s, %s, %s::jsonb)", flag, unit, json.dumps(context))
+
+
+def explain(conn, flag, unit, context):
+    return one(conn, "SELECT ab.explain_flag(%s, %s, %s::jsonb)", flag, unit, json.dumps(context))
+
+
+@pytest.fixture
+def conn(connect):
+    c = connect()
+    c.execute("SELECT ab.create_flag('ff.t', 'targeted', 0)")
+    return c
+
+
+VERSIONS = ["0.9.0", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0",
+            "1.2.3", "1.10.0", "4.2.0", "4.2.1", "4.10.0", "10.0.0"]
+
+
+@pytest.mark.parametrize("op,cmp", [("semver_lt", lambda c: c < 0), ("semver_lte", lambda c: c <= 0),
+                                    ("semver_gt", lambda c: c > 0), ("semver_gte", lambda c: c >= 0),
+                                    ("semver_eq", lambda c: c == 0), ("semver_neq", lambda c: c != 0)])
+def test_semver_operators_follow_semver_precedence(conn, op, cmp):
+    for ref in ["1.0.0-beta.2", "1.0.0", "4.2.0"]:
+        rules(conn, "ff.t", [{"id": "v", "when": {"attribute": "v", "op": op, "value": ref}, "serve": True}])
+        got = conn.execute("SELECT v, ab.is_enabled('ff.t', 'u', jsonb_build_object('v', v)) FROM unnest(%s::text[]) v",
+                           (VERSIONS,)).fetchall()
+        for v, on in got:
+            assert on == cmp(semver.Version.parse(v).compare(ref)), f"{v} {op} {ref}"
+
+
+def test_strings_regex_and_case(conn):
+    emails = ["ada@example.com", "Bob@Example.COM", "eve@evil.example.org", "x", ""]
+    pattern = r"^[a-z]+@example\.com$"
+    rules(conn, "ff.t", [{"id": "re", "when": {"attribute": "email", "op": "regex", "value": pattern}, "serve": True}])
+    for e in emails:
+        assert enabled(conn, "ff.t", "u", {"email": e}) == bool(re.search(pattern, e)), e
+    rules(conn, "ff.t", [{"id": "ci", "when": {"attribute": "email", "op": "ends_with", "value": "@example.com",
+                                                "case_insensitive": True}, "serve": True}])
+    for e in emails:
+        assert enabled(conn, "ff.t", "u", {"email": e}) == e.lower().endswith("@example.com"), e
+
+
+def test_numbers_times_and_places(conn):
+    rules(conn, "ff.t", [{"id": "n", "when": {"all": [
+        {"attribute": "seats", "op": "gte", "value": 10},
+        {"attribute": "signup_at", "op": "before", "value": "2026-06-01T00:00:00Z"},
+        {"attribute": "place", "op": "within", "value": "world.europe"}]}, "serve": True}])
+    cutoff = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    cases = [(seats, signup, place)
+             for seats in [9, 10, 10.5, "11", "ten"]
+             for signup in ["2026-05-31T23:59:59Z", "2026-06-01T02:00:00+02:00", "2026-06-01T00:00:01Z", "soon"]
+             for place in ["world.europe", "world.europe.germany.berlin", "world.europeana", "world.asia"]]
+    for seats, signup, place in cases:
+        try:
+            n_ok = float(seats) >= 10
+        except ValueError:
+            n_ok = False
+        try:
+            t_ok = datetime.fromisoformat(signup.replace("Z", "+00:00")) < cutoff
+        except ValueError:
+            t_ok = False
+        p_ok = place == "world.europe" or place.startswith("world.europe.")
+        ctx = {"seats": seats, "signup_at": signup, "place": place}
+        assert enabled(conn, "ff.t", "u", ctx) == (n_ok and t_ok and p_ok), ctx
+
+
+def test_missing_attributes_never_match_and_never_raise(conn):
+    rules(conn, "ff.t", [{"id": "a", "when": {"any": [
+        {"attribute": "plan", "op": "not_in", "values": ["free"]},
+        {"attribute": "v", "op": "semver_gt", "value": "1.0.0"},
+        {"attribute": "n", "op": "lt", "value": 5}]}, "serve": True}])
+    for ctx in [{}, {"plan": None}, {"other": 1}, {"v": "1.2"}, {"n": "many"}, {"plan": {"nested": 1}}]:
+        assert enabled(conn, "ff.t", "u", ctx) is False, ctx
+        assert explain(conn, "ff.t", "u", ctx)["reason"] == "not_in_rollout"
+
+
+def test_first_match_wins_and_rollout_rules_use_the_flags_bucket(conn):
+    rules(conn, "ff.t", [
+        {"id": "blocked", "when": {"attribute": "country", "op": "eq", "value": "DE"}, "serve": False},
+        {"id": "enterprise", "when": {"attribute": "plan", "op": "eq", "value": "enterprise"}, "serve": True},
+        {"id": "some", "when": {"attribute": "plan", "op": "exists"}, "rollout_percentage": 30}])
+    assert explain(conn, "ff.t", "u1", {"country": "DE", "plan": "enterprise"}) == \
+        {"enabled": False, "reason": "rule_off", "decided_by": {"rule": "blocked", "index": 0}}
+    assert explain(conn, "ff.t", "u1", {"country": "FR", "plan": "enterprise"}) == \
+        {"enabled": True, "reason": "on", "decided_by": {"rule": "enterprise", "index": 1}}
+    units = [f"user-{i}" for i in range(3000)]
+    got = dict(conn.execute("SELECT u, ab.is_enabled('ff.t', u, '{\"plan\": \"free\"}') FROM unnest(%s::text[]) u",
+                            (units,)).fetchall())
+    assert got == {u: bucket("ff.t", u) < 3000 for u in units}
+    # No rule applies: the flag's own percentage (0) decides, as without targeting.
+    assert not any(r[0] for r in conn.execute("SELECT ab.is_enabled('ff.t', u, '{}') FROM unnest(%s::text[]) u", (units,)))
+
+
+def test_segments_and_a_large_id_list(conn):
+    conn.execute("""SELECT ab.create_segment('eu', '{"attribute": "country", "op": "in", "values": ["DE", "FR"]}')""")
+    conn.execute("""SELECT ab.create_segment('eu_big', '{"all": [{"segment": "eu"}, {"attribute": "seats", "op": "gte", "value": 100}]}')""")
+    ids = [f"beta-{i}" for i in range(100_000)]
+    assert one(conn, "SELECT ab.add_to_id_list('beta', %s)", ids) == 100_000
+    assert one(conn, "SELECT ab.add_to_id_list('beta', %s)", ids[:10]) == 0
+    rules(conn, "ff.t", [{"id": "beta", "when": {"in_list": "beta"}, "serve": True},
+                         {"id": "big", "when": {"segment": "eu_big"}, "serve": True}])
+    assert enabled(conn, "ff.t", "beta-99999") and enabled(conn, "ff.t", "beta-0", {})
+    assert not enabled(conn, "ff.t", "beta-100000")
+    assert enabled(conn, "ff.t", "x", {"country": "FR", "seats": 100})
+    assert not enabled(conn, "ff.t", "x", {"country": "US", "seats": 100})
+    # Redefining a segment takes effect at once; a cycle is refused and changes nothing.
+    conn.execute("""SELECT ab.create_segment('eu', '{"attribute": "country", "op": "in", "values": ["DE", "FR", "IT"]}')""")
+    assert enabled(conn, "ff.t", "x", {"country": "IT", "seats": 100})
+    with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="cycle: eu -> eu_big -> eu"):
+        conn.execute("""SELECT ab.create_segment('eu', '{"segment": "eu_big"}')""")
+    assert enabled(conn, "ff.t", "x", {"country": "IT", "seats": 100})
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="used by segment"):
+        conn.execute("SELECT ab.delete_segment('eu')")
+    assert one(conn, "SELECT ab.remove_from_id_list('beta', ARRAY['beta-5', 'nobody'])") == 1
+    assert not enabled(conn, "ff.t", "beta-5")
+
+
+def test_overrides_win_until_they_expire_and_the_switch_wins_over_them(conn):
+    rules(conn, "ff.t", [{"id": "all", "when": {"all": []}, "serve": True}])
+    conn.execute("SELECT ab.set_override('ff.t', 'u1', false, now() + interval '2 seconds', 'ticket 7')")
+    assert explain(conn, "ff.t", "u1", {}) == {"enabled": False, "reason": "override_off", "decided_by": {"override": False}}
+    assert one(conn, "SELECT ab.explain_flag('ff.t', 'u1')") == "override_off"
+    assert enabled(conn, "ff.t", "u2")
+    time.sleep(2.2)
+    assert enabled(conn, "ff.t", "u1"), "an expired override stops applying at its time"
+    conn.execute("SELECT ab.set_override('ff.t', 'u3', true)")
+    conn.execute("SELECT ab.disable_flag('ff.t')")
+    assert not enabled(conn, "ff.t", "u3") and one(conn, "SELECT ab.explain_flag('ff.t', 'u3')") == "disabled"
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not in the future"):
+        conn.execute("SELECT ab.set_override('ff.t', 'u4', true, now() - interval '1 second')")
+    assert one(conn, "SELECT ab.clear_override('ff.t', 'u3')") is True
+    assert one(conn, "SELECT ab.clear_override('ff.t', 'u3')") is False
+
+
+def test_rules_apply_to_dependencies_too(conn):
+    conn.execute("SELECT ab.create_flag('ff.child', 'child', 100, true, ARRAY['ff.t'])")
+    assert not enabled(conn, "ff.child", "u", {"plan": "pro"})
+    rules(conn, "ff.t", [{"id": "pro", "when": {"attribute": "plan", "op": "eq", "value": "pro"}, "serve": True}])
+    assert enabled(conn, "ff.child", "u", {"plan": "pro"})
+    assert explain(conn, "ff.child", "u", {"plan": "free"})["reason"] == "dependency_off"
+
+
+@pytest.mark.parametrize("value,state,fragment", [
+    ([{"id": "a", "when": {"attribute": "x", "op": "like", "value": "y"}, "serve": True}], "22023", "rules[0].when.op: unknown operator"),
+    ([{"id": "a", "when": {"all": [{"attribute": "v", "op": "semver_gt", "value": "4.2"}]}, "serve": True}], "22023", "rules[0].when.all[0].value"),
+    ([{"id": "a", "when": {"attribute": "e", "op": "regex", "value": "(x"}, "serve": True}], "22023", "bad regex"),
+    ([{"id": "a", "when": {"segment": "nope"}, "serve": True}], "42704", 'segment "nope" does not exist'),
+    ({"id": "a"}, "22023", "rules: must be a JSON array"),
+    ([{"id": "a", "when": {"all": []}, "rollout_percentage": 150}], "22023", "rules[0].rollout_percentage"),
+], ids=["op", "semver", "regex", "segment", "array", "pct"])
+def test_bad_rules_are_refused_with_the_path_and_change_nothing(conn, value, state, fragment):
+    rules(conn, "ff.t", [{"id": "keep", "when": {"all": []}, "serve": True}])
+    before = (one(conn, "SELECT ab.get_flag_rules('ff.t')"), one(conn, "SELECT count(*) FROM ab.audit"),
+              one(conn, "SELECT count(*) FROM ab.events"))
+    with pytest.raises(psycopg.Error) as e:
+        rules(conn, "ff.t", value)
+    assert e.value.sqlstate == state and fragment in str(e.value)
+    after = (one(conn, "SELECT ab.get_flag_rules('ff.t')"), one(conn, "SELECT count(*) FROM ab.audit"),
+             one(conn, "SELECT count(*) FROM ab.events"))
+    assert after == before
+
+
+def test_bad_calls(conn):
+    for sql, state in [
+        ("SELECT ab.is_enabled('ff.t', 'u', '[1]')", "22023"),
+        ("SELECT ab.is_enabled('ff.nope', 'u', '{}')", "42704"),
+        ("SELECT ab.is_enabled('ff.t', NULL, '{}')", "22004"),
+        ("SELECT ab.set_flag_rules('ff.nope', '[]')", "42704"),
+        ("SELECT ab.create_segment('Bad Name', '{\"all\": []}')", "22023"),
+        ("SELECT ab.add_to_id_list('qa', ARRAY[NULL])", "22004"),
+        ("SELECT ab.set_override('ff.t', 'u', NULL)", "22004"),
+        ("SELECT ab.delete_segment('nope')", "42704"),
+    ]:
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute(sql)
+        assert e.value.sqlstate == state, sql
+
+
+def test_changes_are_audited_and_announced(conn):
+    conn.execute("""SELECT ab.create_segment('eu', '{"attribute": "country", "op": "eq", "value": "DE"}')""")
+    rules(conn, "ff.t", [{"id": "eu", "when": {"segment": "eu"}, "serve": True}])
+    conn.execute("SELECT ab.set_override('ff.t', 'u1', true)")
+    conn.execute("SELECT ab.clear_override('ff.t', 'u1')")
+    rules(conn, "ff.t", [])
+    audit = conn.execute("SELECT table_name, row_key, action FROM ab.audit WHERE table_name IN ('segments', 'flag_rules', 'overrides') ORDER BY id").fetchall()
+    assert audit == [("segments", "eu", "INSERT"), ("flag_rules", "ff.t", "INSERT"), ("overrides", "ff.t/u1", "INSERT"),
+                     ("overrides", "ff.t/u1", "DELETE"), ("flag_rules", "ff.t", "DELETE")]
+    events = [r[0] for r in conn.execute("SELECT payload->>'update_type' FROM ab.events WHERE id > 1 ORDER BY id")]
+    assert events == ["segment_created", "flag_rules_changed", "flag_override_set", "flag_override_cleared", "flag_rules_changed"]
+
+
+def test_other_sessions_see_a_committed_change_at_their_next_statement(connect):
+    writer, reader = connect(), connect(autocommit=False)
+    writer.execute("SELECT ab.create_flag('ff.t', 'targeted', 0)")
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u1', '{\"plan\": \"pro\"}')").fetchone()[0] is False  # cached
+    rules(writer, "ff.t", [{"id": "pro", "when": {"attribute": "plan", "op": "eq", "value": "pro"}, "serve": True}])
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u1', '{\"plan\": \"pro\"}')").fetchone()[0] is True
+    writer.execute("SELECT ab.set_override('ff.t', 'u1', false)")
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u1', '{\"plan\": \"pro\"}')").fetchone()[0] is False
+    writer.execute("SELECT ab.add_to_id_list('qa', ARRAY['u2'])")
+    rules(writer, "ff.t", [{"id": "qa", "when": {"in_list": "qa"}, "serve": True}])
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u2')").fetchone()[0] is True
+    writer.execute("SELECT ab.remove_from_id_list('qa', ARRAY['u2'])")
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u2')").fetchone()[0] is False
+    # An aborted change is never seen.
+    aborted = connect(autocommit=False)
+    rules(aborted, "ff.t", [{"id": "everyone", "when": {"all": []}, "serve": True}])
+    aborted.rollback()
+    assert reader.execute("SELECT ab.is_enabled('ff.t', 'u3')").fetchone()[0] is False
+    reader.rollback()
