@@ -192,6 +192,16 @@ fn assignment_of<'a>(test: Option<&'a assign::TestConfig>, named: bool, variant:
     })
 }
 
+/// The request's test: the one named, else the unit's slice of the active tests, else the
+/// default test (none: no test at all). A variant without its test is an error (22004).
+fn request_test(test_id: Option<&str>, variant: Option<&str>, unit: &str) -> Option<std::rc::Rc<assign::TestConfig>> {
+    match (test_id, variant) {
+        (Some(t), _) => Some(assignment::load_test(t)),
+        (None, Some(_)) => raise(AbError::new(Kind::NullValue, "a given variant needs its test_id")),
+        (None, None) => assignment::slice_test(unit).or_else(assignment::default_test),
+    }
+}
+
 /// One request through the whole pipeline (README, "Entity extraction under A/B testing").
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
@@ -214,11 +224,7 @@ fn extract_entities_with_ab_testing(
     dedup::validate_threshold(threshold).or_raise();
     let unit = assignment::unit_of(user_id, session_id);
     cache::accept_invalidations();
-    let test = match (test_id, variant) {
-        (Some(t), _) => Some(assignment::load_test(t)),
-        (None, Some(_)) => raise(AbError::new(Kind::NullValue, "a given variant needs its test_id")),
-        (None, None) => assignment::slice_test(unit).or_else(assignment::default_test),
-    };
+    let test = request_test(test_id, variant, unit);
     let assigned = assignment_of(test.as_deref(), test_id.is_some(), variant, unit);
     let variant_used = assigned.as_ref().map_or(extract::EXTRACTOR, |a| a.variant);
     let confidence_threshold = assigned.as_ref().map_or(0.0, |a| a.confidence_threshold);

@@ -1,0 +1,66 @@
+"""Targeting's cost (issue 17's figures), each next to a baseline of the same run and shape.
+
+- Per call inside one statement (N calls, best of 3, minus the same statement with
+  `length()` in place of the call): `is_enabled` on a flag without rules (the plain path),
+  `is_enabled` with a 6-attribute context on a flag whose rule has 5 conditions, and
+  membership in a 100,000-id list.
+- pgbench tps (-M prepared, 4 clients, the context a prepared parameter) against `SELECT 1`.
+Run through `bench/run.sh targeting`.
+"""
+import json
+import time
+
+import psycopg
+
+import run
+
+N = 200_000
+CONTEXT = {"country": "DE", "plan": "enterprise", "app_version": "4.3.1", "seats": 120,
+           "email": "ada@example.com", "signup_at": "2026-03-01T10:00:00Z"}
+RULE = [{"id": "five", "when": {"all": [
+    {"attribute": "country", "op": "in", "values": ["DE", "FR", "IT"]},
+    {"attribute": "plan", "op": "eq", "value": "enterprise"},
+    {"attribute": "app_version", "op": "semver_gte", "value": "4.2.0"},
+    {"attribute": "seats", "op": "gte", "value": 100},
+    {"attribute": "email", "op": "ends_with", "value": "@example.com"}]}, "rollout_percentage": 50}]
+
+
+def best(conn, sql, args=()):
+    out = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        conn.execute(sql, args).fetchall()
+        out = min(out, time.perf_counter() - t0)
+    return out
+
+
+def main():
+    with psycopg.connect(dbname=run.DB, autocommit=True) as c:
+        run.prepare(c)
+        c.execute("SELECT ab.create_flag('ff.plain', 'no rules', 50)")
+        c.execute("SELECT ab.create_flag('ff.targeted', 'a 5-condition rule', 0)")
+        c.execute("SELECT ab.set_flag_rules('ff.targeted', %s::jsonb)", (json.dumps(RULE),))
+        c.execute("SELECT ab.create_flag('ff.listed', 'an id list', 0)")
+        c.execute("SELECT ab.add_to_id_list('beta', ARRAY(SELECT 'beta-' || g FROM generate_series(1, 100000) g))")
+        c.execute("""SELECT ab.set_flag_rules('ff.listed', '[{"id": "beta", "when": {"in_list": "beta"}, "serve": true}]')""")
+        ctx = json.dumps(CONTEXT)
+        floor = best(c, "SELECT count(length('u' || i)) FROM generate_series(1, %s) i", (N,))
+        plain = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i)) FROM generate_series(1, %s) i", (N,))
+        targeted = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N))
+        listed = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.listed', 'beta-' || i)) FROM generate_series(1, %s) i", (N,))
+        on = c.execute("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, 10000) i", (ctx,)).fetchone()[0]
+        assert 4000 < on < 6000, on  # the rule matches and rolls out to half
+    per = lambda t: (t - floor) / N * 1e6  # noqa: E731
+    print(f"per call in one statement ({N:,} calls, best of 3, minus the floor of {floor / N * 1e6:.3f} µs):")
+    print(f"  is_enabled, flag without rules          {per(plain):7.3f} µs")
+    print(f"  is_enabled, 5-condition rule, 6 attrs   {per(targeted):7.3f} µs  ({per(targeted) / per(plain):.2f} × the plain call)")
+    print(f"  is_enabled, rule on a 100,000-id list   {per(listed):7.3f} µs  ({per(listed) / per(plain):.2f} × the plain call)")
+    select1 = run.pgbench("select1.sql")
+    tps = run.pgbench("is_enabled_context.sql", defines=[f"ctx={ctx}"])
+    plain_tps = run.pgbench("is_enabled.sql")
+    print(f"pgbench -M prepared -c 4 -T {run.SECONDS}: SELECT 1 {select1:,.0f} tps; is_enabled (ff.ab_routing) "
+          f"{plain_tps / select1:.1%}; is_enabled with the context as a prepared parameter {tps / select1:.1%}")
+
+
+if __name__ == "__main__":
+    main()
