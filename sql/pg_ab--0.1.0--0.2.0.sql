@@ -89,6 +89,7 @@ BEGIN
         WHEN 'flag_rules' THEN coalesce(new_row, old_row) ->> 'flag'
         WHEN 'overrides'  THEN (coalesce(new_row, old_row) ->> 'flag') || '/'
                                || (coalesce(new_row, old_row) ->> 'unit_id')
+        WHEN 'test_targeting' THEN coalesce(new_row, old_row) ->> 'test_id'
     END;
     INSERT INTO ab.audit (table_name, row_key, action, old_value, new_value)
     VALUES (TG_TABLE_NAME, row_key, TG_OP, old_row, new_row);
@@ -446,8 +447,9 @@ BEGIN
 END $$;
 
 
--- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules and
--- overrides, with their audit rows (ab.audit_change above knows their keys) and cache triggers.
+-- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules,
+-- overrides and tests' targeting, with their audit rows (ab.audit_change above knows their
+-- keys) and cache triggers.
 -- Named, reusable conditions; rules refer to them as {"segment": name}.
 CREATE TABLE ab.segments (
     name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9_-]{1,63}$'),
@@ -484,11 +486,21 @@ CREATE TABLE ab.overrides (
     PRIMARY KEY (flag, unit_id)
 );
 
+-- A test's targeting, as ab.set_test_targeting checked it: {"audience": condition | null,
+-- "rules": [{"id", "when", "variant", "valid"}]}.
+CREATE TABLE ab.test_targeting (
+    test_id    text PRIMARY KEY REFERENCES ab.tests (test_id) ON DELETE CASCADE,
+    targeting  jsonb NOT NULL CHECK (jsonb_typeof(targeting) = 'object'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TRIGGER segments_audit AFTER INSERT OR UPDATE OR DELETE ON ab.segments
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 CREATE TRIGGER flag_rules_audit AFTER INSERT OR UPDATE OR DELETE ON ab.flag_rules
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 CREATE TRIGGER overrides_audit AFTER INSERT OR UPDATE OR DELETE ON ab.overrides
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+CREATE TRIGGER test_targeting_audit AFTER INSERT OR UPDATE OR DELETE ON ab.test_targeting
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 
 CREATE TRIGGER segments_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.segments
@@ -499,11 +511,25 @@ CREATE TRIGGER flag_rules_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCAT
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 CREATE TRIGGER overrides_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.overrides
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER test_targeting_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.test_targeting
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 
 SELECT pg_catalog.pg_extension_config_dump('ab.segments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.id_lists', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.flag_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.test_targeting', '');
+
+-- With a context: the unit's attributes for the test's audience and forced-variant rules.
+CREATE FUNCTION ab.assign(test_id text, user_id text, session_id text, context jsonb)
+    RETURNS ab.assignment
+    AS 'MODULE_PATHNAME', 'pg_ab_assign_in_context'
+    LANGUAGE c STABLE PARALLEL SAFE;
+
+CREATE FUNCTION ab.get_assignment(user_id text, session_id text, context jsonb)
+    RETURNS ab.assignment
+    AS 'MODULE_PATHNAME', 'pg_ab_get_assignment_in_context'
+    LANGUAGE c STABLE PARALLEL SAFE;
 
 -- Functions of the shared library for targeting.
 CREATE FUNCTION "add_to_id_list"(
@@ -590,7 +616,31 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_override_wrapper';
 
--- Which functions each role may call. A name covers all of its overloads.
+CREATE FUNCTION "set_test_targeting"(
+	"test_id" TEXT, /* Option < & str > */
+	"targeting" jsonb /* Option < JsonArg > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_test_targeting_wrapper';
+
+CREATE FUNCTION "get_test_targeting"(
+	"test_id" TEXT /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'get_test_targeting_wrapper';
+
+CREATE FUNCTION "assign_variant"(
+	"test_id" TEXT, /* Option < & str > */
+	"user_id" TEXT, /* Option < & str > */
+	"session_id" TEXT, /* Option < & str > */
+	"context" jsonb /* Option < JsonArg > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'assign_variant_in_context_wrapper';
+
 
 -- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without
 -- it) and no EXECUTE on any function (revoked below, at the end of the install script).
@@ -618,7 +668,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
-        'get_flag_rules',
+        'get_flag_rules', 'get_test_targeting',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics
         'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
@@ -661,7 +711,7 @@ BEGIN
                     ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
                     ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
                     ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry,
-                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides
+                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides, ab.test_targeting
         TO ab_reader;
     -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
     -- sticky assignments.

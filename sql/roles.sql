@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
-        'get_flag_rules',
+        'get_flag_rules', 'get_test_targeting',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics
         'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
@@ -68,7 +68,7 @@ BEGIN
                     ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
                     ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
                     ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry,
-                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides
+                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides, ab.test_targeting
         TO ab_reader;
     -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
     -- sticky assignments.

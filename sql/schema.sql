@@ -161,6 +161,7 @@ BEGIN
         WHEN 'flag_rules' THEN coalesce(new_row, old_row) ->> 'flag'
         WHEN 'overrides'  THEN (coalesce(new_row, old_row) ->> 'flag') || '/'
                                || (coalesce(new_row, old_row) ->> 'unit_id')
+        WHEN 'test_targeting' THEN coalesce(new_row, old_row) ->> 'test_id'
     END;
     INSERT INTO ab.audit (table_name, row_key, action, old_value, new_value)
     VALUES (TG_TABLE_NAME, row_key, TG_OP, old_row, new_row);

@@ -1,4 +1,5 @@
--- Targeting (README, "Targeting"): segments, id lists, flag rules and per-unit overrides. Rules
+-- Targeting (README, "Targeting"): segments, id lists, flag rules, per-unit overrides and tests'
+-- audiences and forced-variant rules. Rules
 -- and segments are jsonb in the condition language of pg_ab_core::targeting, checked when
 -- written (ab.set_flag_rules, ab.create_segment); the tables are read into each backend's cache
 -- and invalidated at commit like the flags (sql/cache.sql's signal).
@@ -39,11 +40,21 @@ CREATE TABLE ab.overrides (
     PRIMARY KEY (flag, unit_id)
 );
 
+-- A test's targeting, as ab.set_test_targeting checked it: {"audience": condition | null,
+-- "rules": [{"id", "when", "variant", "valid"}]}.
+CREATE TABLE ab.test_targeting (
+    test_id    text PRIMARY KEY REFERENCES ab.tests (test_id) ON DELETE CASCADE,
+    targeting  jsonb NOT NULL CHECK (jsonb_typeof(targeting) = 'object'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TRIGGER segments_audit AFTER INSERT OR UPDATE OR DELETE ON ab.segments
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 CREATE TRIGGER flag_rules_audit AFTER INSERT OR UPDATE OR DELETE ON ab.flag_rules
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 CREATE TRIGGER overrides_audit AFTER INSERT OR UPDATE OR DELETE ON ab.overrides
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+CREATE TRIGGER test_targeting_audit AFTER INSERT OR UPDATE OR DELETE ON ab.test_targeting
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 
 CREATE TRIGGER segments_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.segments
@@ -54,8 +65,22 @@ CREATE TRIGGER flag_rules_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCAT
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 CREATE TRIGGER overrides_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.overrides
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER test_targeting_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.test_targeting
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 
 SELECT pg_catalog.pg_extension_config_dump('ab.segments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.id_lists', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.flag_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.test_targeting', '');
+
+-- With a context: the unit's attributes for the test's audience and forced-variant rules.
+CREATE FUNCTION ab.assign(test_id text, user_id text, session_id text, context jsonb)
+    RETURNS ab.assignment
+    AS 'MODULE_PATHNAME', 'pg_ab_assign_in_context'
+    LANGUAGE c STABLE PARALLEL SAFE;
+
+CREATE FUNCTION ab.get_assignment(user_id text, session_id text, context jsonb)
+    RETURNS ab.assignment
+    AS 'MODULE_PATHNAME', 'pg_ab_get_assignment_in_context'
+    LANGUAGE c STABLE PARALLEL SAFE;

@@ -2,6 +2,8 @@
 
 use super::error::{raise, require_primary, required};
 use super::ffi::{finfo_v1, text_arg};
+use super::json::JsonArg;
+use super::targeting;
 use super::cache;
 use super::store;
 use crate::experiments::assign::{self as logic, Assignment, Reason, TestConfig};
@@ -76,7 +78,19 @@ fn row(fcinfo: pg_sys::FunctionCallInfo, a: &Assignment) -> pg_sys::Datum {
     unsafe { composite::datum(fcinfo, Some(a), a.reason.as_str()) }
 }
 
-finfo_v1!(pg_finfo_pg_ab_assign, pg_finfo_pg_ab_assign_and_log, pg_finfo_pg_ab_get_assignment, pg_finfo_pg_ab_get_champion_assignment);
+finfo_v1!(
+    pg_finfo_pg_ab_assign,
+    pg_finfo_pg_ab_assign_and_log,
+    pg_finfo_pg_ab_get_assignment,
+    pg_finfo_pg_ab_get_champion_assignment,
+    pg_finfo_pg_ab_assign_in_context,
+    pg_finfo_pg_ab_get_assignment_in_context
+);
+
+/// The jsonb `context` argument `n` as attributes (NULL: none; not an object: 22023).
+unsafe fn context_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> serde_json::Map<String, serde_json::Value> {
+    super::flags::context_of(unsafe { pgrx::fcinfo::pg_getarg::<JsonArg>(fcinfo, n) })
+}
 
 /// The unit being assigned: the user, or the session for anonymous traffic.
 pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
@@ -102,7 +116,12 @@ fn stored_variant(test: &TestConfig, unit: &str) -> Option<String> {
 
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
 pub(crate) fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
-    let a = logic::assign(test, unit, &cache::flag);
+    decide_in(test, unit, &serde_json::Map::new())
+}
+
+/// `decide` with the unit's attributes for the test's targeting (asked only for a targeted test).
+pub(crate) fn decide_in<'a>(test: &'a TestConfig, unit: &str, attributes: &serde_json::Map<String, serde_json::Value>) -> Assignment<'a> {
+    let a = logic::assign_targeted(test, unit, &cache::flag, &|t| targeting::decide_test(t, unit, attributes));
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
             return logic::with_stored(test, a, &stored);
@@ -224,4 +243,44 @@ fn assign_variant(test_id: Option<&str>, user_id: Option<&str>, session_id: pgrx
     cache::accept_invalidations();
     let test = load_test(test_id);
     decide(&test, unit).variant.to_string()
+}
+
+/// `ab.assign(test_id, user_id, session_id, context)`: `assign` with the unit's attributes for
+/// the test's audience and forced-variant rules.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_assign_in_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    let attributes = unsafe { context_arg(fcinfo, 3) };
+    cache::accept_invalidations();
+    row(fcinfo, &decide_in(&load_test(test_id), unit, &attributes))
+}
+
+/// `ab.get_assignment(user_id, session_id, context)`: `get_assignment` with the unit's
+/// attributes.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_get_assignment_in_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let (user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1)) };
+    let unit = unit_of(user_id, session_id);
+    let attributes = unsafe { context_arg(fcinfo, 2) };
+    cache::accept_invalidations();
+    match slice_test(unit) {
+        Some(test) => row(fcinfo, &decide_in(&test, unit, &attributes)),
+        None => champion_row(fcinfo),
+    }
+}
+
+/// `ab.assign_variant(test_id, user_id, session_id, context)`: the variant of `assign` with a
+/// context.
+#[pgrx::pg_extern(stable, parallel_safe, name = "assign_variant")]
+fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, session_id: Option<&str>, context: Option<JsonArg>) -> String {
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    let attributes = super::flags::context_of(context);
+    cache::accept_invalidations();
+    let test = load_test(test_id);
+    decide_in(&test, unit, &attributes).variant.to_string()
 }

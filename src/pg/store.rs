@@ -166,11 +166,21 @@ struct ConfigRow {
     bucket_version: i32,
     variants: Vec<(String, f64, f64)>,
     flag: Option<(i32, bool)>,
+    targeted: bool,
 }
 
 /// What assignment needs about a test, or `None` for an unknown test.
 pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
-    let row: ConfigRow = deserialize(json_one_ro(include_str!("queries/test_config.sql"), &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
+    const TARGETED: &str = include_str!("queries/test_config.sql");
+    // A database still at 0.1.0's schema has no ab.test_targeting: no test is targeted there.
+    let plain;
+    let sql = if super::targeting::tables_exist() {
+        TARGETED
+    } else {
+        plain = TARGETED.replace("EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)", "false");
+        &plain
+    };
+    let row: ConfigRow = deserialize(json_one_ro(sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
     let flag_name = test_flag_name(test_id);
     Some(TestConfig {
         test_id: test_id.to_string(),
@@ -184,6 +194,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
         sticky: row.sticky,
         log_exposures: row.log_exposures,
         bucket_version: row.bucket_version,
+        targeted: row.targeted,
         flag: row.flag.map(|(pct, enabled)| Flag {
             name: flag_name,
             rollout_percentage: pct,

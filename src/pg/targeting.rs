@@ -12,7 +12,10 @@ use crate::experiments::assign::owning_test;
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{Flag, Targeted};
 use crate::targeting::condition::{Condition, Resolver, Unit};
-use crate::targeting::rules::{self, Rule};
+use crate::experiments::assign::TestConfig;
+use crate::experiments::events::TEST_UPDATE;
+use crate::experiments::lifecycle::unknown_test;
+use crate::targeting::rules::{self, Rule, TestDecision, TestTargeting};
 use crate::targeting::segments;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -31,6 +34,8 @@ struct Cached {
     lists: HashMap<String, Rc<HashSet<String>>>,
     /// Per flag: unit → (value, expires_at in µs since the Unix epoch).
     overrides: HashMap<String, Rc<HashMap<String, (bool, Option<i64>)>>>,
+    /// Per test: its audience and forced-variant rules.
+    tests: HashMap<String, Rc<TestTargeting>>,
 }
 
 thread_local! {
@@ -166,6 +171,25 @@ pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
     rules::first_match(&flag.name, &rules, unit, &lookups).map(|(index, on)| Targeted::Rule { index, on })
 }
 
+fn load_test_targeting(test: &TestConfig) -> TestTargeting {
+    let v = store::kept_json("SELECT targeting FROM ab.test_targeting WHERE test_id = $1", &[TEXT], false, &[test.test_id.as_str().into()]);
+    let names: Vec<&str> = test.variants.iter().map(|v| v.name.as_str()).collect();
+    v.map(|v| TestTargeting::parse(&v, &names).or_raise()).unwrap_or_default()
+}
+
+fn test_targeting_of(test: &TestConfig) -> Rc<TestTargeting> {
+    with_cached(|c| c.tests.get(&test.test_id).cloned()).unwrap_or_else(|| fresh(|| load_test_targeting(test), |c, t| {
+        c.tests.insert(test.test_id.clone(), t);
+    }))
+}
+
+/// What a test's targeting decides for a unit with these attributes (`TestTargeting::decide`).
+pub(crate) fn decide_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Option<TestDecision> {
+    let t = test_targeting_of(test);
+    let u = Unit { id: unit, attributes, now_micros: now_micros() };
+    t.decide(&u, &Lookups { segments: Tables::segments() })
+}
+
 /// The id of a flag's rule by its index.
 pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
     rules_of(flag).get(index).map(|r| r.id.clone())
@@ -275,6 +299,14 @@ fn delete_segment(name: Option<&str>) -> bool {
     if users.as_array().is_some_and(|a| !a.is_empty()) {
         raise(AbError::wrong_state(format!("segment \"{name}\" is used by the rules of {users}")).with_hint("change those rules with ab.set_flag_rules first"));
     }
+    let tests = store::json_one(
+        "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.test_targeting WHERE targeting::text LIKE '%' || $1 || '%'",
+        &[format!("\"segment\": \"{name}\"").into()],
+    )
+    .unwrap_or(json!([]));
+    if tests.as_array().is_some_and(|a| !a.is_empty()) {
+        raise(AbError::wrong_state(format!("segment \"{name}\" is used by the targeting of tests {tests}")).with_hint("change it with ab.set_test_targeting first"));
+    }
     store::exec("DELETE FROM ab.segments WHERE name = $1", &[name.into()]);
     store::emit_event(FLAG_UPDATE, None, "segment_deleted", json!({"segment": name}));
     true
@@ -342,4 +374,42 @@ fn clear_override(flag: Option<&str>, unit_id: Option<&str>) -> bool {
         emit(flag, "flag_override_cleared", json!({"flag": flag, "unit_id": unit}));
     }
     removed
+}
+
+/// Sets a test's targeting (README, "Targeting"): `{"audience": condition | null, "rules":
+/// [{"id", "when", "variant", "valid"}]}` — units outside the audience get the champion (reason
+/// `not_in_audience`); a matching rule forces its variant (reason `forced`). `'{}'` removes
+/// both. Checked whole (22023 naming the path; 42704 for an unknown segment), audited, a
+/// `targeting_changed` event.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_test_targeting(test_id: Option<&str>, targeting: Option<JsonArg>) -> JsonB {
+    require_primary("ab.set_test_targeting");
+    let test_id = required(test_id, "test_id");
+    let given = required(targeting, "targeting").0;
+    let row = store::test_row(test_id, true).unwrap_or_else(|| raise(unknown_test(test_id)));
+    let names: Vec<&str> = row.variants.iter().map(|(v, _)| v.as_str()).collect();
+    let parsed = TestTargeting::parse(&given, &names).or_raise();
+    let known = segment_references();
+    for c in parsed.conditions() {
+        segments::check_references(None, c, &|s| known.get(s).cloned()).or_raise();
+    }
+    if parsed.audience.is_none() && parsed.rules.is_empty() {
+        store::exec("DELETE FROM ab.test_targeting WHERE test_id = $1", &[test_id.into()]);
+    } else {
+        store::exec(
+            "INSERT INTO ab.test_targeting (test_id, targeting) VALUES ($1, $2)
+             ON CONFLICT (test_id) DO UPDATE SET targeting = EXCLUDED.targeting, updated_at = now()",
+            &[test_id.into(), JsonB(given.clone()).into()],
+        );
+    }
+    store::emit_event(TEST_UPDATE, Some(test_id), "targeting_changed", json!({"targeting": given}));
+    JsonB(json!({"test_id": test_id, "targeting": given}))
+}
+
+/// A test's targeting as set (`{}` when it has none).
+#[pg_extern(stable, parallel_safe)]
+fn get_test_targeting(test_id: Option<&str>) -> JsonB {
+    let test_id = required(test_id, "test_id");
+    store::test_row(test_id, false).unwrap_or_else(|| raise(unknown_test(test_id)));
+    JsonB(store::json_one_ro("SELECT targeting FROM ab.test_targeting WHERE test_id = $1", &[test_id.into()]).unwrap_or(json!({})))
 }

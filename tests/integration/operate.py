@@ -113,6 +113,7 @@ def fill_targeting(conn):
     x("SELECT ab.set_override('ff.beta', 'user_4', false, NULL, 'support')")
     x("SELECT ab.set_override('ff.beta', 'user_5', true, now() + interval '10 years', 'QA')")
     x("""SELECT ab.create_segment('unused', '{"attribute": "plan", "op": "exists"}')""")
+    x("""SELECT ab.set_test_targeting('t_active', '{"rules": [{"id": "qa", "when": {"in_list": "qa"}, "variant": "llm_v2"}]}')""")
 
 
 def user_tables(conn):
@@ -214,6 +215,10 @@ CALLS = [
     ("explain_flag", READER, False, False, """SELECT ab.explain_flag('ff.beta', 'u1', '{"country": "DE"}')"""),
     ("is_enabled", READER, False, False, """SELECT ab.is_enabled('ff.beta', 'u1', '{"plan": "enterprise"}')"""),
     ("get_flag_rules", READER, False, False, "SELECT ab.get_flag_rules('ff.beta')"),
+    ("get_test_targeting", READER, False, False, "SELECT ab.get_test_targeting('t_active')"),
+    ("assign", READER, False, False, """SELECT ab.assign('t_active', 'u1', NULL, '{"plan": "pro"}')"""),
+    ("assign_variant", READER, False, False, """SELECT ab.assign_variant('t_active', 'u1', NULL, '{"plan": "pro"}')"""),
+    ("get_assignment", READER, False, False, """SELECT ab.get_assignment('u1', NULL, '{"plan": "pro"}')"""),
     ("get_rollout_percentage", READER, False, False, "SELECT ab.get_rollout_percentage('ff.beta')"),
     ("rollout_bucket", READER, False, False, "SELECT ab.rollout_bucket('ff.beta', 'u1')"),
     ("variant_point", READER, False, False, "SELECT ab.variant_point('t_active', 'u1')"),
@@ -277,6 +282,8 @@ CALLS = [
     ("add_to_id_list", ADMIN, True, False, "SELECT ab.add_to_id_list('qa', ARRAY['user_9'])"),
     ("remove_from_id_list", ADMIN, True, False, "SELECT ab.remove_from_id_list('qa', ARRAY['user_1'])"),
     ("set_override", ADMIN, True, False, "SELECT ab.set_override('ff.beta', 'user_9', true)"),
+    ("set_test_targeting", ADMIN, True, False,
+     """SELECT ab.set_test_targeting('t_active', '{"audience": {"segment": "eu"}}')"""),
     ("clear_override", ADMIN, True, False, "SELECT ab.clear_override('ff.beta', 'user_4')"),
     ("delete_flag", ADMIN, True, False, "SELECT ab.delete_flag('ff.off')"),
     ("create_test", ADMIN, True, False,

@@ -237,3 +237,72 @@ def test_other_sessions_see_a_committed_change_at_their_next_statement(connect):
     aborted.rollback()
     assert reader.execute("SELECT ab.is_enabled('ff.t', 'u3')").fetchone()[0] is False
     reader.rollback()
+
+
+@pytest.fixture
+def test_conn(connect):
+    c = connect()
+    c.execute("""SELECT ab.create_test('{"test_name": "t", "test_id": "tt", "champion": {"name": "champ", "weight": 50},
+                  "challengers": [{"name": "chal", "weight": 50}], "rollout_stages": [50, 100]}')""")
+    c.execute("SELECT ab.start_test('tt')")
+    return c
+
+
+def assignment(conn, unit, context, test="tt"):
+    row = conn.execute("SELECT variant, reason, in_rollout FROM ab.assign(%s, %s, NULL, %s::jsonb)",
+                       (test, unit, json.dumps(context))).fetchone()
+    return row
+
+
+def test_a_tests_audience_and_forced_variants(test_conn):
+    c = test_conn
+    c.execute("""SELECT ab.set_test_targeting('tt', '{
+        "audience": {"attribute": "plan", "op": "in", "values": ["pro", "enterprise"]},
+        "rules": [{"id": "qa", "when": {"attribute": "email", "op": "ends_with", "value": "@qa.test"}, "variant": "chal"}]}')""")
+    units = [f"user-{i}" for i in range(400)]
+    for u in units[:50]:
+        assert assignment(c, u, {"plan": "free"}) == ("champ", "not_in_audience", False)
+        assert assignment(c, u, {}) == ("champ", "not_in_audience", False), "a missing attribute is outside"
+        assert assignment(c, u, {"plan": "free", "email": "x@qa.test"}) == ("chal", "forced", True)
+    # Inside the audience, the rollout and the split as without targeting (xxhash's bucket).
+    plain = dict(c.execute("SELECT u, (ab.assign('tt', u)).reason FROM unnest(%s::text[]) u", (units,)).fetchall())
+    c2 = {u: assignment(c, u, {"plan": "pro"})[1] for u in units}
+    assert {u: r for u, r in c2.items()} == {u: ("split" if bucket("ff.ab_test_tt", u) < 5000 else "not_in_rollout") for u in units}
+    # The context-free call judges the audience on no attributes: everyone is outside it.
+    assert set(plain.values()) == {"not_in_audience"}
+    assert one(c, "SELECT ab.assign_variant('tt', 'u1', NULL, '{\"email\": \"a@qa.test\"}')") == "chal"
+    got = c.execute("SELECT test_id, variant, reason FROM ab.get_assignment('u1', NULL, '{\"email\": \"a@qa.test\"}')").fetchone()
+    assert got == ("tt", "chal", "forced")
+    assert one(c, "SELECT ab.get_test_targeting('tt')")["rules"][0]["id"] == "qa"
+    # Removing the targeting restores the plain assignment.
+    c.execute("SELECT ab.set_test_targeting('tt', '{}')")
+    assert one(c, "SELECT ab.get_test_targeting('tt')") == {}
+    assert assignment(c, "user-1", {"plan": "free"})[1] in ("split", "not_in_rollout")
+
+
+def test_bad_test_targeting_is_refused_and_changes_nothing(test_conn):
+    c = test_conn
+    c.execute("""SELECT ab.set_test_targeting('tt', '{"audience": {"attribute": "plan", "op": "exists"}}')""")
+    for value, state, fragment in [
+        ({"rules": [{"id": "x", "when": {"all": []}, "variant": "gpt5"}]}, "22023", 'rules[0].variant: "gpt5" is not a variant'),
+        ({"audience": {"attribute": "v", "op": "semver_gt", "value": "1"}}, "22023", "audience.value"),
+        ({"audience": {"segment": "nope"}}, "42704", 'segment "nope" does not exist'),
+        ({"colour": "red"}, "22023", 'unknown key "colour"'),
+    ]:
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT ab.set_test_targeting('tt', %s::jsonb)", (json.dumps(value),))
+        assert e.value.sqlstate == state and fragment in str(e.value), value
+    assert one(c, "SELECT ab.get_test_targeting('tt')") == {"audience": {"attribute": "plan", "op": "exists"}}
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        c.execute("SELECT ab.set_test_targeting('nope', '{}')")
+
+
+def test_test_targeting_reaches_other_sessions_and_is_audited(connect, test_conn):
+    reader = connect(autocommit=False)
+    assert reader.execute("SELECT (ab.assign('tt', 'u1', NULL, '{}')).reason").fetchone()[0] in ("split", "not_in_rollout")
+    test_conn.execute("""SELECT ab.set_test_targeting('tt', '{"audience": {"attribute": "plan", "op": "exists"}}')""")
+    assert reader.execute("SELECT (ab.assign('tt', 'u1', NULL, '{}')).reason").fetchone()[0] == "not_in_audience"
+    reader.rollback()
+    rows = test_conn.execute("SELECT row_key, action FROM ab.audit WHERE table_name = 'test_targeting'").fetchall()
+    assert rows == [("tt", "INSERT")]
+    assert one(test_conn, "SELECT payload->>'update_type' FROM ab.events ORDER BY id DESC LIMIT 1") == "targeting_changed"

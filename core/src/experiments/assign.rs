@@ -5,6 +5,7 @@ use crate::experiments::flags::{self, Evaluation, Flag};
 use crate::experiments::hash;
 use crate::error::AbResult;
 use crate::experiments::lifecycle::{self, Status};
+use crate::targeting::rules::TestDecision;
 use std::rc::Rc;
 
 pub const ROUTING_FLAG: &str = "ff.ab_routing";
@@ -47,6 +48,9 @@ pub struct TestConfig {
     pub bucket_version: i32,
     /// The test's own flag `ff.ab_test_<id>`; absent before the test starts.
     pub flag: Option<Flag>,
+    /// The test has an audience or forced-variant rules (`targeting::rules::TestTargeting`):
+    /// assignment asks them before the rollout. False keeps the plain path free of that lookup.
+    pub targeted: bool,
 }
 
 impl TestConfig {
@@ -79,6 +83,10 @@ pub enum Reason {
     DefaultChampion,
     /// The caller passed the assignment in (the variant ran outside the database).
     Given,
+    /// A rule of the test forces this variant on the unit (in the rollout or not).
+    Forced,
+    /// The test has an audience and the unit is outside it: the champion.
+    NotInAudience,
 }
 
 impl Reason {
@@ -95,6 +103,8 @@ impl Reason {
             Reason::Completed => "completed",
             Reason::DefaultChampion => "default_champion",
             Reason::Given => "given",
+            Reason::Forced => "forced",
+            Reason::NotInAudience => "not_in_audience",
         }
     }
 }
@@ -160,6 +170,28 @@ pub fn effective_rollout(test: &TestConfig, routing: Option<&Flag>) -> i32 {
 /// on). The rollout bucket uses the test flag's hash against the effective percentage, so
 /// lowering ff.ab_routing shrinks every test's rollout without reshuffling anyone.
 pub fn assign<'a>(test: &'a TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Option<Rc<Flag>>) -> Assignment<'a> {
+    assign_inner(test, unit, lookup, &|_: &TestConfig| None)
+}
+
+/// `assign` with the test's targeting: after the status, the test's flag and routing, a rule
+/// that forces a variant gives it (reason `forced`), and a unit outside the audience gets the
+/// champion (reason `not_in_audience`); `decide` is asked only for a targeted test.
+pub fn assign_targeted<'a>(
+    test: &'a TestConfig,
+    unit: &str,
+    lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
+    decide: &dyn Fn(&TestConfig) -> Option<TestDecision>,
+) -> Assignment<'a> {
+    assign_inner(test, unit, lookup, decide)
+}
+
+/// `decide` is generic so that the plain path's `|_| None` compiles away.
+fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
+    test: &'a TestConfig,
+    unit: &str,
+    lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
+    decide: &D,
+) -> Assignment<'a> {
     let champion = |reason| Assignment {
         test_id: &test.test_id,
         variant: &test.champion().name,
@@ -192,6 +224,16 @@ pub fn assign<'a>(test: &'a TestConfig, unit: &str, lookup: &dyn Fn(&str) -> Opt
         // (min rule); its switch and its dependencies gate the unit.
         if flags::evaluate_gate(r, unit, lookup) != Evaluation::On {
             return champion(Reason::RoutingOff);
+        }
+    }
+    if test.targeted {
+        match decide(test) {
+            Some(TestDecision::Forced { variant, .. }) if variant < test.variants.len() => {
+                let v = &test.variants[variant];
+                return Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason: Reason::Forced };
+            }
+            Some(TestDecision::NotInAudience) => return champion(Reason::NotInAudience),
+            _ => {}
         }
     }
     let pct = effective_rollout(test, routing.as_deref());
@@ -237,6 +279,7 @@ mod tests {
             sticky: false,
             log_exposures: false,
             bucket_version: 1,
+            targeted: false,
             flag: Some(Flag {
                 name: test_flag_name("t1"),
                 rollout_percentage: pct,
@@ -358,5 +401,21 @@ mod tests {
             assert!((counts[t] as f64 / 30_000.0 - 1.0 / 3.0).abs() < 0.015);
         }
         assert_eq!(pick_slice(&[], "u"), None);
+    }
+
+    #[test]
+    fn targeting_forces_or_filters_after_the_gates() {
+        let mut t = test_config(0, vec![variant("a", 1.0), variant("b", 0.0)]);
+        t.targeted = true;
+        let forced = |_: &TestConfig| Some(TestDecision::Forced { rule: 0, variant: 1 });
+        let outside = |_: &TestConfig| Some(TestDecision::NotInAudience);
+        let a = assign_targeted(&t, "u", &no_flags, &forced);
+        assert_eq!((a.variant, a.reason, a.in_rollout), ("b", Reason::Forced, true), "a forced variant needs no rollout nor weight");
+        assert_eq!(assign_targeted(&t, "u", &no_flags, &outside).reason, Reason::NotInAudience);
+        t.status = Status::Paused;
+        assert_eq!(assign_targeted(&t, "u", &no_flags, &forced).reason, Reason::TestPaused, "the gates come first");
+        t.status = Status::Active;
+        t.targeted = false;
+        assert_eq!(assign_targeted(&t, "u", &no_flags, &forced).reason, Reason::NotInRollout, "untargeted tests skip decide");
     }
 }

@@ -54,11 +54,20 @@ fn time(obj: &Map<String, Value>, key: &str, path: &str) -> AbResult<Option<i64>
     }
 }
 
-impl Rule {
-    fn parse(v: &Value, path: &str) -> AbResult<Rule> {
+/// The parts every rule has: id, condition, validity window.
+struct Common {
+    id: String,
+    when: Condition,
+    from: Option<i64>,
+    until: Option<i64>,
+}
+
+impl Common {
+    fn parse<'a>(v: &'a Value, path: &str, actions: &[&str]) -> AbResult<(Common, &'a Map<String, Value>)> {
         let obj = v.as_object().ok_or_else(|| invalid(path, "a rule must be a JSON object"))?;
-        if let Some(k) = obj.keys().find(|k| !["id", "when", "serve", "rollout_percentage", "valid", "description"].contains(&k.as_str())) {
-            return Err(invalid(path, format!("unknown key \"{k}\" (known: id, when, serve, rollout_percentage, valid, description)")));
+        let known: Vec<&str> = ["id", "when"].into_iter().chain(actions.iter().copied()).chain(["valid", "description"]).collect();
+        if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(invalid(path, format!("unknown key \"{k}\" (known: {})", known.join(", "))));
         }
         let id = match obj.get("id") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') => s.clone(),
@@ -66,6 +75,38 @@ impl Rule {
             None => return Err(invalid(&format!("{path}.id"), "is missing")),
         };
         let when = Condition::parse(obj.get("when").ok_or_else(|| invalid(&format!("{path}.when"), "is missing"))?, &format!("{path}.when"))?;
+        let (from, until) = window(obj, path)?;
+        Ok((Common { id, when, from, until }, obj))
+    }
+}
+
+fn window(obj: &Map<String, Value>, path: &str) -> AbResult<(Option<i64>, Option<i64>)> {
+    Ok(match obj.get("valid") {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::Object(w)) => {
+            let vpath = format!("{path}.valid");
+            if let Some(k) = w.keys().find(|k| *k != "from" && *k != "until") {
+                return Err(invalid(&vpath, format!("unknown key \"{k}\" (known: from, until)")));
+            }
+            let (from, until) = (time(w, "from", &vpath)?, time(w, "until", &vpath)?);
+            if let (Some(f), Some(u)) = (from, until) {
+                if u <= f {
+                    return Err(invalid(&vpath, "the window ends before it starts"));
+                }
+            }
+            (from, until)
+        }
+        Some(v) => return Err(invalid(&format!("{path}.valid"), format!("must be {{\"from\": …, \"until\": …}}, got {v}"))),
+    })
+}
+
+fn in_window(from: Option<i64>, until: Option<i64>, now: i64) -> bool {
+    from.is_none_or(|f| now >= f) && until.is_none_or(|u| now < u)
+}
+
+impl Rule {
+    fn parse(v: &Value, path: &str) -> AbResult<Rule> {
+        let (Common { id, when, from, until }, obj) = Common::parse(v, path, &["serve", "rollout_percentage"])?;
         let serve = match (obj.get("serve"), obj.get("rollout_percentage")) {
             (Some(Value::Bool(b)), None) => Serve::Fixed(*b),
             (None, Some(Value::Number(n))) => match n.as_i64() {
@@ -76,29 +117,12 @@ impl Rule {
             (None, Some(v)) => return Err(invalid(&format!("{path}.rollout_percentage"), format!("must be a whole number from 0 to 100, got {v}"))),
             _ => return Err(invalid(path, "give \"serve\" (true or false) or \"rollout_percentage\" (0–100), one of the two")),
         };
-        let (from, until) = match obj.get("valid") {
-            None | Some(Value::Null) => (None, None),
-            Some(Value::Object(w)) => {
-                let vpath = format!("{path}.valid");
-                if let Some(k) = w.keys().find(|k| *k != "from" && *k != "until") {
-                    return Err(invalid(&vpath, format!("unknown key \"{k}\" (known: from, until)")));
-                }
-                let (from, until) = (time(w, "from", &vpath)?, time(w, "until", &vpath)?);
-                if let (Some(f), Some(u)) = (from, until) {
-                    if u <= f {
-                        return Err(invalid(&vpath, "the window ends before it starts"));
-                    }
-                }
-                (from, until)
-            }
-            Some(v) => return Err(invalid(&format!("{path}.valid"), format!("must be {{\"from\": …, \"until\": …}}, got {v}"))),
-        };
         Ok(Rule { id, when, serve, from, until })
     }
 
     /// Whether the rule's window holds at `now` (µs since the Unix epoch).
     pub fn in_window(&self, now: i64) -> bool {
-        self.from.is_none_or(|f| now >= f) && self.until.is_none_or(|u| now < u)
+        in_window(self.from, self.until, now)
     }
 }
 
@@ -127,6 +151,95 @@ pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resol
         };
         (i, on)
     })
+}
+
+/// A rule of a test that forces a variant on the units it matches (QA, support, a customer
+/// promised the new model): `{"id", "when", "variant", "valid"}`.
+#[derive(Debug, Clone)]
+pub struct VariantRule {
+    pub id: String,
+    pub when: Condition,
+    /// The variant's index in the test's variants.
+    pub variant: usize,
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+}
+
+/// A test's targeting (`ab.set_test_targeting`): who may enroll (`audience`; units outside it
+/// get the champion with reason `not_in_audience`), and rules that force a variant (reason
+/// `forced`), first match wins, checked before the audience.
+#[derive(Debug, Clone, Default)]
+pub struct TestTargeting {
+    pub audience: Option<Condition>,
+    pub rules: Vec<VariantRule>,
+}
+
+/// What a test's targeting decided for a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDecision {
+    /// A rule forces the variant at this index (`rule` is the rule's index).
+    Forced { rule: usize, variant: usize },
+    /// The unit is outside the test's audience.
+    NotInAudience,
+}
+
+impl TestTargeting {
+    /// Parses `{"audience": condition | null, "rules": [...]}` for a test whose variants are
+    /// `variants` (champion first); errors (22023) name the path, a variant the test does not
+    /// have included.
+    pub fn parse(v: &Value, variants: &[&str]) -> AbResult<TestTargeting> {
+        let obj = v.as_object().ok_or_else(|| invalid("targeting", format!("must be {{\"audience\": …, \"rules\": […]}}, got {v}")))?;
+        if let Some(k) = obj.keys().find(|k| *k != "audience" && *k != "rules") {
+            return Err(invalid("targeting", format!("unknown key \"{k}\" (known: audience, rules)")));
+        }
+        let audience = match obj.get("audience") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(Condition::parse(c, "audience")?),
+        };
+        let items = match obj.get("rules") {
+            None | Some(Value::Null) => &Vec::new(),
+            Some(Value::Array(items)) if items.len() <= MAX_RULES => items,
+            Some(Value::Array(_)) => return Err(invalid("rules", format!("a test has at most {MAX_RULES} rules"))),
+            Some(v) => return Err(invalid("rules", format!("must be a JSON array of rules, got {v}"))),
+        };
+        let mut rules = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        for (i, r) in items.iter().enumerate() {
+            let path = format!("rules[{i}]");
+            let (Common { id, when, from, until }, obj) = Common::parse(r, &path, &["variant"])?;
+            let name = match obj.get("variant") {
+                Some(Value::String(s)) => s,
+                Some(v) => return Err(invalid(&format!("{path}.variant"), format!("must be a variant's name, got {v}"))),
+                None => return Err(invalid(&format!("{path}.variant"), "is missing")),
+            };
+            let variant = variants.iter().position(|v| v == name).ok_or_else(|| {
+                invalid(&format!("{path}.variant"), format!("\"{name}\" is not a variant of the test (it has {})", variants.join(", ")))
+            })?;
+            if !seen.insert(id.clone()) {
+                return Err(invalid("rules", format!("rule id \"{id}\" appears twice")));
+            }
+            rules.push(VariantRule { id, when, variant, from, until });
+        }
+        Ok(TestTargeting { audience, rules })
+    }
+
+    /// The segments all its conditions refer to.
+    pub fn conditions(&self) -> impl Iterator<Item = &Condition> {
+        self.audience.iter().chain(self.rules.iter().map(|r| &r.when))
+    }
+
+    /// The first forced-variant rule that applies, else whether the unit is outside the
+    /// audience; `None` when targeting leaves the unit to the rollout and the split.
+    pub fn decide(&self, unit: &Unit, resolver: &dyn Resolver) -> Option<TestDecision> {
+        let forced = self.rules.iter().enumerate().find(|(_, r)| in_window(r.from, r.until, unit.now_micros) && r.when.matches(unit, resolver));
+        if let Some((rule, r)) = forced {
+            return Some(TestDecision::Forced { rule, variant: r.variant });
+        }
+        match &self.audience {
+            Some(a) if !a.matches(unit, resolver) => Some(TestDecision::NotInAudience),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +312,25 @@ mod tests {
             assert_eq!(e.kind, Kind::InvalidParameter);
             assert!(e.message.starts_with(start), "{rules}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn test_targeting_forces_then_filters() {
+        let t = TestTargeting::parse(
+            &json!({"audience": {"attribute": "plan", "op": "eq", "value": "enterprise"},
+                    "rules": [{"id": "qa", "when": {"attribute": "email", "op": "ends_with", "value": "@acme.test"}, "variant": "llm_v2"}]}),
+            &["baseline", "llm_v2"],
+        )
+        .unwrap();
+        let decide = |a: Value| t.decide(&Unit { id: "u", attributes: a.as_object().unwrap(), now_micros: DEC_2026 }, &NoResolver);
+        assert_eq!(decide(json!({"email": "q@acme.test", "plan": "free"})), Some(TestDecision::Forced { rule: 0, variant: 1 }));
+        assert_eq!(decide(json!({"plan": "free"})), Some(TestDecision::NotInAudience));
+        assert_eq!(decide(json!({})), Some(TestDecision::NotInAudience), "a missing attribute is outside the audience");
+        assert_eq!(decide(json!({"plan": "enterprise"})), None);
+        let e = TestTargeting::parse(&json!({"rules": [{"id": "x", "when": {"all": []}, "variant": "gpt"}]}), &["a", "b"]).unwrap_err();
+        assert!(e.message.starts_with("rules[0].variant: \"gpt\" is not a variant"), "{}", e.message);
+        assert!(TestTargeting::parse(&json!({"audience": {"attribute": "a", "op": "x"}}), &["a"]).unwrap_err().message.starts_with("audience.op"));
+        assert!(TestTargeting::parse(&json!({"colour": 1}), &["a"]).is_err());
+        assert!(TestTargeting::parse(&json!({}), &["a"]).unwrap().audience.is_none());
     }
 }

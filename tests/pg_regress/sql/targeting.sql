@@ -31,3 +31,18 @@ SELECT jsonb_array_length(ab.get_flag_rules('ff.tg')) AS rules_kept;
 SELECT table_name, row_key, action FROM ab.audit WHERE table_name IN ('segments', 'flag_rules', 'overrides') ORDER BY id;
 SELECT payload->>'update_type' AS update_type FROM ab.events
 WHERE payload->>'update_type' LIKE ANY (ARRAY['segment_%', 'flag_rules%', 'flag_override%']) ORDER BY id;
+-- A test's audience and forced variants.
+SELECT ab.create_test('{"test_name": "tg", "test_id": "tg_test", "champion_variant": "champ", "challenger_variant": "chal",
+                        "rollout_stages": [100]}');
+SELECT ab.start_test('tg_test') ->> 'status' AS status;
+SELECT ab.set_test_targeting('tg_test', '{"audience": {"segment": "eu"},
+  "rules": [{"id": "qa", "when": {"in_list": "qa"}, "variant": "chal"}]}') IS NOT NULL AS targeting_set;
+SELECT u, c AS context, a.variant, a.reason, a.in_rollout
+FROM unnest(ARRAY['tester-1', 'user-1', 'user-2']) u, unnest(ARRAY['{}', '{"country": "DE"}', '{"country": "US"}']) c,
+     ab.assign('tg_test', u, NULL, c::jsonb) a ORDER BY 1, 2;
+SELECT variant, reason FROM ab.assign('tg_test', 'user-1');
+SELECT ab.assign_variant('tg_test', 'tester-2', NULL, '{}');
+SELECT test_id, variant, reason FROM ab.get_assignment('tester-2', NULL, '{}');
+SELECT sqlstate_of($$SELECT ab.set_test_targeting('tg_test', '{"rules": [{"id": "x", "when": {"all": []}, "variant": "gpt"}]}')$$);
+SELECT sqlstate_of($$SELECT ab.set_test_targeting('tg_nope', '{}')$$);
+SELECT ab.set_test_targeting('tg_test', '{}') -> 'targeting' AS cleared, ab.get_test_targeting('tg_test') AS now;
