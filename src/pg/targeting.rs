@@ -61,12 +61,25 @@ fn with_cached<R>(f: impl FnOnce(&mut Cached) -> R) -> R {
 /// Reads with the latest snapshot, like the configuration cache's misses, and keeps what was
 /// read in the cache (`put`) unless it may not be kept (a parallel worker's read).
 fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> Rc<T> {
+    if cache::snapshot_isolation() {
+        // REPEATABLE READ and SERIALIZABLE read as of the transaction's snapshot, uncached.
+        return Rc::new(load());
+    }
     let loaded = cache::load_fresh(|| Some(Rc::new(load())));
     let value = loaded.value.unwrap_or_else(|| raise(AbError::wrong_state("pg_ab: a targeting read gave nothing")));
     if loaded.keep {
         with_cached(|c| put(c, value.clone()));
     }
     value
+}
+
+/// Runs a read with a snapshot taken now — after the locks the caller took — rather than the
+/// statement's (READ COMMITTED; a transaction-snapshot isolation level keeps its own).
+fn latest<T>(read: impl FnOnce() -> T) -> T {
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let out = read();
+    unsafe { pg_sys::PopActiveSnapshot() };
+    out
 }
 
 /// Whether this database has the targeting tables (a database still at 0.1.0's schema, before
@@ -101,7 +114,8 @@ fn load_list(list: &str) -> HashSet<String> {
 
 fn load_overrides(flag: &str) -> HashMap<String, (bool, Option<i64>)> {
     let v = store::kept_json(
-        "SELECT coalesce(jsonb_object_agg(unit_id, jsonb_build_array(value, (extract(epoch FROM expires_at) * 1e6)::int8)), '{}')
+        "SELECT coalesce(jsonb_object_agg(unit_id, jsonb_build_array(value,
+                    CASE WHEN isfinite(expires_at) THEN least(extract(epoch FROM expires_at) * 1e6, 9e18)::int8 END)), '{}')
          FROM ab.overrides WHERE flag = $1",
         &[TEXT],
         false,
@@ -245,9 +259,18 @@ fn get_flag_rules(flag: Option<&str>) -> JsonB {
     JsonB(store::json_one_ro("SELECT rules FROM ab.flag_rules WHERE flag = $1", &[flag.into()]).unwrap_or(json!([])))
 }
 
-/// Every segment's direct references, for existence and cycle checks.
+/// Every segment's direct references, for existence and cycle checks by a writer: it first
+/// takes the segments' lock (no segment changes until it commits), then reads them with row
+/// locks, so under REPEATABLE READ a segment changed since the snapshot is a serialization
+/// failure (40001) rather than a stale check.
 fn segment_references() -> HashMap<String, Vec<String>> {
-    load_segments().into_iter().map(|(name, c)| {
+    store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
+    let v = store::json_one(
+        "SELECT coalesce(jsonb_object_agg(name, conditions), '{}') FROM (SELECT name, conditions FROM ab.segments FOR SHARE) s",
+        &[],
+    );
+    let m: Map<String, Value> = store::deserialize(v.unwrap_or(json!({})), "segments");
+    m.into_iter().map(|(name, c)| (name.clone(), Condition::parse(&c, &format!("segment {name}")).or_raise())).map(|(name, c)| {
         let refs = c.segments().into_iter().map(String::from).collect();
         (name, refs)
     }).collect()
@@ -263,8 +286,7 @@ fn create_segment(name: Option<&str>, conditions: Option<JsonArg>, description: 
     segments::validate_name("segment", name).or_raise();
     let given = required(conditions, "conditions").0;
     let parsed = Condition::parse(&given, "conditions").or_raise();
-    // Serialise definitions so two concurrent ones cannot close a cycle between them.
-    store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
+    // Serialised with every other segment or rule change (segment_references locks).
     let known = segment_references();
     segments::check_references(Some(name), &parsed, &|s| known.get(s).cloned()).or_raise();
     let existed = known.contains_key(name);
@@ -283,7 +305,6 @@ fn create_segment(name: Option<&str>, conditions: Option<JsonArg>, description: 
 fn delete_segment(name: Option<&str>) -> bool {
     require_primary("ab.delete_segment");
     let name = required(name, "name");
-    store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
     let known = segment_references();
     if !known.contains_key(name) {
         raise(AbError::undefined(format!("segment \"{name}\" does not exist")));
@@ -291,18 +312,20 @@ fn delete_segment(name: Option<&str>) -> bool {
     if let Some((other, _)) = known.iter().find(|(_, refs)| refs.iter().any(|r| r == name)) {
         raise(AbError::wrong_state(format!("segment \"{name}\" is used by segment \"{other}\"")));
     }
-    let users = store::json_one(
-        "SELECT coalesce(jsonb_agg(flag ORDER BY flag), '[]') FROM ab.flag_rules WHERE rules::text LIKE '%' || $1 || '%'",
-        &[format!("\"segment\": \"{name}\"").into()],
-    )
+    let users = latest(|| store::json_one_ro(
+        "SELECT coalesce(jsonb_agg(flag ORDER BY flag), '[]') FROM ab.flag_rules
+         WHERE jsonb_path_exists(rules, 'lax $.**.segment ? (@ == $n)', jsonb_build_object('n', $1::text))",
+        &[name.into()],
+    ))
     .unwrap_or(json!([]));
     if users.as_array().is_some_and(|a| !a.is_empty()) {
         raise(AbError::wrong_state(format!("segment \"{name}\" is used by the rules of {users}")).with_hint("change those rules with ab.set_flag_rules first"));
     }
-    let tests = store::json_one(
-        "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.test_targeting WHERE targeting::text LIKE '%' || $1 || '%'",
-        &[format!("\"segment\": \"{name}\"").into()],
-    )
+    let tests = latest(|| store::json_one_ro(
+        "SELECT coalesce(jsonb_agg(test_id ORDER BY test_id), '[]') FROM ab.test_targeting
+         WHERE jsonb_path_exists(targeting, 'lax $.**.segment ? (@ == $n)', jsonb_build_object('n', $1::text))",
+        &[name.into()],
+    ))
     .unwrap_or(json!([]));
     if tests.as_array().is_some_and(|a| !a.is_empty()) {
         raise(AbError::wrong_state(format!("segment \"{name}\" is used by the targeting of tests {tests}")).with_hint("change it with ab.set_test_targeting first"));
@@ -347,6 +370,10 @@ fn set_override(
 ) -> JsonB {
     require_primary("ab.set_override");
     let (flag, unit, value) = (required(flag, "flag"), required(unit_id, "unit_id"), required(value, "value"));
+    if owning_test(flag).is_some() {
+        raise(AbError::wrong_state(format!("flag \"{flag}\" belongs to a test: a test's own flag takes no overrides"))
+            .with_hint("force a unit's variant with the test's targeting (ab.set_test_targeting)"));
+    }
     locked_flag(flag);
     let expired = Spi::get_one_with_args::<bool>("SELECT $1 <= now()", &[expires_at.into()]).or_raise().unwrap_or(false);
     if expired {

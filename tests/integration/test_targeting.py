@@ -306,3 +306,65 @@ def test_test_targeting_reaches_other_sessions_and_is_audited(connect, test_conn
     rows = test_conn.execute("SELECT row_key, action FROM ab.audit WHERE table_name = 'test_targeting'").fetchall()
     assert rows == [("tt", "INSERT")]
     assert one(test_conn, "SELECT payload->>'update_type' FROM ab.events ORDER BY id DESC LIMIT 1") == "targeting_changed"
+
+
+def test_overrides_that_never_expire_and_far_expiries(conn):
+    conn.execute("SELECT ab.create_flag('ff.far', '', 0)")
+    conn.execute("SELECT ab.set_override('ff.far', 'u1', true, 'infinity')")
+    conn.execute("SELECT ab.set_override('ff.far', 'u2', true, '294276-12-31 23:59:59+00')")
+    assert enabled(conn, "ff.far", "u1") and enabled(conn, "ff.far", "u2") and not enabled(conn, "ff.far", "u3")
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute("SELECT ab.set_override('ff.far', 'u4', true, '-infinity')")
+
+
+def test_a_tests_own_flag_takes_no_overrides(test_conn):
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="takes no overrides"):
+        test_conn.execute("SELECT ab.set_override('ff.ab_test_tt', 'u1', true)")
+
+
+def test_segment_usage_is_found_by_name_not_by_pattern(conn):
+    conn.execute("""SELECT ab.create_segment('zz_q', '{"all": []}')""")
+    conn.execute("""SELECT ab.create_segment('zzxq', '{"all": []}')""")
+    rules(conn, "ff.t", [{"id": "r", "when": {"not": {"segment": "zzxq"}}, "serve": True}])
+    assert one(conn, "SELECT ab.delete_segment('zz_q')") is True
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        conn.execute("SELECT ab.delete_segment('zzxq')")
+
+
+def test_segment_changes_and_rules_are_serialised(connect, conn):
+    conn.execute("""SELECT ab.create_segment('racy', '{"attribute": "c", "op": "eq", "value": "x"}')""")
+    writer = connect(autocommit=False)
+    rules(writer, "ff.t", [{"id": "r", "when": {"not": {"segment": "racy"}}, "serve": True}])
+    other = connect()
+    other.execute("SET lock_timeout = '300ms'")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        other.execute("SELECT ab.delete_segment('racy')")  # waits for the rule's transaction
+    writer.commit()
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="used by the rules"):
+        other.execute("SELECT ab.delete_segment('racy')")
+
+
+def test_a_cycle_cannot_be_closed_from_an_older_snapshot(connect, conn):
+    conn.execute("""SELECT ab.create_segment('cx', '{"all": []}')""")
+    conn.execute("""SELECT ab.create_segment('cy', '{"all": []}')""")
+    rr = connect(autocommit=False)
+    rr.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    rr.execute("SELECT 1")
+    conn.execute("""SELECT ab.create_segment('cx', '{"segment": "cy"}')""")
+    # The snapshot predates cx's change: a serialization failure, not a stale cycle check.
+    with pytest.raises(psycopg.errors.SerializationFailure):
+        rr.execute("""SELECT ab.create_segment('cy', '{"segment": "cx"}')""")
+    rr.rollback()
+    with pytest.raises(psycopg.errors.InvalidObjectDefinition, match="cycle"):
+        conn.execute("""SELECT ab.create_segment('cy', '{"segment": "cx"}')""")
+
+
+def test_repeatable_read_sees_targeting_as_of_its_snapshot(connect, conn):
+    conn.execute("SELECT ab.set_override('ff.t', 'u1', true)")
+    rr = connect(autocommit=False)
+    rr.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert rr.execute("SELECT ab.is_enabled('ff.t', 'u1', '{}')").fetchone()[0] is True
+    conn.execute("SELECT ab.set_override('ff.t', 'u1', false)")
+    assert rr.execute("SELECT ab.is_enabled('ff.t', 'u1', '{}')").fetchone()[0] is True
+    rr.rollback()
+    assert enabled(conn, "ff.t", "u1", {}) is False

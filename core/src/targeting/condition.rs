@@ -194,7 +194,9 @@ impl Condition {
         }
         if obj.contains_key("in_list") {
             only_keys(obj, &["in_list"], path)?;
-            return Ok(Condition::InList(string(obj.get("in_list"), &format!("{path}.in_list"))?.to_string()));
+            let list = string(obj.get("in_list"), &format!("{path}.in_list"))?;
+            crate::targeting::segments::validate_name("id list", list).map_err(|e| invalid(&format!("{path}.in_list"), e.message))?;
+            return Ok(Condition::InList(list.to_string()));
         }
         only_keys(obj, &["attribute", "op", "value", "values", "case_insensitive"], path)?;
         let op = string(obj.get("op"), &format!("{path}.op"))?;
@@ -297,6 +299,7 @@ fn scalar_values(v: Option<&Value>, path: &str, case_insensitive: bool) -> AbRes
 fn scalar(v: &Value, path: &str, case_insensitive: bool) -> AbResult<Value> {
     match v {
         Value::String(s) => Ok(Value::String(fold(s, case_insensitive))),
+        Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => Err(invalid(path, format!("{n} is not a finite double"))),
         Value::Number(_) | Value::Bool(_) => Ok(v.clone()),
         _ => Err(invalid(path, format!("must be a string, number or boolean, got {v}"))),
     }
@@ -309,6 +312,7 @@ fn strings(obj: &Map<String, Value>, path: &str, case_insensitive: bool) -> AbRe
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
+                Value::String(s) if s.is_empty() => Err(invalid(&format!("{path}.values[{i}]"), "must not be empty (it would match every string)")),
                 Value::String(s) => Ok(s),
                 v => Err(invalid(&format!("{path}.values[{i}]"), format!("must be a string, got {v}"))),
             })
@@ -457,7 +461,7 @@ impl Test {
             }),
             (Test::Before(_) | Test::After(_), Value::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
             (Test::Within(place), Value::String(s)) => {
-                s == place || (s.len() > place.len() && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.')
+                s == place || (s.len() > place.len() + 1 && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.')
             }
             _ => false,
         }
@@ -474,6 +478,11 @@ fn as_number(v: &Value) -> Option<f64> {
     .filter(|x| x.is_finite())
 }
 
+/// A number written as a whole number that fits 128 bits (its digits, exactly).
+fn whole(n: &Number) -> Option<i128> {
+    n.to_string().parse().ok()
+}
+
 fn number_text(n: &Number) -> String {
     n.to_string()
 }
@@ -483,7 +492,11 @@ fn number_text(n: &Number) -> String {
 /// the number's text.
 fn equal(v: &Value, x: &Value, ci: bool) -> bool {
     match (v, x) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64().is_some_and(|a| Some(a) == b.as_f64()),
+        // Whole numbers exactly (2^53 + 1 is not 2^53), others as doubles.
+        (Value::Number(a), Value::Number(b)) => match (whole(a), whole(b)) {
+            (Some(a), Some(b)) => a == b,
+            _ => a.as_f64().is_some_and(|a| a.is_finite() && Some(a) == b.as_f64()),
+        },
         (Value::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
         (Value::Bool(a), Value::Bool(b)) => a == b,
         (Value::Number(a), Value::String(b)) => number_text(a) == *b,
@@ -531,6 +544,11 @@ mod tests {
         assert!(!check(json!({"attribute": "tags", "op": "not_in", "values": ["b"]}), ctx.clone()), "an array: none excluded");
         assert!(check(json!({"attribute": "tags", "op": "not_in", "values": ["z"]}), ctx.clone()));
         assert!(check(json!({"attribute": "country", "op": "!=", "value": "FR"}), ctx));
+        let big = |v: &str| serde_json::from_str::<Value>(v).unwrap();
+        assert!(!check(json!({"attribute": "n", "op": "eq", "value": big("9007199254740993")}), json!({"n": big("9007199254740992")})));
+        assert!(check(json!({"attribute": "n", "op": "eq", "value": big("123456789012345678901")}), json!({"n": big("123456789012345678901")})));
+        assert!(!check(json!({"attribute": "n", "op": "in", "values": [big("123456789012345678901")]}), json!({"n": big("123456789012345678902")})));
+        assert!(check(json!({"attribute": "n", "op": "eq", "value": 1.5}), json!({"n": 1.50})));
     }
 
     #[test]
@@ -624,6 +642,7 @@ mod tests {
         assert!(check(json!({"attribute": "place", "op": "within", "value": "world.europe.germany.berlin"}), ctx.clone()));
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe.germ"}), ctx.clone()), "labels, not text");
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.asia"}), ctx));
+        assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "world.europe."})));
     }
 
     struct Fixed {
@@ -676,6 +695,9 @@ mod tests {
             (json!({"all": {"attribute": "x"}}), "when.all: must be an array"),
             (json!({"segment": ""}), "when.segment: must be a non-empty string"),
             (json!([1]), "when: a condition must be a JSON object"),
+            (json!({"in_list": "BAD NAME!"}), "when.in_list: id list name"),
+            (json!({"attribute": "x", "op": "contains", "values": ["a", ""]}), "when.values[1]: must not be empty"),
+            (serde_json::from_str::<Value>(r#"{"attribute": "x", "op": "eq", "value": 1e400}"#).unwrap(), "when.value: 1e"),
         ];
         for (cond, start) in cases {
             let e = error(cond.clone());

@@ -109,8 +109,8 @@ impl Rule {
         let (Common { id, when, from, until }, obj) = Common::parse(v, path, &["serve", "rollout_percentage"])?;
         let serve = match (obj.get("serve"), obj.get("rollout_percentage")) {
             (Some(Value::Bool(b)), None) => Serve::Fixed(*b),
-            (None, Some(Value::Number(n))) => match n.as_i64() {
-                Some(p) if (0..=100).contains(&p) => Serve::Rollout(p as i32),
+            (None, Some(Value::Number(n))) => match n.as_f64() {
+                Some(p) if (0.0..=100.0).contains(&p) && p.fract() == 0.0 => Serve::Rollout(p as i32),
                 _ => return Err(invalid(&format!("{path}.rollout_percentage"), format!("must be a whole number from 0 to 100, got {n}"))),
             },
             (Some(v), None) => return Err(invalid(&format!("{path}.serve"), format!("must be true or false, got {v}"))),
