@@ -137,7 +137,7 @@ fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &
         // Insert-if-absent; a row from an older bucket version is replaced.
         let kept = store::json_one(
             include_str!("queries/store_assignment.sql"),
-&[test_id.into(), unit.into(), a.variant.into(), test.bucket_version.into()],
+            &[test_id.into(), unit.into(), a.variant.into(), test.bucket_version.into()],
         );
         if kept.is_none() {
             // A concurrent caller stored this unit first: follow it.
@@ -170,10 +170,7 @@ pub(crate) fn slice_test(unit: &str) -> Option<Rc<TestConfig>> {
 
 /// The default test (ab.set_default_test; else the oldest active test; else the oldest test).
 pub(crate) fn default_test() -> Option<Rc<TestConfig>> {
-    let id = store::json_one_ro(
-        include_str!("queries/default_test.sql"),
-&[],
-    )
+    let id = store::json_one_ro(include_str!("queries/default_test.sql"), &[])
     .and_then(|v| v.as_str().map(String::from))?;
     Some(load_test(&id))
 }

@@ -7,7 +7,7 @@ use super::{store, targeting};
 use crate::error::{AbError, Kind};
 use crate::experiments::assign::owning_test;
 use crate::experiments::events::FLAG_UPDATE;
-use crate::experiments::flags::{self, Evaluation, Targeted};
+use crate::experiments::flags::{self, Evaluation, Flag, Targeted};
 use crate::targeting::condition::Unit;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -220,8 +220,14 @@ pub(crate) fn context_of(context: Option<JsonArg>) -> serde_json::Map<String, Va
 fn evaluate(name: &str, unit: &str, attributes: &serde_json::Map<String, Value>) -> (Evaluation, Option<Targeted>) {
     cache::accept_invalidations();
     let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    evaluate_flag(&flag, unit, attributes)
+}
+
+/// `flags::evaluate_targeted` with the cache's flags and targeting (asked only for a flag that
+/// has rules or overrides).
+fn evaluate_flag(flag: &Flag, unit: &str, attributes: &serde_json::Map<String, Value>) -> (Evaluation, Option<Targeted>) {
     let u = Unit { id: unit, attributes, now_micros: targeting::now_micros() };
-    flags::evaluate_targeted(&flag, unit, &cache::flag, &|f| targeting::decide(f, &u))
+    flags::evaluate_targeted(flag, unit, &cache::flag, &|f| targeting::decide(f, &u))
 }
 
 /// Whether a flag is on for a unit (no attributes), from the cache; None when there is no such
@@ -229,10 +235,7 @@ fn evaluate(name: &str, unit: &str, attributes: &serde_json::Map<String, Value>)
 pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
     cache::accept_invalidations();
     let flag = cache::flag(name)?;
-    if !flag.targeted {
-        return Some(flags::evaluate(&flag, unit, &cache::flag) == Evaluation::On);
-    }
-    Some(evaluate(name, unit, &serde_json::Map::new()).0 == Evaluation::On)
+    Some(evaluate_flag(&flag, unit, &serde_json::Map::new()).0 == Evaluation::On)
 }
 
 /// The reason behind `is_enabled`: on, disabled, not_in_rollout, dependency_off, override_off or

@@ -137,14 +137,24 @@ impl From<FlagRow> for Flag {
     }
 }
 
-/// What evaluation needs of a flag, with whether it has rules or overrides (`targeted`); a
-/// database still at 0.1.0's schema has no targeting tables, so no flag is targeted there.
+/// `sql` as this database can run it: one still at 0.1.0's schema (before `ALTER EXTENSION pg_ab
+/// UPDATE`) has no targeting tables, so the expression `targeted` that reads them becomes
+/// `false` there — nothing is targeted.
+fn for_schema(sql: &'static str, targeted: &str) -> std::borrow::Cow<'static, str> {
+    if super::targeting::tables_exist() {
+        std::borrow::Cow::Borrowed(sql)
+    } else {
+        std::borrow::Cow::Owned(sql.replace(targeted, "false"))
+    }
+}
+
+/// What evaluation needs of a flag, with whether it has rules or overrides (`targeted`).
 pub fn load_flag(name: &str) -> Option<Flag> {
-    const TARGETED: &str = include_str!("queries/flag.sql");
-    const PLAIN: &str = "SELECT jsonb_build_object('name', name, 'rollout_percentage', rollout_percentage, \
-         'enabled', enabled, 'depends_on', depends_on, 'targeted', false) FROM ab.flags WHERE name = $1";
-    let sql = if super::targeting::tables_exist() { TARGETED } else { PLAIN };
-    json_one_ro(sql, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
+    let sql = for_schema(
+        include_str!("queries/flag.sql"),
+        "(EXISTS (SELECT 1 FROM ab.flag_rules r WHERE r.flag = f.name) OR EXISTS (SELECT 1 FROM ab.overrides o WHERE o.flag = f.name))",
+    );
+    json_one_ro(&sql, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
 }
 
 /// Every flag's dependency list, for cycle checks.
@@ -171,16 +181,11 @@ struct ConfigRow {
 
 /// What assignment needs about a test, or `None` for an unknown test.
 pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
-    const TARGETED: &str = include_str!("queries/test_config.sql");
-    // A database still at 0.1.0's schema has no ab.test_targeting: no test is targeted there.
-    let plain;
-    let sql = if super::targeting::tables_exist() {
-        TARGETED
-    } else {
-        plain = TARGETED.replace("EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)", "false");
-        &plain
-    };
-    let row: ConfigRow = deserialize(json_one_ro(sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
+    let sql = for_schema(
+        include_str!("queries/test_config.sql"),
+        "EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)",
+    );
+    let row: ConfigRow = deserialize(json_one_ro(&sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
     let flag_name = test_flag_name(test_id);
     Some(TestConfig {
         test_id: test_id.to_string(),

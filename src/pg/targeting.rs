@@ -93,13 +93,17 @@ pub(crate) fn tables_exist() -> bool {
     })
 }
 
-fn load_segments() -> HashMap<String, Condition> {
-    let v = store::json_one_ro("SELECT coalesce(jsonb_object_agg(name, conditions), '{}') FROM ab.segments", &[]);
+/// Segments as `{name: conditions}` (what the queries below return), parsed.
+fn segments_from(v: Option<Value>) -> HashMap<String, Condition> {
     let m: Map<String, Value> = store::deserialize(v.unwrap_or(json!({})), "segments");
     m.into_iter().map(|(name, c)| {
         let parsed = Condition::parse(&c, &format!("segment {name}")).or_raise();
         (name, parsed)
     }).collect()
+}
+
+fn load_segments() -> HashMap<String, Condition> {
+    segments_from(store::json_one_ro("SELECT coalesce(jsonb_object_agg(name, conditions), '{}') FROM ab.segments", &[]))
 }
 
 fn load_rules(flag: &str) -> Vec<Rule> {
@@ -124,13 +128,9 @@ fn load_overrides(flag: &str) -> HashMap<String, (bool, Option<i64>)> {
     store::deserialize(v.unwrap_or(json!({})), "overrides")
 }
 
-/// Segments and id lists for evaluation, read on first use.
-struct Tables;
-
-impl Tables {
-    fn segments() -> Rc<HashMap<String, Condition>> {
-        with_cached(|c| c.segments.clone()).unwrap_or_else(|| fresh(load_segments, |c, s| c.segments = Some(s)))
-    }
+/// Every segment, for evaluation: read on first use.
+fn cached_segments() -> Rc<HashMap<String, Condition>> {
+    with_cached(|c| c.segments.clone()).unwrap_or_else(|| fresh(load_segments, |c, s| c.segments = Some(s)))
 }
 
 /// A resolver over the segments read once for the call and the cached id lists.
@@ -181,7 +181,7 @@ pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
     if rules.is_empty() {
         return None;
     }
-    let lookups = Lookups { segments: Tables::segments() };
+    let lookups = Lookups { segments: cached_segments() };
     rules::first_match(&flag.name, &rules, unit, &lookups).map(|(index, on)| Targeted::Rule { index, on })
 }
 
@@ -201,7 +201,7 @@ fn test_targeting_of(test: &TestConfig) -> Rc<TestTargeting> {
 pub(crate) fn decide_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Option<TestDecision> {
     let t = test_targeting_of(test);
     let u = Unit { id: unit, attributes, now_micros: now_micros() };
-    t.decide(&u, &Lookups { segments: Tables::segments() })
+    t.decide(&u, &Lookups { segments: cached_segments() })
 }
 
 /// The id of a flag's rule by its index.
@@ -265,12 +265,11 @@ fn get_flag_rules(flag: Option<&str>) -> JsonB {
 /// failure (40001) rather than a stale check.
 fn segment_references() -> HashMap<String, Vec<String>> {
     store::exec("LOCK TABLE ab.segments IN SHARE ROW EXCLUSIVE MODE", &[]);
-    let v = store::json_one(
+    let locked = store::json_one(
         "SELECT coalesce(jsonb_object_agg(name, conditions), '{}') FROM (SELECT name, conditions FROM ab.segments FOR SHARE) s",
         &[],
     );
-    let m: Map<String, Value> = store::deserialize(v.unwrap_or(json!({})), "segments");
-    m.into_iter().map(|(name, c)| (name.clone(), Condition::parse(&c, &format!("segment {name}")).or_raise())).map(|(name, c)| {
+    segments_from(locked).into_iter().map(|(name, c)| {
         let refs = c.segments().into_iter().map(String::from).collect();
         (name, refs)
     }).collect()
