@@ -60,8 +60,8 @@ proptest! {
     #[test]
     fn a_weight_change_moves_only_the_share_that_changed(a in 0.0..=1.0f64, b in 0.0..=1.0f64) {
         let variants = |w: f64| vec![
-            Variant { name: "champion".into(), weight: w, confidence_threshold: 0.7 },
-            Variant { name: "challenger".into(), weight: 1.0 - w, confidence_threshold: 0.7 },
+            Variant { name: "champion".into(), weight: w, confidence_threshold: 0.7, payload: None },
+            Variant { name: "challenger".into(), weight: 1.0 - w, confidence_threshold: 0.7, payload: None },
         ];
         let (before, after) = (variants(a), variants(b));
         let points = 10_000;

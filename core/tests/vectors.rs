@@ -99,7 +99,7 @@ fn bucketing() {
         let variants: Vec<Variant> = weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Variant { name: format!("v{i}"), weight, confidence_threshold: 0.7 })
+            .map(|(i, &weight)| Variant { name: format!("v{i}"), weight, confidence_threshold: 0.7, payload: None })
             .collect();
         let want = u64_of(c, "variant_index") as usize;
         let got = pick_variant(&variants, point);

@@ -33,6 +33,8 @@ pub struct Variant {
     pub name: String,
     pub weight: f64,
     pub confidence_threshold: f64,
+    /// What `assign` hands back with the variant (`payloads`); `None`: nothing.
+    pub payload: Option<serde_json::Value>,
 }
 
 /// What assignment needs to know about one test.
@@ -87,6 +89,8 @@ pub enum Reason {
     Forced,
     /// The test has an audience and the unit is outside it: the champion.
     NotInAudience,
+    /// The unit has an override to this variant (`ab.set_override` on the test).
+    Override,
 }
 
 impl Reason {
@@ -105,6 +109,7 @@ impl Reason {
             Reason::Given => "given",
             Reason::Forced => "forced",
             Reason::NotInAudience => "not_in_audience",
+            Reason::Override => "override",
         }
     }
 }
@@ -228,9 +233,10 @@ fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
     }
     if test.targeted {
         match decide(test) {
-            Some(TestDecision::Forced { variant, .. }) if variant < test.variants.len() => {
+            Some(d @ (TestDecision::Forced { variant, .. } | TestDecision::Override { variant })) if variant < test.variants.len() => {
                 let v = &test.variants[variant];
-                return Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason: Reason::Forced };
+                let reason = if matches!(d, TestDecision::Override { .. }) { Reason::Override } else { Reason::Forced };
+                return Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason };
             }
             Some(TestDecision::NotInAudience) => return champion(Reason::NotInAudience),
             _ => {}
@@ -267,7 +273,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn variant(name: &str, weight: f64) -> Variant {
-        Variant { name: name.into(), weight, confidence_threshold: 0.7 }
+        Variant { name: name.into(), weight, confidence_threshold: 0.7, payload: None }
     }
 
     fn test_config(pct: i32, variants: Vec<Variant>) -> TestConfig {

@@ -2,6 +2,7 @@
 //! rollout stage machine.
 
 use crate::error::{AbError, AbResult, Kind};
+use super::payloads;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -14,6 +15,8 @@ pub struct VariantDef {
     pub name: String,
     pub weight: f64,
     pub confidence_threshold: f64,
+    /// What the variant hands the caller with its name (`payloads`); `None`: nothing.
+    pub payload: Option<Value>,
 }
 
 /// A validated test definition. Variants are in assignment order: the champion first, then the
@@ -27,6 +30,8 @@ pub struct TestDef {
     pub rollout_stages: Vec<i32>,
     pub sticky: bool,
     pub log_exposures: bool,
+    /// The JSON Schema every variant's payload must meet (`payloads::Schema`).
+    pub payload_schema: Option<Value>,
 }
 
 impl TestDef {
@@ -36,7 +41,7 @@ impl TestDef {
             "test_name": self.test_name,
             "champion": self.champion(),
             "variants": self.variants.iter().map(|v| serde_json::json!({"name": v.name, "weight": v.weight,
-                "confidence_threshold": v.confidence_threshold})).collect::<Vec<_>>(),
+                "confidence_threshold": v.confidence_threshold, "payload": v.payload})).collect::<Vec<_>>(),
             "rollout_stages": self.rollout_stages,
         })
     }
@@ -59,6 +64,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sticky",
     "log_exposures",
     "confidence_threshold",
+    "payload_schema",
 ];
 
 /// Test ids become part of a flag name (`ff.ab_test_<id>`) and Redis keys, so they are kept to
@@ -125,21 +131,28 @@ fn get_bool(obj: &Map<String, Value>, key: &str) -> AbResult<bool> {
 }
 
 /// A variant given as a name or as `{"name", "weight", "confidence_threshold"}`.
-fn parse_variant(v: &Value, default_threshold: f64, role: &str) -> AbResult<(String, Option<f64>, f64)> {
+/// A variant as the config gives it: name, weight (if given), threshold, payload (if given).
+type RawVariant = (String, Option<f64>, f64, Option<Value>);
+
+fn parse_variant(v: &Value, default_threshold: f64, role: &str) -> AbResult<RawVariant> {
     match v {
-        Value::String(name) => Ok((name.clone(), None, default_threshold)),
+        Value::String(name) => Ok((name.clone(), None, default_threshold, None)),
         Value::Object(o) => {
             for k in o.keys() {
-                if !["name", "weight", "confidence_threshold"].contains(&k.as_str()) {
+                if !["name", "weight", "confidence_threshold", "payload"].contains(&k.as_str()) {
                     return Err(AbError::invalid(format!("{role}: unknown key \"{k}\""))
-                        .with_hint("a variant has name, weight and confidence_threshold"));
+                        .with_hint("a variant has name, weight, confidence_threshold and payload"));
                 }
             }
             let name = get_str(o, "name")?
                 .ok_or_else(|| AbError::invalid(format!("{role}: \"name\" is required")))?;
             let weight = get_f64(o, "weight", role)?;
             let threshold = get_f64(o, "confidence_threshold", role)?.unwrap_or(default_threshold);
-            Ok((name.to_string(), weight, threshold))
+            let payload = match o.get("payload") {
+                Some(p) => payloads::check_payload(name, p)?,
+                None => None,
+            };
+            Ok((name.to_string(), weight, threshold, payload))
         }
         other => Err(AbError::invalid(format!("{role} must be a name or an object, got {other}"))),
     }
@@ -203,14 +216,14 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
     if raw.len() > MAX_VARIANTS {
         return Err(AbError::invalid(format!("a test may have at most {MAX_VARIANTS} variants")));
     }
-    let any_weight = raw.iter().any(|(_, w, _)| w.is_some());
-    let all_weight = raw.iter().all(|(_, w, _)| w.is_some());
+    let any_weight = raw.iter().any(|(_, w, _, _)| w.is_some());
+    let all_weight = raw.iter().all(|(_, w, _, _)| w.is_some());
     if any_weight && !all_weight {
         return Err(AbError::invalid("give a weight for every variant, or for none (an even split)"));
     }
     let mut seen = HashSet::new();
     let mut variants = Vec::with_capacity(raw.len());
-    for (name, weight, threshold) in raw {
+    for (name, weight, threshold, payload) in raw {
         validate_variant_name(&name)?;
         if !seen.insert(name.clone()) {
             return Err(AbError::invalid(format!("variant \"{name}\" appears more than once")));
@@ -225,7 +238,7 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
                 format!("variant \"{name}\": confidence_threshold must be between 0 and 1, got {threshold}"),
             ));
         }
-        variants.push(VariantDef { name, weight, confidence_threshold: threshold });
+        variants.push(VariantDef { name, weight, confidence_threshold: threshold, payload });
     }
     validate_weights(&variants.iter().map(|v| v.weight).collect::<Vec<_>>())?;
 
@@ -243,6 +256,8 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
         Some(v) => return Err(AbError::invalid(format!("\"rollout_stages\" must be an array, got {v}"))),
     };
     validate_stages(&rollout_stages)?;
+    let payload_schema = obj.get("payload_schema").filter(|v| !v.is_null()).cloned();
+    payloads::check_all(payload_schema.as_ref(), variants.iter().map(|v| (v.name.as_str(), v.payload.as_ref())))?;
     Ok(TestDef {
         test_id,
         test_name,
@@ -251,6 +266,7 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
         rollout_stages,
         sticky: get_bool(obj, "sticky")?,
         log_exposures: get_bool(obj, "log_exposures")?,
+        payload_schema,
     })
 }
 

@@ -10,4 +10,5 @@ pub mod events;
 pub mod flags;
 pub mod hash;
 pub mod lifecycle;
+pub mod payloads;
 pub mod resume;

@@ -36,7 +36,7 @@ use crate::places::hierarchy;
 use chrono::DateTime;
 use regex::{Regex, RegexBuilder};
 use semver::Version;
-use serde_json::{Map, Number, Value};
+use serde_json::{json, Map, Number, Value};
 use std::cmp::Ordering;
 
 /// Values a test may list (`in`, `not_in`, string tests); longer lists belong in an id list.
@@ -238,6 +238,62 @@ impl Condition {
         }
     }
 
+    /// `matches` with its reasons, for `explain_flag` and `explain_assignment`: `(matched,
+    /// trace)` where the trace mirrors the condition — `{"attribute", "op", "read", "matched"}`
+    /// for a test (`read`: the value found, null when missing), `{"all"|"any": [traces],
+    /// "matched"}`, `{"not": trace, "matched"}`, `{"segment", "condition": trace, "matched"}`
+    /// (`"unknown": true` for a segment that does not exist), `{"in_list", "matched"}`. `any`
+    /// and `all` stop at the first element that decides them, as `matches` does; the elements
+    /// not evaluated are absent.
+    pub fn explain(&self, unit: &Unit, resolver: &dyn Resolver) -> (bool, Value) {
+        self.explain_at(unit, resolver, 0)
+    }
+
+    fn explain_at(&self, unit: &Unit, resolver: &dyn Resolver, depth: usize) -> (bool, Value) {
+        if depth > MAX_DEPTH {
+            return (false, json!({"matched": false, "too_deep": true}));
+        }
+        let (matched, mut trace) = match self {
+            Condition::All(cs) | Condition::Any(cs) => {
+                let (key, stop_at) = if matches!(self, Condition::All(_)) { ("all", false) } else { ("any", true) };
+                let mut traces = Vec::new();
+                let mut result = !stop_at;
+                for c in cs {
+                    let (m, t) = c.explain_at(unit, resolver, depth + 1);
+                    traces.push(t);
+                    if m == stop_at {
+                        result = stop_at;
+                        break;
+                    }
+                }
+                (result, json!({key: traces}))
+            }
+            Condition::Not(c) => {
+                let (m, t) = c.explain_at(unit, resolver, depth + 1);
+                (!m, json!({"not": t}))
+            }
+            Condition::Segment(name) => match resolver.segment(name) {
+                Some(c) => {
+                    let (m, t) = c.explain_at(unit, resolver, depth + 1);
+                    (m, json!({"segment": name, "condition": t}))
+                }
+                None => (false, json!({"segment": name, "unknown": true})),
+            },
+            Condition::InList(list) => (resolver.list_contains(list, unit.id), json!({"in_list": list})),
+            Condition::Test { attribute: None, test, .. } => (test.on_time(unit.now_micros, unit.now_micros), json!({"op": test.op(), "read": "now"})),
+            Condition::Test { attribute: Some(path), test, case_insensitive } => {
+                let read = lookup(unit.attributes, path);
+                let m = match read {
+                    None | Some(Value::Null) => false,
+                    Some(v) => test.on_value(v, *case_insensitive, unit.now_micros),
+                };
+                (m, json!({"attribute": path.join("."), "op": test.op(), "read": read.cloned().unwrap_or(Value::Null)}))
+            }
+        };
+        trace["matched"] = Value::Bool(matched);
+        (matched, trace)
+    }
+
     /// The segments this condition refers to, directly (for cycle and existence checks).
     pub fn segments(&self) -> Vec<&str> {
         let mut out = Vec::new();
@@ -394,7 +450,7 @@ impl Test {
             "within" => {
                 let p = string(Some(one("a place path")?), &value_path)?;
                 hierarchy::validate_path(p).map_err(|e| invalid(&value_path, e.message))?;
-                Test::Within(p.to_string())
+                Test::Within(fold(p, ci))
             }
             _ => {
                 return Err(invalid(
@@ -406,6 +462,36 @@ impl Test {
                 ))
             }
         })
+    }
+
+    /// The operator's canonical name (the README's).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Test::Exists => "exists",
+            Test::In(_) => "in",
+            Test::NotIn(_) => "not_in",
+            Test::Eq(_) => "eq",
+            Test::Neq(_) => "neq",
+            Test::Contains(_) => "contains",
+            Test::StartsWith(_) => "starts_with",
+            Test::EndsWith(_) => "ends_with",
+            Test::Regex(_) => "regex",
+            Test::Number(Ordering::Less, false, _) => "lt",
+            Test::Number(Ordering::Less, true, _) => "lte",
+            Test::Number(_, false, _) => "gt",
+            Test::Number(_, true, _) => "gte",
+            Test::Semver(op, _) => match op {
+                SemverOp::Eq => "semver_eq",
+                SemverOp::Neq => "semver_neq",
+                SemverOp::Lt => "semver_lt",
+                SemverOp::Lte => "semver_lte",
+                SemverOp::Gt => "semver_gt",
+                SemverOp::Gte => "semver_gte",
+            },
+            Test::Before(_) => "before",
+            Test::After(_) => "after",
+            Test::Within(_) => "within",
+        }
     }
 
     /// The test on the transaction's time itself (conditions without an attribute).
@@ -433,7 +519,7 @@ impl Test {
                     Test::Neq(x) => Test::Eq(x.clone()),
                     _ => return false,
                 };
-                !items.iter().any(|x| !x.is_null() && inverse.on_value(x, ci, now))
+                !items.iter().any(|x| !x.is_null() && !x.is_array() && inverse.on_value(x, ci, now))
             }
             (_, Value::Array(items)) => items.iter().any(|x| !x.is_null() && !x.is_array() && self.on_value(x, ci, now)),
             (Test::In(vs), _) => vs.iter().any(|x| equal(v, x, ci)),
@@ -461,6 +547,8 @@ impl Test {
             }),
             (Test::Before(_) | Test::After(_), Value::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
             (Test::Within(place), Value::String(s)) => {
+                let folded;
+                let s: &str = if ci { folded = s.to_lowercase(); &folded } else { s };
                 s == place || (s.len() > place.len() + 1 && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.')
             }
             _ => false,
@@ -643,6 +731,53 @@ mod tests {
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe.germ"}), ctx.clone()), "labels, not text");
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.asia"}), ctx));
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "world.europe."})));
+        assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "World.Europe.Spain"})));
+        assert!(check(json!({"attribute": "place", "op": "within", "value": "world.Europe", "case_insensitive": true}), json!({"place": "World.EUROPE.Spain"})));
+    }
+
+    #[test]
+    fn nested_arrays_match_neither_a_test_nor_its_exclusion() {
+        let ctx = json!({"tags": [["DE"]]});
+        assert!(!check(json!({"attribute": "tags", "op": "in", "values": ["DE"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "tags", "op": "not_in", "values": ["DE"]}), ctx.clone()));
+        assert!(check(json!({"attribute": "tags", "op": "neq", "value": "DE"}), ctx));
+    }
+
+    #[test]
+    fn explain_reports_what_it_read_and_agrees_with_matches() {
+        let c = Condition::parse(
+            &json!({"all": [{"attribute": "country", "op": "in", "values": ["DE"]},
+                            {"any": [{"attribute": "app.version", "op": "semver_gte", "value": "4.2.0"}, {"not": {"attribute": "plan", "op": "exists"}}]}]}),
+            "when",
+        )
+        .unwrap();
+        let cases = [json!({"country": "DE", "app": {"version": "4.10.0"}}), json!({"country": "FR"}), json!({"country": "DE", "plan": "free"}), json!({})];
+        for ctx in cases {
+            let a = attrs(ctx.clone());
+            let unit = Unit { id: "u1", attributes: &a, now_micros: NOW };
+            let (m, trace) = c.explain(&unit, &NoResolver);
+            assert_eq!(m, c.matches(&unit, &NoResolver), "{ctx}");
+            assert_eq!(trace["matched"], json!(m));
+            assert_eq!(trace["all"][0]["attribute"], json!("country"));
+            assert_eq!(trace["all"][0]["read"], ctx.get("country").cloned().unwrap_or(Value::Null));
+        }
+        let a = attrs(json!({"country": "DE", "app": {"version": "4.1.9"}, "plan": "free"}));
+        let (m, trace) = c.explain(&Unit { id: "u1", attributes: &a, now_micros: NOW }, &NoResolver);
+        assert!(!m);
+        assert_eq!(
+            trace,
+            json!({"matched": false, "all": [
+                {"attribute": "country", "op": "in", "read": "DE", "matched": true},
+                {"matched": false, "any": [
+                    {"attribute": "app.version", "op": "semver_gte", "read": "4.1.9", "matched": false},
+                    {"matched": false, "not": {"attribute": "plan", "op": "exists", "read": "free", "matched": true}}]}]})
+        );
+        let a = attrs(json!({"country": "FR"}));
+        let (_, trace) = c.explain(&Unit { id: "u1", attributes: &a, now_micros: NOW }, &NoResolver);
+        assert_eq!(trace["all"].as_array().unwrap().len(), 1, "all stops at its first failure: {trace}");
+        let (m, trace) = Condition::parse(&json!({"segment": "gone"}), "when").unwrap().explain(&Unit { id: "u1", attributes: &a, now_micros: NOW }, &NoResolver);
+        assert!(!m);
+        assert_eq!(trace, json!({"segment": "gone", "unknown": true, "matched": false}));
     }
 
     struct Fixed {

@@ -15,7 +15,7 @@
 use crate::error::{AbError, AbResult};
 use crate::experiments::hash;
 use crate::targeting::condition::{parse_time, Condition, Resolver, Unit};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 
 /// Rules a flag may have.
@@ -153,6 +153,34 @@ pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resol
     })
 }
 
+/// `first_match` with its reasons, for `explain_flag`: one entry per rule looked at, up to the
+/// first that applies — `{"id", "index", "in_window", "matched", "condition"}` (`condition`:
+/// `Condition::explain`'s trace, absent outside the window), and for the applying rule
+/// `"serves"` (`true`/`false`, or `{"rollout_percentage": p, "in_rollout": b}`).
+pub fn explain_rules(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (index, r) in rules.iter().enumerate() {
+        let mut entry = json!({"id": r.id, "index": index, "in_window": r.in_window(unit.now_micros)});
+        let matched = r.in_window(unit.now_micros) && {
+            let (m, trace) = r.when.explain(unit, resolver);
+            entry["condition"] = trace;
+            m
+        };
+        entry["matched"] = Value::Bool(matched);
+        if matched {
+            entry["serves"] = match r.serve {
+                Serve::Fixed(b) => Value::Bool(b),
+                Serve::Rollout(pct) => json!({"rollout_percentage": pct, "in_rollout": hash::in_rollout(flag, unit.id, pct)}),
+            };
+        }
+        out.push(entry);
+        if matched {
+            break;
+        }
+    }
+    out
+}
+
 /// A rule of a test that forces a variant on the units it matches (QA, support, a customer
 /// promised the new model): `{"id", "when", "variant", "valid"}`.
 #[derive(Debug, Clone)]
@@ -179,6 +207,8 @@ pub struct TestTargeting {
 pub enum TestDecision {
     /// A rule forces the variant at this index (`rule` is the rule's index).
     Forced { rule: usize, variant: usize },
+    /// The unit has an override (`ab.set_override` on the test) to the variant at this index.
+    Override { variant: usize },
     /// The unit is outside the test's audience.
     NotInAudience,
 }
@@ -226,6 +256,34 @@ impl TestTargeting {
     /// The segments all its conditions refer to.
     pub fn conditions(&self) -> impl Iterator<Item = &Condition> {
         self.audience.iter().chain(self.rules.iter().map(|r| &r.when))
+    }
+
+    /// `decide` with its reasons, for `explain_assignment`: `{"rules": [...], "audience": trace
+    /// | null}` — the rules looked at up to the first that applies (`{"id", "index",
+    /// "in_window", "matched", "condition", "variant"}`), and the audience's trace when no rule
+    /// applied and the test has one. `variants` names the variants by index.
+    pub fn explain(&self, unit: &Unit, resolver: &dyn Resolver, variants: &[&str]) -> Value {
+        let mut rules = Vec::new();
+        let mut forced = false;
+        for (index, r) in self.rules.iter().enumerate() {
+            let window = in_window(r.from, r.until, unit.now_micros);
+            let mut entry = json!({"id": r.id, "index": index, "in_window": window, "variant": variants.get(r.variant)});
+            forced = window && {
+                let (m, trace) = r.when.explain(unit, resolver);
+                entry["condition"] = trace;
+                m
+            };
+            entry["matched"] = Value::Bool(forced);
+            rules.push(entry);
+            if forced {
+                break;
+            }
+        }
+        let audience = match &self.audience {
+            Some(a) if !forced => a.explain(unit, resolver).1,
+            _ => Value::Null,
+        };
+        json!({"rules": rules, "audience": audience})
     }
 
     /// The first forced-variant rule that applies, else whether the unit is outside the
@@ -290,6 +348,35 @@ mod tests {
         assert_eq!(at(DEC_2026 - 1), None);
         assert_eq!(at(DEC_2026 + 31 * 86_400_000_000 - 1), Some((0, true)));
         assert_eq!(at(DEC_2026 + 31 * 86_400_000_000), None);
+    }
+
+    #[test]
+    fn explanations_stop_where_the_decision_does() {
+        let rules = parse_rules(&json!([
+            {"id": "later", "when": {"all": []}, "serve": true, "valid": {"from": "2027-01-01T00:00:00Z"}},
+            {"id": "de", "when": {"attribute": "country", "op": "eq", "value": "DE"}, "serve": false},
+            {"id": "half", "when": {"all": []}, "rollout_percentage": 50},
+            {"id": "never_reached", "when": {"all": []}, "serve": true}
+        ]))
+        .unwrap();
+        let a = json!({"country": "FR"});
+        let unit = Unit { id: "u1", attributes: a.as_object().unwrap(), now_micros: DEC_2026 };
+        let out = explain_rules("ff.x", &rules, &unit, &NoResolver);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], json!({"id": "later", "index": 0, "in_window": false, "matched": false}));
+        assert_eq!(out[1]["condition"], json!({"attribute": "country", "op": "eq", "read": "FR", "matched": false}));
+        assert_eq!(out[2]["serves"]["in_rollout"], json!(hash::in_rollout("ff.x", "u1", 50)));
+        assert_eq!(first_match("ff.x", &rules, &unit, &NoResolver).map(|(i, _)| i), Some(2));
+        let t = TestTargeting::parse(
+            &json!({"audience": {"attribute": "plan", "op": "eq", "value": "enterprise"},
+                    "rules": [{"id": "qa", "when": {"in_list": "qa"}, "variant": "b"}]}),
+            &["a", "b"],
+        )
+        .unwrap();
+        let e = t.explain(&unit, &NoResolver, &["a", "b"]);
+        assert_eq!(e["rules"][0]["variant"], json!("b"));
+        assert_eq!(e["rules"][0]["matched"], json!(false));
+        assert_eq!(e["audience"], json!({"attribute": "plan", "op": "eq", "read": null, "matched": false}));
     }
 
     #[test]
