@@ -5,7 +5,9 @@ CREATE TYPE ab.assignment AS (
     variant              text,
     confidence_threshold double precision,
     in_rollout           boolean,
-    reason               text
+    reason               text,
+    -- The variant's payload (ab.variants.payload); NULL when it has none.
+    payload              jsonb
 );
 
 -- Deterministic, read-only: safe on a hot standby and in parallel workers.

@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
-        'get_flag_rules', 'get_test_targeting',
+        'get_flag_rules', 'get_test_targeting', 'get_payload', 'explain_assignment',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics
         'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
@@ -41,7 +41,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'assign_and_log', 'submit_extraction_metrics', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
-        'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks']
+        'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks',
+        'apply_due_schedules']
     END
 $$;
 
@@ -68,7 +69,8 @@ BEGIN
                     ab.calibration_weights, ab.hierarchy, ab.hierarchy_version, ab.metrics,
                     ab.metric_stats, ab.risk_thresholds, ab.guardrails, ab.alert_thresholds,
                     ab.events, ab.relay_cursors, ab.variant_metrics, ab.hierarchy_ancestry,
-                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides, ab.test_targeting
+                    ab.segments, ab.id_lists, ab.flag_rules, ab.overrides, ab.test_targeting,
+                    ab.test_overrides, ab.schedules
         TO ab_reader;
     -- Writer: metrics (the fold trigger keeps ab.metric_stats as the caller), exposures and
     -- sticky assignments.
@@ -86,8 +88,8 @@ BEGIN
     -- the extension's owner (SECURITY DEFINER functions).
     GRANT SELECT ON ab.events, ab.tests TO ab_relay;
     GRANT SELECT, INSERT, UPDATE ON ab.relay_cursors TO ab_relay;
-    -- ab.get_test reads the test's variants and flag.
-    GRANT SELECT ON ab.variants, ab.flags TO ab_relay;
+    -- ab.get_test reads the test's variants, flag and targeting.
+    GRANT SELECT ON ab.variants, ab.flags, ab.test_targeting, ab.test_overrides TO ab_relay;
 
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'ab'::regnamespace LOOP

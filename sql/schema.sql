@@ -34,7 +34,9 @@ CREATE TABLE ab.tests (
     created_at     timestamptz NOT NULL DEFAULT now(),
     started_at     timestamptz,
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    ended_at       timestamptz
+    ended_at       timestamptz,
+    -- JSON Schema every variant's payload meets (core/src/experiments/payloads.rs); NULL: none.
+    payload_schema jsonb
 );
 -- At most one default test: the one whose champion ab.get_champion_assignment() serves.
 CREATE UNIQUE INDEX tests_one_default ON ab.tests (is_default) WHERE is_default;
@@ -49,6 +51,8 @@ CREATE TABLE ab.variants (
                          CHECK (weight >= 0 AND weight < 'Infinity'),
     confidence_threshold double precision NOT NULL
                          CHECK (confidence_threshold BETWEEN 0 AND 1),
+    -- What assign hands back with the variant (model, temperature, prompt...); NULL: nothing.
+    payload              jsonb,
     PRIMARY KEY (test_id, variant),
     UNIQUE (test_id, ordinal)
 );
@@ -162,6 +166,9 @@ BEGIN
         WHEN 'overrides'  THEN (coalesce(new_row, old_row) ->> 'flag') || '/'
                                || (coalesce(new_row, old_row) ->> 'unit_id')
         WHEN 'test_targeting' THEN coalesce(new_row, old_row) ->> 'test_id'
+        WHEN 'test_overrides' THEN (coalesce(new_row, old_row) ->> 'test_id') || '/'
+                                   || (coalesce(new_row, old_row) ->> 'unit_id')
+        WHEN 'schedules' THEN coalesce(new_row, old_row) ->> 'id'
     END;
     INSERT INTO ab.audit (table_name, row_key, action, old_value, new_value)
     VALUES (TG_TABLE_NAME, row_key, TG_OP, old_row, new_row);

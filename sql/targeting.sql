@@ -40,6 +40,19 @@ CREATE TABLE ab.overrides (
     PRIMARY KEY (flag, unit_id)
 );
 
+-- A test's variant forced for one unit (QA, support) until expires_at (NULL: until removed);
+-- ab.set_override(test_id, unit_id, variant, ...). Reason `override`.
+CREATE TABLE ab.test_overrides (
+    test_id    text NOT NULL,
+    unit_id    text NOT NULL,
+    variant    text NOT NULL,
+    expires_at timestamptz,
+    reason     text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (test_id, unit_id),
+    FOREIGN KEY (test_id, variant) REFERENCES ab.variants (test_id, variant) ON DELETE CASCADE
+);
+
 -- A test's targeting, as ab.set_test_targeting checked it: {"audience": condition | null,
 -- "rules": [{"id", "when", "variant", "valid"}]}.
 CREATE TABLE ab.test_targeting (
@@ -56,6 +69,8 @@ CREATE TRIGGER overrides_audit AFTER INSERT OR UPDATE OR DELETE ON ab.overrides
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 CREATE TRIGGER test_targeting_audit AFTER INSERT OR UPDATE OR DELETE ON ab.test_targeting
     FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
+CREATE TRIGGER test_overrides_audit AFTER INSERT OR UPDATE OR DELETE ON ab.test_overrides
+    FOR EACH ROW EXECUTE FUNCTION ab.audit_change();
 
 CREATE TRIGGER segments_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.segments
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
@@ -67,12 +82,15 @@ CREATE TRIGGER overrides_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 CREATE TRIGGER test_targeting_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.test_targeting
     FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
+CREATE TRIGGER test_overrides_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ab.test_overrides
+    FOR EACH STATEMENT EXECUTE FUNCTION ab.invalidate_cache_trigger('ab.config_signal');
 
 SELECT pg_catalog.pg_extension_config_dump('ab.segments', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.id_lists', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.flag_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('ab.test_targeting', '');
+SELECT pg_catalog.pg_extension_config_dump('ab.test_overrides', '');
 
 -- With a context: the unit's attributes for the test's audience and forced-variant rules.
 CREATE FUNCTION ab.assign(test_id text, user_id text, session_id text, context jsonb)
@@ -84,3 +102,9 @@ CREATE FUNCTION ab.get_assignment(user_id text, session_id text, context jsonb)
     RETURNS ab.assignment
     AS 'MODULE_PATHNAME', 'pg_ab_get_assignment_in_context'
     LANGUAGE c STABLE PARALLEL SAFE;
+
+-- With a context: assign_and_log as assign with a context, plus its writes.
+CREATE FUNCTION ab.assign_and_log(test_id text, user_id text, session_id text, context jsonb)
+    RETURNS ab.assignment
+    AS 'MODULE_PATHNAME', 'pg_ab_assign_and_log_in_context'
+    LANGUAGE c VOLATILE PARALLEL UNSAFE;

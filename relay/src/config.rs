@@ -94,6 +94,11 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_RISK_SECONDS", default_value_t = 60.0)]
     pub risk_seconds: f64,
 
+    /// Seconds between calls of ab.apply_due_schedules() (scheduled starts, stops, progressions
+    /// and flag changes, each applied once); 0 turns it off (use pg_cron then).
+    #[arg(long, env = "PG_AB_RELAY_SCHEDULE_SECONDS", default_value_t = 10.0)]
+    pub schedule_seconds: f64,
+
     /// Log format: text or json.
     #[arg(long, env = "PG_AB_RELAY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -129,7 +134,8 @@ impl Config {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
         }
-        for (name, v) in [("--maintenance-seconds", self.maintenance_seconds), ("--risk-seconds", self.risk_seconds)] {
+        for (name, v) in [("--maintenance-seconds", self.maintenance_seconds), ("--risk-seconds", self.risk_seconds),
+                          ("--schedule-seconds", self.schedule_seconds)] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{name} must be 0 or more"));
             }
@@ -188,7 +194,7 @@ mod tests {
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379/0");
         assert_eq!(c.listen, "127.0.0.1:8765".parse::<SocketAddr>().unwrap());
         assert_eq!((c.relay_name.as_str(), c.queue_bound, c.batch_size), ("default", 1024, 1000));
-        assert_eq!((c.ping_seconds, c.max_backoff_seconds, c.maintenance_seconds, c.risk_seconds), (15.0, 5.0, 3600.0, 60.0));
+        assert_eq!((c.ping_seconds, c.max_backoff_seconds, c.maintenance_seconds, c.risk_seconds, c.schedule_seconds), (15.0, 5.0, 3600.0, 60.0, 10.0));
         assert_eq!(c.log_format, "text");
         assert_eq!(c.client_buffer_bytes, 16 * 1024 * 1024);
         assert!(c.validate().is_ok());

@@ -24,7 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub struct App {
     pub config: config::Config,
@@ -107,6 +107,8 @@ async fn run(config: config::Config) -> Result<(), String> {
     ));
     let risk = tokio::spawn(periodic(db.clone(), "risk evaluation", "SELECT ab.evaluate_all_risks()::text",
                                      config.risk_seconds, shutdown.clone()));
+    let schedules = tokio::spawn(periodic(db.clone(), "schedules", "SELECT ab.apply_due_schedules()::text",
+                                          config.schedule_seconds, shutdown.clone()));
     let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));
 
     let router = Router::new()
@@ -134,6 +136,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     maintenance.abort();
     risk.abort();
+    schedules.abort();
     lag.abort();
     let _ = supervisor.await;
     let _ = client_supervisor.await;
@@ -175,7 +178,12 @@ async fn periodic(db: Arc<db::Db>, what: &'static str, sql: &'static str, every_
                 Some(row) => {
                     let result: String = row.get(0);
                     let shown: String = result.chars().take(300).collect();
-                    info!(job = what, result = %shown, "periodic job done");
+                    // A job that found nothing to do (schedules, most ticks) is not news.
+                    if result == "[]" {
+                        debug!(job = what, "periodic job done: nothing due");
+                    } else {
+                        info!(job = what, result = %shown, "periodic job done");
+                    }
                 }
                 None => warn!(job = what, "periodic job failed; retrying at the next tick"),
             }

@@ -1,6 +1,6 @@
 //! SQL API of assignment: the read-only hot path and its logging companion.
 
-use super::error::{raise, require_primary, required};
+use super::error::{raise, require_primary, required, OrRaise};
 use super::ffi::{finfo_v1, text_arg};
 use super::json::JsonArg;
 use super::targeting;
@@ -23,15 +23,19 @@ mod composite {
     use std::cell::Cell;
 
     thread_local! {
-        /// The row type's descriptor, copied into TopMemoryContext once per backend and type.
-        static TUPDESC: Cell<(pg_sys::Oid, pg_sys::TupleDesc)> =
-            const { Cell::new((pg_sys::InvalidOid, std::ptr::null_mut())) };
+        /// The row type's descriptor, copied into TopMemoryContext once per backend and version
+        /// of the type (the type cache's identifier changes when `ALTER EXTENSION pg_ab UPDATE`
+        /// adds an attribute).
+        static TUPDESC: Cell<(pg_sys::Oid, u64, pg_sys::TupleDesc)> =
+            const { Cell::new((pg_sys::InvalidOid, 0, std::ptr::null_mut())) };
     }
 
     unsafe fn tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
         let typoid = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
-        let (cached_oid, cached) = TUPDESC.with(|t| t.get());
-        if cached_oid == typoid && !cached.is_null() {
+        let entry = unsafe { pg_sys::lookup_type_cache(typoid, pg_sys::TYPECACHE_TUPDESC as i32) };
+        let identifier = unsafe { (*entry).tupDesc_identifier };
+        let (cached_oid, cached_id, cached) = TUPDESC.with(|t| t.get());
+        if cached_oid == typoid && cached_id == identifier && !cached.is_null() {
             return cached;
         }
         let desc = unsafe {
@@ -40,24 +44,34 @@ mod composite {
             pg_sys::MemoryContextSwitchTo(old);
             d
         };
-        TUPDESC.with(|t| t.set((typoid, desc)));
+        if !cached.is_null() {
+            unsafe { pg_sys::FreeTupleDesc(cached) };
+        }
+        TUPDESC.with(|t| t.set((typoid, identifier, desc)));
         desc
     }
 
-    /// (test_id, variant, confidence_threshold, in_rollout, reason); `None` gives a row of NULLs
-    /// with the reason only.
+    /// (test_id, variant, confidence_threshold, in_rollout, reason, payload); `None` gives a row
+    /// of NULLs with the reason only. A row type of five attributes (0.1.0's, before `ALTER
+    /// EXTENSION pg_ab UPDATE`) gets no payload.
     pub unsafe fn datum(fcinfo: pg_sys::FunctionCallInfo, a: Option<&Assignment>, reason: &str) -> pg_sys::Datum {
         let desc = unsafe { tupdesc(fcinfo) };
         let mut texts = Varlenas::with_capacity(256);
-        let mut values = [pg_sys::Datum::from(0usize); 5];
-        let mut nulls = [true, true, true, false, false];
+        let mut values = [pg_sys::Datum::from(0usize); 6];
+        let mut nulls = [true, true, true, false, false, true];
         let mut offsets = [None; 3];
         if let Some(a) = a {
             offsets[0] = Some(texts.push_str(a.test_id));
             offsets[1] = Some(texts.push_str(a.variant));
             values[2] = pg_sys::Datum::from(a.confidence_threshold.to_bits() as usize);
             values[3] = pg_sys::Datum::from(a.in_rollout);
-            nulls = [false; 5];
+            nulls = [false, false, false, false, false, true];
+            if let (Some(p), true) = (a.payload, unsafe { (*desc).natts } >= 6) {
+                if let Some(d) = pgrx::IntoDatum::into_datum(pgrx::JsonB(p.clone())) {
+                    values[5] = d;
+                    nulls[5] = false;
+                }
+            }
         } else {
             values[3] = pg_sys::Datum::from(false);
         }
@@ -84,7 +98,8 @@ finfo_v1!(
     pg_finfo_pg_ab_get_assignment,
     pg_finfo_pg_ab_get_champion_assignment,
     pg_finfo_pg_ab_assign_in_context,
-    pg_finfo_pg_ab_get_assignment_in_context
+    pg_finfo_pg_ab_get_assignment_in_context,
+    pg_finfo_pg_ab_assign_and_log_in_context
 );
 
 /// The jsonb `context` argument `n` as attributes (NULL: none; not an object: 22023).
@@ -92,12 +107,20 @@ unsafe fn context_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> serde_json:
     super::flags::context_of(unsafe { pgrx::fcinfo::pg_getarg::<JsonArg>(fcinfo, n) })
 }
 
-/// The unit being assigned: the user, or the session for anonymous traffic.
+/// The unit being assigned: the user, or the session for anonymous traffic (at most
+/// `MAX_UNIT_ID_BYTES`).
 pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
-    user_id.or(session_id).unwrap_or_else(|| {
+    let unit = user_id.or(session_id).unwrap_or_else(|| {
         raise(AbError::new(Kind::NullValue, "user_id and session_id are both NULL")
             .with_hint("pass a user id, or a session id for anonymous traffic"))
-    })
+    });
+    logic::check_unit_id(unit).or_raise()
+}
+
+/// A unit id argument that must be given (`arg` names it in the error), at most
+/// `MAX_UNIT_ID_BYTES`.
+pub(crate) fn unit_arg<'a>(unit: Option<&'a str>, arg: &str) -> &'a str {
+    logic::check_unit_id(required(unit, arg)).or_raise()
 }
 
 /// A test's configuration from the backend's cache; an unknown test is an error.
@@ -130,9 +153,15 @@ pub(crate) fn decide_in<'a>(test: &'a TestConfig, unit: &str, attributes: &serde
     a
 }
 
-fn assign_and_log_inner(fcinfo: pg_sys::FunctionCallInfo, test_id: &str, unit: &str, session_id: Option<&str>) -> pg_sys::Datum {
+fn assign_and_log_inner(
+    fcinfo: pg_sys::FunctionCallInfo,
+    test_id: &str,
+    unit: &str,
+    session_id: Option<&str>,
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> pg_sys::Datum {
     let test = load_test(test_id);
-    let mut a = decide(&test, unit);
+    let mut a = decide_in(&test, unit, attributes);
     if a.reason == Reason::Split && test.sticky {
         // Insert-if-absent; a row from an older bucket version is replaced.
         let kept = store::json_one(
@@ -206,7 +235,21 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_and_log(fcinfo: pg_sys::FunctionCal
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
-    assign_and_log_inner(fcinfo, test_id, unit, session_id)
+    assign_and_log_inner(fcinfo, test_id, unit, session_id, &serde_json::Map::new())
+}
+
+/// `ab.assign_and_log(test_id, user_id, session_id, context)`: `assign_and_log` with the unit's
+/// attributes for the test's targeting.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pg_ab_assign_and_log_in_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    require_primary("ab.assign_and_log");
+    let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
+    let test_id = required(test_id, "test_id");
+    let unit = unit_of(user_id, session_id);
+    let attributes = unsafe { context_arg(fcinfo, 3) };
+    cache::accept_invalidations();
+    assign_and_log_inner(fcinfo, test_id, unit, session_id, &attributes)
 }
 
 /// `ab.get_assignment(user_id, session_id)`: the seed's call without a test. Active tests share
@@ -280,4 +323,37 @@ fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, sessi
     cache::accept_invalidations();
     let test = load_test(test_id);
     decide_in(&test, unit, &attributes).variant.to_string()
+}
+
+/// `ab.get_payload(test_id, user_id, context)`: the payload of the variant `assign` gives the
+/// unit (NULL when that variant has none) — the model settings to run, in one call.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> Option<pgrx::JsonB> {
+    let test_id = required(test_id, "test_id");
+    let unit = unit_arg(user_id, "user_id");
+    let attributes = super::flags::context_of(context);
+    cache::accept_invalidations();
+    let test = load_test(test_id);
+    decide_in(&test, unit, &attributes).payload.map(|p| pgrx::JsonB(p.clone()))
+}
+
+/// `ab.explain_assignment(test_id, user_id, context)`: what `assign` gives the unit and why, as
+/// `{"test_id", "variant", "reason", "in_rollout", "payload", "status", "targeting"}`;
+/// `targeting` (null for a test without targeting) is the unit's override that applied, else
+/// the forced-variant rules looked at and the audience's verdict with the attribute values they
+/// read (`targeting::rules::TestTargeting::explain`). Targeting is asked only while the test is
+/// active and its switches let the unit in; it is shown for any status.
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> pgrx::JsonB {
+    let test_id = required(test_id, "test_id");
+    let unit = unit_arg(user_id, "user_id");
+    let attributes = super::flags::context_of(context);
+    cache::accept_invalidations();
+    let test = load_test(test_id);
+    let a = decide_in(&test, unit, &attributes);
+    let targeting = if test.targeted { targeting::explain_test(&test, unit, &attributes) } else { serde_json::Value::Null };
+    pgrx::JsonB(serde_json::json!({
+        "test_id": a.test_id, "variant": a.variant, "reason": a.reason.as_str(), "in_rollout": a.in_rollout,
+        "payload": a.payload, "status": test.status.as_str(), "targeting": targeting,
+    }))
 }

@@ -194,7 +194,7 @@ fn get_rollout_percentage(name: Option<&str>) -> i32 {
 #[pg_extern(stable, parallel_safe)]
 fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     let name = required(name, "flag name");
-    let unit = required(user_id, "user_id");
+    let unit = super::assign::unit_arg(user_id, "user_id");
     is_on(name, unit).unwrap_or_else(|| raise(unknown_flag(name)))
 }
 
@@ -202,7 +202,7 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 #[pg_extern(stable, parallel_safe, name = "is_enabled")]
 fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> bool {
     let name = required(name, "flag name");
-    let unit = required(user_id, "user_id");
+    let unit = super::assign::unit_arg(user_id, "user_id");
     let attributes = context_of(context);
     evaluate(name, unit, &attributes).0 == Evaluation::On
 }
@@ -243,16 +243,21 @@ pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
 #[pg_extern(stable, parallel_safe)]
 fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
     let name = required(name, "flag name");
-    let unit = required(user_id, "user_id");
+    let unit = super::assign::unit_arg(user_id, "user_id");
     evaluate(name, unit, &serde_json::Map::new()).0.as_str()
 }
 
-/// `explain_flag` with the unit's attributes, as `{"enabled", "reason", "decided_by"}`:
-/// `decided_by` is `{"override": value}`, `{"rule": id, "index": i}` or null (the percentage).
+/// `explain_flag` with the unit's attributes, as `{"enabled", "reason", "decided_by",
+/// "override", "rules"}`: `decided_by` is `{"override": value}`, `{"rule": id, "index": i}` or
+/// null (the percentage); `override` the unit's override that applies (`{"value",
+/// "expires_at_micros"}`) or null; `rules` each rule looked at up to the one that applied, with
+/// the attribute values its condition read and why it did or did not match
+/// (`targeting::rules::explain_rules`). A disabled flag or one whose dependency is off is
+/// decided before targeting, and its `rules` are still shown as they would judge the unit.
 #[pg_extern(stable, parallel_safe, name = "explain_flag")]
 fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> JsonB {
     let name = required(name, "flag name");
-    let unit = required(user_id, "user_id");
+    let unit = super::assign::unit_arg(user_id, "user_id");
     let attributes = context_of(context);
     let (evaluation, decided) = evaluate(name, unit, &attributes);
     let decided_by = match decided {
@@ -260,5 +265,14 @@ fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: O
         Some(Targeted::Rule { index, .. }) => json!({"rule": targeting::rule_id(name, index), "index": index}),
         None => Value::Null,
     };
-    JsonB(json!({"enabled": evaluation == Evaluation::On, "reason": evaluation.as_str(), "decided_by": decided_by}))
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    let mut out = json!({"override": null, "rules": []});
+    if flag.targeted {
+        let u = Unit { id: unit, attributes: &attributes, now_micros: targeting::now_micros() };
+        out = targeting::explain_flag(&flag, &u);
+    }
+    out["enabled"] = json!(evaluation == Evaluation::On);
+    out["reason"] = json!(evaluation.as_str());
+    out["decided_by"] = decided_by;
+    JsonB(out)
 }

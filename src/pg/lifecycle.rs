@@ -8,6 +8,7 @@ use crate::experiments::assign::{test_flag_name, INTEGRATION_FLAGS, ROUTING_FLAG
 use crate::error::{AbError, Kind};
 use crate::experiments::events::{FLAG_UPDATE, TEST_UPDATE};
 use crate::experiments::lifecycle::{self, not_a_variant, unknown_test, Action, Status};
+use crate::experiments::payloads;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -92,11 +93,69 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
     );
     for (i, v) in def.variants.iter().enumerate() {
         store::exec(
-            "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[test_id.into(), v.name.as_str().into(), (i as i32).into(), v.weight.into(), v.confidence_threshold.into()],
+            "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold, payload)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                test_id.into(),
+                v.name.as_str().into(),
+                (i as i32).into(),
+                v.weight.into(),
+                v.confidence_threshold.into(),
+                v.payload.clone().map(JsonB).into(),
+            ],
         );
     }
+    if let Some(schema) = &def.payload_schema {
+        store::exec("UPDATE ab.tests SET payload_schema = $2 WHERE test_id = $1", &[test_id.into(), JsonB(schema.clone()).into()]);
+    }
+}
+
+/// The test's variants' payloads, locked, and its payload schema: `(variant, payload)` in
+/// order, and the schema.
+fn locked_payloads(test_id: &str) -> (Vec<(String, Option<Value>)>, Option<Value>) {
+    let v = store::json_one(include_str!("queries/locked_payloads.sql"), &[test_id.into()]).unwrap_or_else(|| raise(unknown_test(test_id)));
+    let (payloads, schema): (Vec<(String, Option<Value>)>, Option<Value>) = store::deserialize(v, "payloads");
+    (payloads, schema)
+}
+
+/// Sets a variant's payload (README, "Variant payloads"); NULL or JSON null removes it. Checked
+/// against the test's payload schema (22023 naming the path of the first fault); audited; a
+/// `payload_changed` event. Errors: an unknown test (42704) or variant (22023).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_variant_payload(test_id: Option<&str>, variant: Option<&str>, payload: Option<JsonArg>) -> JsonB {
+    require_primary("ab.set_variant_payload");
+    let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
+    let (payloads, schema) = locked_payloads(test_id);
+    if !payloads.iter().any(|(v, _)| v == variant) {
+        raise(lifecycle::not_a_variant(variant, test_id));
+    }
+    let payload = payloads::check_payload(variant, &payload.map(|p| p.0).unwrap_or(Value::Null)).or_raise();
+    payloads::check_all(schema.as_ref(), [(variant, payload.as_ref())]).or_raise();
+    store::exec(
+        "UPDATE ab.variants SET payload = $3 WHERE test_id = $1 AND variant = $2 AND payload IS DISTINCT FROM $3",
+        &[test_id.into(), variant.into(), payload.clone().map(JsonB).into()],
+    );
+    emit(test_id, "payload_changed", json!({"variant": variant, "payload": payload}));
+    JsonB(json!({"test_id": test_id, "variant": variant, "payload": payload}))
+}
+
+/// Sets (or with NULL removes) a test's payload schema, a JSON Schema every variant's payload
+/// must meet: checked against its meta-schema and against the payloads the test has now (22023
+/// naming the variant and path of the first that does not). Audited; a `payload_schema_changed`
+/// event.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_payload_schema(test_id: Option<&str>, schema: Option<JsonArg>) -> JsonB {
+    require_primary("ab.set_payload_schema");
+    let test_id = required(test_id, "test_id");
+    let (payloads, _) = locked_payloads(test_id);
+    let schema = schema.map(|s| s.0).filter(|s| !s.is_null());
+    payloads::check_all(schema.as_ref(), payloads.iter().map(|(v, p)| (v.as_str(), p.as_ref()))).or_raise();
+    store::exec(
+        "UPDATE ab.tests SET payload_schema = $2, updated_at = now() WHERE test_id = $1 AND payload_schema IS DISTINCT FROM $2",
+        &[test_id.into(), schema.clone().map(JsonB).into()],
+    );
+    emit(test_id, "payload_schema_changed", json!({"payload_schema": schema}));
+    JsonB(json!({"test_id": test_id, "payload_schema": schema}))
 }
 
 /// Starts a draft test: creates its flag `ff.ab_test_<id>` at 0 %, marks it active and moves it to
@@ -280,15 +339,20 @@ fn set_default_test(test_id: Option<&str>) -> bool {
     true
 }
 
-/// A test's current state as one JSON object (what a dashboard or the relay shows on subscribe).
+/// get_test.sql's read of the targeting tables (absent from a 0.1.0 schema).
+const GET_TEST_TARGETING: &str = "(SELECT jsonb_build_object(
+        'targeting', (SELECT g.targeting FROM ab.test_targeting g WHERE g.test_id = t.test_id),
+        'overrides', (SELECT count(*) FROM ab.test_overrides o WHERE o.test_id = t.test_id)))";
+
+/// A test's current state as one JSON object (what a dashboard or the relay shows on subscribe):
+/// the row, its variants with their payloads, its flag, and its targeting (`{"targeting": as
+/// set or null, "overrides": how many units have one}`).
 #[pg_extern(stable, parallel_safe)]
 fn get_test(test_id: Option<&str>) -> JsonB {
     let test_id = required(test_id, "test_id");
+    let sql = store::for_schema(include_str!("queries/get_test.sql"), &[(GET_TEST_TARGETING, "NULL::jsonb")]);
     JsonB(
-        store::json_one_ro(
-            include_str!("queries/get_test.sql"),
-            &[test_id.into(), TEST_FLAG_PREFIX.into()],
-        )
+        store::json_one_ro(&sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])
         .unwrap_or_else(|| raise(unknown_test(test_id))),
     )
 }

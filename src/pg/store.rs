@@ -138,13 +138,17 @@ impl From<FlagRow> for Flag {
 }
 
 /// `sql` as this database can run it: one still at 0.1.0's schema (before `ALTER EXTENSION pg_ab
-/// UPDATE`) has no targeting tables, so the expression `targeted` that reads them becomes
-/// `false` there — nothing is targeted.
-fn for_schema(sql: &'static str, targeted: &str) -> std::borrow::Cow<'static, str> {
+/// UPDATE`) has no targeting tables and no payloads, so the expressions that read them become
+/// `false` (nothing is targeted) and `NULL` there.
+pub(crate) fn for_schema(sql: &'static str, replacements: &[(&str, &str)]) -> std::borrow::Cow<'static, str> {
     if super::targeting::tables_exist() {
         std::borrow::Cow::Borrowed(sql)
     } else {
-        std::borrow::Cow::Owned(sql.replace(targeted, "false"))
+        std::borrow::Cow::Owned(replacements.iter().fold(sql.to_string(), |s, (from, to)| {
+            // A replacement that no longer matches its query would read a missing table.
+            assert!(s.contains(from), "pg_ab: a 0.1.0-schema replacement does not match its query");
+            s.replace(from, to)
+        }))
     }
 }
 
@@ -152,7 +156,7 @@ fn for_schema(sql: &'static str, targeted: &str) -> std::borrow::Cow<'static, st
 pub fn load_flag(name: &str) -> Option<Flag> {
     let sql = for_schema(
         include_str!("queries/flag.sql"),
-        "(EXISTS (SELECT 1 FROM ab.flag_rules r WHERE r.flag = f.name) OR EXISTS (SELECT 1 FROM ab.overrides o WHERE o.flag = f.name))",
+        &[("(EXISTS (SELECT 1 FROM ab.flag_rules r WHERE r.flag = f.name) OR EXISTS (SELECT 1 FROM ab.overrides o WHERE o.flag = f.name))", "false")],
     );
     json_one_ro(&sql, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
 }
@@ -174,7 +178,7 @@ struct ConfigRow {
     sticky: bool,
     log_exposures: bool,
     bucket_version: i32,
-    variants: Vec<(String, f64, f64)>,
+    variants: Vec<(String, f64, f64, Option<Value>)>,
     flag: Option<(i32, bool)>,
     targeted: bool,
 }
@@ -183,7 +187,11 @@ struct ConfigRow {
 pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
     let sql = for_schema(
         include_str!("queries/test_config.sql"),
-        "EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)",
+        &[
+            ("(EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)
+                 OR EXISTS (SELECT 1 FROM ab.test_overrides o WHERE o.test_id = t.test_id))", "false"),
+            ("v.payload", "NULL::jsonb"),
+        ],
     );
     let row: ConfigRow = deserialize(json_one_ro(&sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
     let flag_name = test_flag_name(test_id);
@@ -193,7 +201,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
         variants: row
             .variants
             .into_iter()
-            .map(|(name, weight, confidence_threshold)| Variant { name, weight, confidence_threshold })
+            .map(|(name, weight, confidence_threshold, payload)| Variant { name, weight, confidence_threshold, payload })
             .collect(),
         winner: row.winner,
         sticky: row.sticky,

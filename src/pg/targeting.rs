@@ -36,6 +36,8 @@ struct Cached {
     overrides: HashMap<String, Rc<HashMap<String, (bool, Option<i64>)>>>,
     /// Per test: its audience and forced-variant rules.
     tests: HashMap<String, Rc<TestTargeting>>,
+    /// Per test: unit → (variant, expires_at in µs since the Unix epoch).
+    test_overrides: HashMap<String, Rc<HashMap<String, (String, Option<i64>)>>>,
 }
 
 thread_local! {
@@ -117,15 +119,18 @@ fn load_list(list: &str) -> HashSet<String> {
 }
 
 fn load_overrides(flag: &str) -> HashMap<String, (bool, Option<i64>)> {
-    let v = store::kept_json(
-        "SELECT coalesce(jsonb_object_agg(unit_id, jsonb_build_array(value,
-                    CASE WHEN isfinite(expires_at) THEN least(extract(epoch FROM expires_at) * 1e6, 9e18)::int8 END)), '{}')
-         FROM ab.overrides WHERE flag = $1",
-        &[TEXT],
-        false,
-        &[flag.into()],
-    );
+    let v = store::kept_json(include_str!("queries/flag_overrides.sql"), &[TEXT], false, &[flag.into()]);
     store::deserialize(v.unwrap_or(json!({})), "overrides")
+}
+
+fn load_test_overrides(test_id: &str) -> HashMap<String, (String, Option<i64>)> {
+    let v = store::kept_json(include_str!("queries/test_overrides.sql"), &[TEXT], false, &[test_id.into()]);
+    store::deserialize(v.unwrap_or(json!({})), "overrides")
+}
+
+/// Whether an override expiring at `expires` (µs; `None`: never) still applies at `now`.
+fn unexpired(expires: Option<i64>, now: i64) -> bool {
+    expires.is_none_or(|e| now < e)
 }
 
 /// Every segment, for evaluation: read on first use.
@@ -173,7 +178,7 @@ pub(crate) fn now_micros() -> i64 {
 /// else the flag's first rule that applies, else nothing (the percentage decides).
 pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
     if let Some((value, expires)) = overrides_of(&flag.name).get(unit.id) {
-        if expires.is_none_or(|e| unit.now_micros < e) {
+        if unexpired(*expires, unit.now_micros) {
             return Some(Targeted::Override(*value));
         }
     }
@@ -197,16 +202,65 @@ fn test_targeting_of(test: &TestConfig) -> Rc<TestTargeting> {
     }))
 }
 
-/// What a test's targeting decides for a unit with these attributes (`TestTargeting::decide`).
+fn test_overrides_of(test_id: &str) -> Rc<HashMap<String, (String, Option<i64>)>> {
+    with_cached(|c| c.test_overrides.get(test_id).cloned()).unwrap_or_else(|| fresh(|| load_test_overrides(test_id), |c, o| {
+        c.test_overrides.insert(test_id.to_string(), o);
+    }))
+}
+
+/// A unit's override of a test that applies now: the variant's index and its row as JSON.
+fn test_override(test: &TestConfig, unit: &str, now: i64) -> Option<(usize, Value)> {
+    let overrides = test_overrides_of(&test.test_id);
+    let (variant, expires) = overrides.get(unit)?;
+    if !unexpired(*expires, now) {
+        return None;
+    }
+    let index = test.variants.iter().position(|v| v.name == *variant)?;
+    Some((index, json!({"variant": variant, "expires_at_micros": expires})))
+}
+
+/// What a test's targeting decides for a unit with these attributes: its override that has
+/// not expired, else `TestTargeting::decide`.
 pub(crate) fn decide_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Option<TestDecision> {
+    let now = now_micros();
+    if let Some((variant, _)) = test_override(test, unit, now) {
+        return Some(TestDecision::Override { variant });
+    }
     let t = test_targeting_of(test);
-    let u = Unit { id: unit, attributes, now_micros: now_micros() };
+    let u = Unit { id: unit, attributes, now_micros: now };
     t.decide(&u, &Lookups { segments: cached_segments() })
+}
+
+/// `decide_test` with its reasons, for `ab.explain_assignment`: `{"override": {"variant",
+/// "expires_at_micros"} | null, "rules": [...], "audience": trace | null}`.
+pub(crate) fn explain_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Value {
+    let now = now_micros();
+    if let Some((_, row)) = test_override(test, unit, now) {
+        return json!({"override": row, "rules": [], "audience": null});
+    }
+    let names: Vec<&str> = test.variants.iter().map(|v| v.name.as_str()).collect();
+    let u = Unit { id: unit, attributes, now_micros: now };
+    let mut out = test_targeting_of(test).explain(&u, &Lookups { segments: cached_segments() }, &names);
+    out["override"] = Value::Null;
+    out
 }
 
 /// The id of a flag's rule by its index.
 pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
     rules_of(flag).get(index).map(|r| r.id.clone())
+}
+
+/// `decide` with its reasons, for `ab.explain_flag`: the unit's override (`{"value",
+/// "expires_at_micros"}`, or null) and the rules looked at (`rules::explain_rules`).
+pub(crate) fn explain_flag(flag: &Flag, unit: &Unit) -> Value {
+    let overrides = overrides_of(&flag.name);
+    let over = overrides.get(unit.id).filter(|(_, e)| unexpired(*e, unit.now_micros));
+    if let Some((value, expires)) = over {
+        return json!({"override": {"value": value, "expires_at_micros": expires}, "rules": []});
+    }
+    let rules = rules_of(&flag.name);
+    let lookups = Lookups { segments: cached_segments() };
+    json!({"override": null, "rules": rules::explain_rules(&flag.name, &rules, unit, &lookups)})
 }
 
 fn locked_flag(name: &str) {
@@ -368,16 +422,14 @@ fn set_override(
     reason: default!(Option<&str>, "''"),
 ) -> JsonB {
     require_primary("ab.set_override");
-    let (flag, unit, value) = (required(flag, "flag"), required(unit_id, "unit_id"), required(value, "value"));
+    let (flag, value) = (required(flag, "flag"), required(value, "value"));
+    let unit = super::assign::unit_arg(unit_id, "unit_id");
     if owning_test(flag).is_some() {
         raise(AbError::wrong_state(format!("flag \"{flag}\" belongs to a test: a test's own flag takes no overrides"))
             .with_hint("force a unit's variant with the test's targeting (ab.set_test_targeting)"));
     }
     locked_flag(flag);
-    let expired = Spi::get_one_with_args::<bool>("SELECT $1 <= now()", &[expires_at.into()]).or_raise().unwrap_or(false);
-    if expired {
-        raise(AbError::new(Kind::InvalidParameter, "expires_at is not in the future").with_hint("pass a later time, or NULL for no expiry"));
-    }
+    refuse_past(expires_at);
     store::exec(
         "INSERT INTO ab.overrides (flag, unit_id, value, expires_at, reason) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (flag, unit_id) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
@@ -389,15 +441,62 @@ fn set_override(
     JsonB(data)
 }
 
-/// Removes a unit's override of a flag; whether there was one.
+/// Forces a test's variant for one unit (QA, support) until `expires_at` (NULL: until cleared):
+/// while the test is active and its switches let the unit in, `assign` gives that variant with
+/// reason `override` (before the test's rules and audience). Audited; a `test_override_set`
+/// event. Errors: an unknown test (42704) or variant (22023), an expiry already past (22023).
+#[pg_extern(volatile, parallel_unsafe, name = "set_override")]
+fn set_test_override(
+    test_id: Option<&str>,
+    unit_id: Option<&str>,
+    variant: Option<&str>,
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    reason: default!(Option<&str>, "''"),
+) -> JsonB {
+    require_primary("ab.set_override");
+    let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
+    let unit = super::assign::unit_arg(unit_id, "unit_id");
+    let row = store::test_row(test_id, true).unwrap_or_else(|| raise(unknown_test(test_id)));
+    if !row.variants.iter().any(|(v, _)| v == variant) {
+        raise(crate::experiments::lifecycle::not_a_variant(variant, test_id));
+    }
+    refuse_past(expires_at);
+    store::exec(
+        "INSERT INTO ab.test_overrides (test_id, unit_id, variant, expires_at, reason) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (test_id, unit_id) DO UPDATE SET variant = EXCLUDED.variant, expires_at = EXCLUDED.expires_at,
+                                                    reason = EXCLUDED.reason, created_at = now()",
+        &[test_id.into(), unit.into(), variant.into(), expires_at.into(), reason.unwrap_or("").into()],
+    );
+    let data = json!({"test_id": test_id, "unit_id": unit, "variant": variant, "expires_at": expires_at.map(|t| t.to_string()), "reason": reason.unwrap_or("")});
+    store::emit_event(TEST_UPDATE, Some(test_id), "test_override_set", data.clone());
+    JsonB(data)
+}
+
+/// 22023 for an expiry that is not in the future.
+fn refuse_past(expires_at: Option<TimestampWithTimeZone>) {
+    let expired = Spi::get_one_with_args::<bool>("SELECT $1 <= now()", &[expires_at.into()]).or_raise().unwrap_or(false);
+    if expired {
+        raise(AbError::new(Kind::InvalidParameter, "expires_at is not in the future").with_hint("pass a later time, or NULL for no expiry"));
+    }
+}
+
+/// Removes a unit's override of a flag or a test (the name is looked up as a flag first);
+/// whether there was one.
 #[pg_extern(volatile, parallel_unsafe)]
 fn clear_override(flag: Option<&str>, unit_id: Option<&str>) -> bool {
     require_primary("ab.clear_override");
-    let (flag, unit) = (required(flag, "flag"), required(unit_id, "unit_id"));
-    locked_flag(flag);
-    let removed = store::exec_count("DELETE FROM ab.overrides WHERE flag = $1 AND unit_id = $2", &[flag.into(), unit.into()]) > 0;
+    let (name, unit) = (required(flag, "flag"), required(unit_id, "unit_id"));
+    if cache::flag(name).is_none() && store::test_row(name, true).is_some() {
+        let removed = store::exec_count("DELETE FROM ab.test_overrides WHERE test_id = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0;
+        if removed {
+            store::emit_event(TEST_UPDATE, Some(name), "test_override_cleared", json!({"test_id": name, "unit_id": unit}));
+        }
+        return removed;
+    }
+    locked_flag(name);
+    let removed = store::exec_count("DELETE FROM ab.overrides WHERE flag = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0;
     if removed {
-        emit(flag, "flag_override_cleared", json!({"flag": flag, "unit_id": unit}));
+        emit(name, "flag_override_cleared", json!({"flag": name, "unit_id": unit}));
     }
     removed
 }

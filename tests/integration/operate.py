@@ -114,6 +114,11 @@ def fill_targeting(conn):
     x("SELECT ab.set_override('ff.beta', 'user_5', true, now() + interval '10 years', 'QA')")
     x("""SELECT ab.create_segment('unused', '{"attribute": "plan", "op": "exists"}')""")
     x("""SELECT ab.set_test_targeting('t_active', '{"rules": [{"id": "qa", "when": {"in_list": "qa"}, "variant": "llm_v2"}]}')""")
+    x("SELECT ab.set_override('t_active', 'user_6', 'llm_v2', NULL, 'QA')")
+    x("""SELECT ab.set_variant_payload('t_active', 'llm_v2', '{"model": "llm-v2", "temperature": 0.2}')""")
+    x("""SELECT ab.set_payload_schema('t_active', '{"type": ["object", "null"], "properties": {"temperature": {"type": "number"}}}')""")
+    x("""SELECT ab.schedule(now() + interval '1 day', '{"do": "progress_rollout", "test_id": "t_active"}')""")
+    x("""SELECT ab.schedule(now() + interval '2 days', '{"do": "update_rollout_percentage", "flag": "ff.beta", "rollout_percentage": 50}')""")
 
 
 def user_tables(conn):
@@ -219,6 +224,8 @@ CALLS = [
     ("assign", READER, False, False, """SELECT ab.assign('t_active', 'u1', NULL, '{"plan": "pro"}')"""),
     ("assign_variant", READER, False, False, """SELECT ab.assign_variant('t_active', 'u1', NULL, '{"plan": "pro"}')"""),
     ("get_assignment", READER, False, False, """SELECT ab.get_assignment('u1', NULL, '{"plan": "pro"}')"""),
+    ("get_payload", READER, False, False, """SELECT ab.get_payload('t_active', 'u1', '{"plan": "pro"}')"""),
+    ("explain_assignment", READER, False, False, """SELECT ab.explain_assignment('t_active', 'u1', '{"plan": "pro"}')"""),
     ("get_rollout_percentage", READER, False, False, "SELECT ab.get_rollout_percentage('ff.beta')"),
     ("rollout_bucket", READER, False, False, "SELECT ab.rollout_bucket('ff.beta', 'u1')"),
     ("variant_point", READER, False, False, "SELECT ab.variant_point('t_active', 'u1')"),
@@ -262,6 +269,7 @@ CALLS = [
     ("_resolve_name", READER, False, False, "SELECT * FROM ab._resolve_name('Deutschland')"),
     ("row_key", READER, False, False, """SELECT ab.row_key('{"a": 1, "b": 2}', '{a}')"""),
     ("assign_and_log", WRITER, True, False, "SELECT ab.assign_and_log('t_active', 'u1')"),
+    ("assign_and_log", WRITER, True, False, """SELECT ab.assign_and_log('t_active', 'u1', NULL, '{"plan": "pro"}')"""),
     ("submit_extraction_metrics", WRITER, True, False,
      """SELECT ab.submit_extraction_metrics('t_active', 'llm_v2', '{"latency_ms": 12.5}')"""),
     ("submit_error_metrics", WRITER, True, False,
@@ -285,6 +293,15 @@ CALLS = [
     ("set_test_targeting", ADMIN, True, False,
      """SELECT ab.set_test_targeting('t_active', '{"audience": {"segment": "eu"}}')"""),
     ("clear_override", ADMIN, True, False, "SELECT ab.clear_override('ff.beta', 'user_4')"),
+    ("set_override", ADMIN, True, False, "SELECT ab.set_override('t_active', 'user_9', 'llm_v2')"),
+    ("clear_override", ADMIN, True, False, "SELECT ab.clear_override('t_active', 'user_6')"),
+    ("set_variant_payload", ADMIN, True, False, """SELECT ab.set_variant_payload('t_active', 'baseline_rule_based', '{"model": "rules"}')"""),
+    ("set_payload_schema", ADMIN, True, False, "SELECT ab.set_payload_schema('t_active', NULL)"),
+    ("schedule", ADMIN, True, False, """SELECT ab.schedule(now() + interval '1 hour', '{"do": "pause_test", "test_id": "t_active"}')"""),
+    ("cancel_schedule", ADMIN, True, False, "SELECT ab.cancel_schedule((SELECT min(id) FROM ab.schedules))"),
+    ("_schedule_statement", ADMIN, False, False, """SELECT ab._schedule_statement('{"do": "start_test", "test_id": "t_draft"}')"""),
+    ("_schedule_event", ADMIN, True, False, "SELECT ab._schedule_event(s, 'checked') FROM ab.schedules s ORDER BY id LIMIT 1"),
+    ("apply_due_schedules", ADMIN, True, True, "SELECT ab.apply_due_schedules()"),
     ("delete_flag", ADMIN, True, False, "SELECT ab.delete_flag('ff.off')"),
     ("create_test", ADMIN, True, False,
      """SELECT ab.create_test('{"test_name": "n", "test_id": "t_new", "champion_variant": "a", "challenger_variant": "b"}')"""),

@@ -3,7 +3,7 @@
 
 use crate::experiments::flags::{self, Evaluation, Flag};
 use crate::experiments::hash;
-use crate::error::AbResult;
+use crate::error::{AbError, AbResult};
 use crate::experiments::lifecycle::{self, Status};
 use crate::targeting::rules::TestDecision;
 use std::rc::Rc;
@@ -114,6 +114,19 @@ impl Reason {
     }
 }
 
+/// Longest unit id (bytes): ids are keys of sticky assignments, overrides and id lists, and
+/// hashed on every call; 1 KiB is far above any UUID, email or session token.
+pub const MAX_UNIT_ID_BYTES: usize = 1024;
+
+/// Checks a unit id's length (22023 above [`MAX_UNIT_ID_BYTES`]).
+pub fn check_unit_id(id: &str) -> AbResult<&str> {
+    if id.len() > MAX_UNIT_ID_BYTES {
+        return Err(AbError::invalid(format!("unit id is {} bytes, more than {MAX_UNIT_ID_BYTES}", id.len()))
+            .with_hint("pass a user id, session id or other key of at most 1024 bytes (hash longer keys first)"));
+    }
+    Ok(id)
+}
+
 /// An assignment borrows its names from the test's configuration: no allocation on the hot path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment<'a> {
@@ -122,20 +135,36 @@ pub struct Assignment<'a> {
     pub confidence_threshold: f64,
     pub in_rollout: bool,
     pub reason: Reason,
+    /// The variant's payload, if it has one.
+    pub payload: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Assignment<'a> {
+    /// `variant` of `test`, with its threshold and payload.
+    pub fn of(test: &'a TestConfig, variant: &'a Variant, in_rollout: bool, reason: Reason) -> Assignment<'a> {
+        Assignment {
+            test_id: &test.test_id,
+            variant: &variant.name,
+            confidence_threshold: variant.confidence_threshold,
+            in_rollout,
+            reason,
+            payload: variant.payload.as_ref(),
+        }
+    }
 }
 
 /// The assignment a caller names (reason `given`, in the rollout): the pipeline's requests for a
 /// variant run outside the database. Error: the test has no such variant (22023).
 pub fn given<'a>(test: &'a TestConfig, variant: &str) -> AbResult<Assignment<'a>> {
     let v = test.variant(variant).ok_or_else(|| lifecycle::not_a_variant(variant, &test.test_id))?;
-    Ok(Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason: Reason::Given })
+    Ok(Assignment::of(test, v, true, Reason::Given))
 }
 
 /// A sticky test's split assignment replaced by the unit's stored variant (reason `sticky`); a
 /// stored variant the test no longer has leaves the split one.
 pub fn with_stored<'a>(test: &'a TestConfig, a: Assignment<'a>, stored: &str) -> Assignment<'a> {
     match test.variant(stored) {
-        Some(v) => Assignment { variant: &v.name, confidence_threshold: v.confidence_threshold, reason: Reason::Sticky, ..a },
+        Some(v) => Assignment::of(test, v, a.in_rollout, Reason::Sticky),
         None => a,
     }
 }
@@ -143,7 +172,7 @@ pub fn with_stored<'a>(test: &'a TestConfig, a: Assignment<'a>, stored: &str) ->
 /// The test's champion for a unit that no test's rollout reaches (reason `default_champion`).
 pub fn default_champion(test: &TestConfig) -> Assignment<'_> {
     let c = test.champion();
-    Assignment { test_id: &test.test_id, variant: &c.name, confidence_threshold: c.confidence_threshold, in_rollout: false, reason: Reason::DefaultChampion }
+    Assignment::of(test, c, false, Reason::DefaultChampion)
 }
 
 /// Picks a variant for a point in [0, 1): the first variant whose cumulative weight exceeds
@@ -197,26 +226,14 @@ fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
     lookup: &dyn Fn(&str) -> Option<Rc<Flag>>,
     decide: &D,
 ) -> Assignment<'a> {
-    let champion = |reason| Assignment {
-        test_id: &test.test_id,
-        variant: &test.champion().name,
-        confidence_threshold: test.champion().confidence_threshold,
-        in_rollout: false,
-        reason,
-    };
+    let champion = |reason| Assignment::of(test, test.champion(), false, reason);
     match test.status {
         Status::Draft => return champion(Reason::TestNotActive),
         Status::Paused => return champion(Reason::TestPaused),
         Status::RolledBack => return champion(Reason::RolledBack),
         Status::Completed => {
             let v = test.winner.as_deref().and_then(|w| test.variant(w)).unwrap_or(test.champion());
-            return Assignment {
-                test_id: &test.test_id,
-                variant: &v.name,
-                confidence_threshold: v.confidence_threshold,
-                in_rollout: false,
-                reason: Reason::Completed,
-            };
+            return Assignment::of(test, v, false, Reason::Completed);
         }
         Status::Active => {}
     }
@@ -236,7 +253,7 @@ fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
             Some(d @ (TestDecision::Forced { variant, .. } | TestDecision::Override { variant })) if variant < test.variants.len() => {
                 let v = &test.variants[variant];
                 let reason = if matches!(d, TestDecision::Override { .. }) { Reason::Override } else { Reason::Forced };
-                return Assignment { test_id: &test.test_id, variant: &v.name, confidence_threshold: v.confidence_threshold, in_rollout: true, reason };
+                return Assignment::of(test, v, true, reason);
             }
             Some(TestDecision::NotInAudience) => return champion(Reason::NotInAudience),
             _ => {}
@@ -247,13 +264,7 @@ fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
         return champion(Reason::NotInRollout);
     }
     let v = pick_variant(&test.variants, hash::variant_point(&test.test_id, unit));
-    Assignment {
-        test_id: &test.test_id,
-        variant: &v.name,
-        confidence_threshold: v.confidence_threshold,
-        in_rollout: true,
-        reason: Reason::Split,
-    }
+    Assignment::of(test, v, true, Reason::Split)
 }
 
 /// The active test a unit belongs to when tests share traffic as mutually exclusive slices:
