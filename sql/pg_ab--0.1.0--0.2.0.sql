@@ -456,6 +456,25 @@ ALTER TABLE ab.tests ADD COLUMN payload_schema jsonb;
 ALTER TABLE ab.variants ADD COLUMN payload jsonb;
 ALTER TYPE ab.assignment ADD ATTRIBUTE payload jsonb;
 
+-- The pipeline takes the unit's attributes for the test's targeting (a new last argument,
+-- defaulted; a second function beside the old one would make calls without it ambiguous).
+DROP FUNCTION ab.extract_entities_with_ab_testing(text, text, text, text, text, text, jsonb, double precision, double precision);
+CREATE FUNCTION ab."extract_entities_with_ab_testing"(
+	"content" TEXT, /* Option < & str > */
+	"user_id" TEXT, /* Option < & str > */
+	"session_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"source_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"test_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"variant" TEXT DEFAULT NULL, /* Option < & str > */
+	"entities" jsonb DEFAULT NULL, /* Option < JsonArg > */
+	"latency_ms" double precision DEFAULT NULL, /* Option < f64 > */
+	"similarity_threshold" double precision DEFAULT 0.8, /* Option < f64 > */
+	"context" jsonb DEFAULT NULL /* Option < JsonArg > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'extract_entities_with_ab_testing_wrapper';
+
 -- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules,
 -- overrides and tests' targeting, with their audit rows (ab.audit_change above knows their
 -- keys) and cache triggers; scheduled changes (sql/schedules.sql).

@@ -183,12 +183,18 @@ pub(crate) fn record_extraction(test_id: &str, variant: &str, m: &ExtractionMetr
 
 /// The request's assignment: given (test and variant named), decided for the named test, or —
 /// with no test named — the unit's slice of the active tests, else the default test's champion.
-fn assignment_of<'a>(test: Option<&'a assign::TestConfig>, named: bool, variant: Option<&str>, unit: &str) -> Option<Assignment<'a>> {
+fn assignment_of<'a>(
+    test: Option<&'a assign::TestConfig>,
+    named: bool,
+    variant: Option<&str>,
+    unit: &str,
+    attributes: &serde_json::Map<String, Value>,
+) -> Option<Assignment<'a>> {
     let t = test?;
     Some(match variant {
         Some(v) => assign::given(t, v).or_raise(),
         None if !named && t.status != Status::Active => assign::default_champion(t),
-        None => assignment::decide(t, unit),
+        None => assignment::decide_in(t, unit, attributes),
     })
 }
 
@@ -202,7 +208,8 @@ fn request_test(test_id: Option<&str>, variant: Option<&str>, unit: &str) -> Opt
     }
 }
 
-/// One request through the whole pipeline (README, "Entity extraction under A/B testing").
+/// One request through the whole pipeline (README, "Entity extraction under A/B testing");
+/// `context` is the unit's attributes for the test's targeting (as for `ab.assign`).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(volatile, parallel_unsafe)]
 fn extract_entities_with_ab_testing(
@@ -215,8 +222,10 @@ fn extract_entities_with_ab_testing(
     entities: default!(Option<JsonArg>, "NULL"),
     latency_ms: default!(Option<f64>, "NULL"),
     similarity_threshold: default!(Option<f64>, 0.8),
+    context: default!(Option<JsonArg>, "NULL"),
 ) -> JsonB {
     require_primary("ab.extract_entities_with_ab_testing");
+    let attributes = super::flags::context_of(context);
     let started = Instant::now();
     let content = required(content, "content");
     extract::validate_content(content).or_raise();
@@ -225,7 +234,7 @@ fn extract_entities_with_ab_testing(
     let unit = assignment::unit_of(user_id, session_id);
     cache::accept_invalidations();
     let test = request_test(test_id, variant, unit);
-    let assigned = assignment_of(test.as_deref(), test_id.is_some(), variant, unit);
+    let assigned = assignment_of(test.as_deref(), test_id.is_some(), variant, unit, &attributes);
     let variant_used = assigned.as_ref().map_or(extract::EXTRACTOR, |a| a.variant);
     let confidence_threshold = assigned.as_ref().map_or(0.0, |a| a.confidence_threshold);
     let (raw, external_latency) = match pipeline::raw_input(variant_used, entities.map(|e| e.0), latency_ms).or_raise() {
