@@ -671,8 +671,10 @@ BEGIN
 END $$;
 
 -- An event about a schedule: a test's (ab_test_update) or a flag's (flag_update).
-CREATE FUNCTION ab._schedule_event(s ab.schedules, update_type text) RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION ab._schedule_event(schedule_id bigint, update_type text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ab.require_primary('ab._schedule_event');
     INSERT INTO ab.events (test_id, type, payload)
     SELECT s.action ->> 'test_id', update_type, jsonb_build_object(
         'type', CASE WHEN s.action ? 'test_id' THEN 'ab_test_update' ELSE 'flag_update' END,
@@ -680,7 +682,8 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $
         'update_type', update_type,
         'data', jsonb_build_object('schedule_id', s.id, 'run_at', s.run_at, 'action', s.action, 'outcome', s.outcome),
         'timestamp', extract(epoch FROM now()))
-$$;
+    FROM ab.schedules s WHERE s.id = schedule_id;
+END $$;
 
 -- Schedules an action at run_at; returns its id. Errors: a bad action (22023), an unknown test
 -- or flag (42704), a NULL time (22004).
@@ -706,7 +709,7 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'list flags with SELECT name FROM ab.flags';
     END IF;
     INSERT INTO ab.schedules (run_at, action) VALUES (schedule.run_at, schedule.action) RETURNING * INTO s;
-    PERFORM ab._schedule_event(s, 'schedule_created');
+    PERFORM ab._schedule_event(s.id, 'schedule_created');
     RETURN s.id;
 END $$;
 
@@ -723,7 +726,7 @@ BEGIN
     IF s.id IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM ab._schedule_event(s, 'schedule_cancelled');
+    PERFORM ab._schedule_event(s.id, 'schedule_cancelled');
     RETURN true;
 END $$;
 
@@ -758,7 +761,7 @@ BEGIN
         END;
         UPDATE ab.schedules SET applied_at = now(), outcome = verdict
         WHERE id = s.id RETURNING * INTO s;
-        PERFORM ab._schedule_event(s, 'schedule_applied');
+        PERFORM ab._schedule_event(s.id, 'schedule_applied');
         applied := applied || jsonb_build_object('id', s.id, 'action', s.action, 'outcome', verdict);
     END LOOP;
     RETURN applied;
@@ -816,7 +819,7 @@ AS 'MODULE_PATHNAME', 'get_flag_rules_wrapper';
 CREATE FUNCTION "is_enabled"(
 	"name" TEXT, /* Option < & str > */
 	"user_id" TEXT, /* Option < & str > */
-	"context" jsonb /* Option < JsonArg > */
+	"context" jsonb /* Option < Context > */
 ) RETURNS bool /* bool */
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -868,7 +871,7 @@ CREATE FUNCTION "assign_variant"(
 	"test_id" TEXT, /* Option < & str > */
 	"user_id" TEXT, /* Option < & str > */
 	"session_id" TEXT, /* Option < & str > */
-	"context" jsonb /* Option < JsonArg > */
+	"context" jsonb /* Option < Context > */
 ) RETURNS TEXT /* String */
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */

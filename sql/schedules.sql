@@ -86,8 +86,10 @@ BEGIN
 END $$;
 
 -- An event about a schedule: a test's (ab_test_update) or a flag's (flag_update).
-CREATE FUNCTION ab._schedule_event(s ab.schedules, update_type text) RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION ab._schedule_event(schedule_id bigint, update_type text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ab.require_primary('ab._schedule_event');
     INSERT INTO ab.events (test_id, type, payload)
     SELECT s.action ->> 'test_id', update_type, jsonb_build_object(
         'type', CASE WHEN s.action ? 'test_id' THEN 'ab_test_update' ELSE 'flag_update' END,
@@ -95,7 +97,8 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $
         'update_type', update_type,
         'data', jsonb_build_object('schedule_id', s.id, 'run_at', s.run_at, 'action', s.action, 'outcome', s.outcome),
         'timestamp', extract(epoch FROM now()))
-$$;
+    FROM ab.schedules s WHERE s.id = schedule_id;
+END $$;
 
 -- Schedules an action at run_at; returns its id. Errors: a bad action (22023), an unknown test
 -- or flag (42704), a NULL time (22004).
@@ -121,7 +124,7 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'list flags with SELECT name FROM ab.flags';
     END IF;
     INSERT INTO ab.schedules (run_at, action) VALUES (schedule.run_at, schedule.action) RETURNING * INTO s;
-    PERFORM ab._schedule_event(s, 'schedule_created');
+    PERFORM ab._schedule_event(s.id, 'schedule_created');
     RETURN s.id;
 END $$;
 
@@ -138,7 +141,7 @@ BEGIN
     IF s.id IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM ab._schedule_event(s, 'schedule_cancelled');
+    PERFORM ab._schedule_event(s.id, 'schedule_cancelled');
     RETURN true;
 END $$;
 
@@ -173,7 +176,7 @@ BEGIN
         END;
         UPDATE ab.schedules SET applied_at = now(), outcome = verdict
         WHERE id = s.id RETURNING * INTO s;
-        PERFORM ab._schedule_event(s, 'schedule_applied');
+        PERFORM ab._schedule_event(s.id, 'schedule_applied');
         applied := applied || jsonb_build_object('id', s.id, 'action', s.action, 'outcome', verdict);
     END LOOP;
     RETURN applied;

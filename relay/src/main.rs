@@ -99,16 +99,28 @@ async fn run(config: config::Config) -> Result<(), String> {
     let feed = tokio::spawn(ws::feed(app.clone(), shutdown.clone()));
     let maintenance = tokio::spawn(periodic(
         db.clone(),
-        "maintenance",
-        "SELECT jsonb_build_object('metrics_partitions_created', ab.create_metrics_partitions(),
-                                   'events_pruned', ab.prune_events())::text",
+        Job {
+            what: "maintenance",
+            sql: "SELECT jsonb_build_object('metrics_partitions_created', ab.create_metrics_partitions(),
+                                            'events_pruned', ab.prune_events())::text",
+            quiet_when_empty: false,
+        },
         config.maintenance_seconds,
         shutdown.clone(),
     ));
-    let risk = tokio::spawn(periodic(db.clone(), "risk evaluation", "SELECT ab.evaluate_all_risks()::text",
-                                     config.risk_seconds, shutdown.clone()));
-    let schedules = tokio::spawn(periodic(db.clone(), "schedules", "SELECT ab.apply_due_schedules()::text",
-                                          config.schedule_seconds, shutdown.clone()));
+    let risk = tokio::spawn(periodic(
+        db.clone(),
+        Job { what: "risk evaluation", sql: "SELECT ab.evaluate_all_risks()::text", quiet_when_empty: false },
+        config.risk_seconds,
+        shutdown.clone(),
+    ));
+    // Most ticks find no schedule due: those are logged at debug level only.
+    let schedules = tokio::spawn(periodic(
+        db.clone(),
+        Job { what: "schedules", sql: "SELECT ab.apply_due_schedules()::text", quiet_when_empty: true },
+        config.schedule_seconds,
+        shutdown.clone(),
+    ));
     let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));
 
     let router = Router::new()
@@ -163,7 +175,16 @@ async fn wait_for_signal() {
 
 /// Runs one SQL statement every `every_seconds` (0: never): the periodic jobs pg_ab needs
 /// without pg_cron (daily metrics partitions, risk evaluation of active tests).
-async fn periodic(db: Arc<db::Db>, what: &'static str, sql: &'static str, every_seconds: f64, mut shutdown: watch::Receiver<bool>) {
+/// A periodic job: its name in logs, its statement (returning text), and whether a result of
+/// `[]` (nothing done) is left out of the info log.
+struct Job {
+    what: &'static str,
+    sql: &'static str,
+    quiet_when_empty: bool,
+}
+
+async fn periodic(db: Arc<db::Db>, job: Job, every_seconds: f64, mut shutdown: watch::Receiver<bool>) {
+    let Job { what, sql, quiet_when_empty } = job;
     if every_seconds <= 0.0 {
         return;
     }
@@ -178,8 +199,7 @@ async fn periodic(db: Arc<db::Db>, what: &'static str, sql: &'static str, every_
                 Some(row) => {
                     let result: String = row.get(0);
                     let shown: String = result.chars().take(300).collect();
-                    // A job that found nothing to do (schedules, most ticks) is not news.
-                    if result == "[]" {
+                    if quiet_when_empty && result == "[]" {
                         debug!(job = what, "periodic job done: nothing due");
                     } else {
                         info!(job = what, result = %shown, "periodic job done");

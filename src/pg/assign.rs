@@ -2,6 +2,7 @@
 
 use super::error::{raise, require_primary, required, OrRaise};
 use super::ffi::{finfo_v1, text_arg};
+use super::context::Context;
 use super::json::JsonArg;
 use super::targeting;
 use super::cache;
@@ -102,9 +103,15 @@ finfo_v1!(
     pg_finfo_pg_ab_assign_and_log_in_context
 );
 
-/// The jsonb `context` argument `n` as attributes (NULL: none; not an object: 22023).
-unsafe fn context_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> serde_json::Map<String, serde_json::Value> {
-    super::flags::context_of(unsafe { pgrx::fcinfo::pg_getarg::<JsonArg>(fcinfo, n) })
+/// The jsonb `context` argument `n`, unread (NULL: none; not an object: 22023).
+unsafe fn context_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Context {
+    let arg = unsafe { *(*fcinfo).args.as_ptr().add(n) };
+    unsafe { Context::from_datum(arg.value, arg.isnull) }
+}
+
+/// The attributes a test's targeting reads from the context (none for a test without any).
+fn attributes_for(test: &TestConfig, context: &Context) -> serde_json::Map<String, serde_json::Value> {
+    if test.targeted { context.attributes(Some(&targeting::test_keys(test))) } else { serde_json::Map::new() }
 }
 
 /// The unit being assigned: the user, or the session for anonymous traffic (at most
@@ -163,6 +170,7 @@ fn assign_and_log_inner(
     let test = load_test(test_id);
     let mut a = decide_in(&test, unit, attributes);
     if a.reason == Reason::Split && test.sticky {
+        logic::check_stored_unit_id(unit).or_raise();
         // Insert-if-absent; a row from an older bucket version is replaced.
         let kept = store::json_one(
             include_str!("queries/store_assignment.sql"),
@@ -247,8 +255,9 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_and_log_in_context(fcinfo: pg_sys::
     let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
-    let attributes = unsafe { context_arg(fcinfo, 3) };
+    let context = unsafe { context_arg(fcinfo, 3) };
     cache::accept_invalidations();
+    let attributes = attributes_for(&load_test(test_id), &context);
     assign_and_log_inner(fcinfo, test_id, unit, session_id, &attributes)
 }
 
@@ -293,9 +302,10 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_in_context(fcinfo: pg_sys::Function
     let (test_id, user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1), text_arg(fcinfo, 2)) };
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
-    let attributes = unsafe { context_arg(fcinfo, 3) };
+    let context = unsafe { context_arg(fcinfo, 3) };
     cache::accept_invalidations();
-    row(fcinfo, &decide_in(&load_test(test_id), unit, &attributes))
+    let test = load_test(test_id);
+    row(fcinfo, &decide_in(&test, unit, &attributes_for(&test, &context)))
 }
 
 /// `ab.get_assignment(user_id, session_id, context)`: `get_assignment` with the unit's
@@ -305,10 +315,10 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_in_context(fcinfo: pg_sys::Function
 pub unsafe extern "C-unwind" fn pg_ab_get_assignment_in_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let (user_id, session_id) = unsafe { (text_arg(fcinfo, 0), text_arg(fcinfo, 1)) };
     let unit = unit_of(user_id, session_id);
-    let attributes = unsafe { context_arg(fcinfo, 2) };
+    let context = unsafe { context_arg(fcinfo, 2) };
     cache::accept_invalidations();
     match slice_test(unit) {
-        Some(test) => row(fcinfo, &decide_in(&test, unit, &attributes)),
+        Some(test) => row(fcinfo, &decide_in(&test, unit, &attributes_for(&test, &context))),
         None => champion_row(fcinfo),
     }
 }
@@ -316,13 +326,12 @@ pub unsafe extern "C-unwind" fn pg_ab_get_assignment_in_context(fcinfo: pg_sys::
 /// `ab.assign_variant(test_id, user_id, session_id, context)`: the variant of `assign` with a
 /// context.
 #[pgrx::pg_extern(stable, parallel_safe, name = "assign_variant")]
-fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, session_id: Option<&str>, context: Option<JsonArg>) -> String {
+fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, session_id: Option<&str>, context: Option<Context>) -> String {
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
-    let attributes = super::flags::context_of(context);
     cache::accept_invalidations();
     let test = load_test(test_id);
-    decide_in(&test, unit, &attributes).variant.to_string()
+    decide_in(&test, unit, &attributes_for(&test, &context.unwrap_or(Context::NONE))).variant.to_string()
 }
 
 /// `ab.get_payload(test_id, user_id, context)`: the payload of the variant `assign` gives the

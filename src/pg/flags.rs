@@ -2,6 +2,7 @@
 
 use super::error::{raise, require_primary, required, OrRaise};
 use super::cache;
+use super::context::Context;
 use super::json::JsonArg;
 use super::{store, targeting};
 use crate::error::{AbError, Kind};
@@ -200,11 +201,19 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 
 /// `is_enabled` with the unit's attributes (`context`, a JSON object) for the flag's rules.
 #[pg_extern(stable, parallel_safe, name = "is_enabled")]
-fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> bool {
+fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> bool {
     let name = required(name, "flag name");
     let unit = super::assign::unit_arg(user_id, "user_id");
-    let attributes = context_of(context);
-    evaluate(name, unit, &attributes).0 == Evaluation::On
+    cache::accept_invalidations();
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    let context = context.unwrap_or(Context::NONE);
+    // Only what the rules read; a dependency may have rules of its own: then all of it.
+    let attributes = match (flag.targeted, flag.depends_on.is_empty()) {
+        (false, true) => serde_json::Map::new(),
+        (true, true) => context.attributes(Some(&targeting::flag_keys(name))),
+        (_, false) => context.attributes(None),
+    };
+    evaluate_flag(&flag, unit, &attributes).0 == Evaluation::On
 }
 
 /// The context argument: a JSON object, or NULL for none (22023 otherwise).

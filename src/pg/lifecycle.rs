@@ -91,19 +91,23 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
             JsonB(config).into(),
         ],
     );
-    for (i, v) in def.variants.iter().enumerate() {
-        store::exec(
-            "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold, payload)
+    // A 0.1.0 schema (the new library before ALTER EXTENSION pg_ab UPDATE) has no payloads.
+    let payloads = super::targeting::tables_exist();
+    if !payloads && (def.payload_schema.is_some() || def.variants.iter().any(|v| v.payload.is_some())) {
+        raise(AbError::wrong_state("variant payloads need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
+    }
+    let insert = store::for_schema(
+        "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold, payload)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                test_id.into(),
-                v.name.as_str().into(),
-                (i as i32).into(),
-                v.weight.into(),
-                v.confidence_threshold.into(),
-                v.payload.clone().map(JsonB).into(),
-            ],
-        );
+        &[(", payload)", ")"), (", $6)", ")")],
+    );
+    for (i, v) in def.variants.iter().enumerate() {
+        let mut args: Vec<pgrx::datum::DatumWithOid> =
+            vec![test_id.into(), v.name.as_str().into(), (i as i32).into(), v.weight.into(), v.confidence_threshold.into()];
+        if payloads {
+            args.push(v.payload.clone().map(JsonB).into());
+        }
+        store::exec(&insert, &args);
     }
     if let Some(schema) = &def.payload_schema {
         store::exec("UPDATE ab.tests SET payload_schema = $2 WHERE test_id = $1", &[test_id.into(), JsonB(schema.clone()).into()]);

@@ -8,7 +8,7 @@ use super::ffi::TEXT;
 use super::json::JsonArg;
 use super::{cache, store};
 use crate::error::{AbError, Kind};
-use crate::experiments::assign::owning_test;
+use crate::experiments::assign::{check_stored_unit_id, owning_test};
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{Flag, Targeted};
 use crate::targeting::condition::{Condition, Resolver, Unit};
@@ -38,6 +38,8 @@ struct Cached {
     tests: HashMap<String, Rc<TestTargeting>>,
     /// Per test: unit → (variant, expires_at in µs since the Unix epoch).
     test_overrides: HashMap<String, Rc<HashMap<String, (String, Option<i64>)>>>,
+    /// Per flag and per test (keyed `test:<id>`): the context keys their conditions read.
+    keys: HashMap<String, Rc<Vec<String>>>,
 }
 
 thread_local! {
@@ -245,6 +247,29 @@ pub(crate) fn explain_test(test: &TestConfig, unit: &str, attributes: &Map<Strin
     out
 }
 
+/// The context keys a targeted flag's rules read, once per configuration change.
+pub(crate) fn flag_keys(flag: &str) -> Rc<Vec<String>> {
+    if let Some(k) = with_cached(|c| c.keys.get(flag).cloned()) {
+        return k;
+    }
+    let rules = rules_of(flag);
+    let keys = Rc::new(rules::attribute_keys(rules.iter().map(|r| &r.when), &Lookups { segments: cached_segments() }));
+    with_cached(|c| c.keys.insert(flag.to_string(), keys.clone()));
+    keys
+}
+
+/// The context keys a targeted test's audience and rules read.
+pub(crate) fn test_keys(test: &TestConfig) -> Rc<Vec<String>> {
+    let key = format!("test:{}", test.test_id);
+    if let Some(k) = with_cached(|c| c.keys.get(&key).cloned()) {
+        return k;
+    }
+    let t = test_targeting_of(test);
+    let keys = Rc::new(rules::attribute_keys(t.conditions(), &Lookups { segments: cached_segments() }));
+    with_cached(|c| c.keys.insert(key, keys.clone()));
+    keys
+}
+
 /// The id of a flag's rule by its index.
 pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
     rules_of(flag).get(index).map(|r| r.id.clone())
@@ -388,13 +413,18 @@ fn delete_segment(name: Option<&str>) -> bool {
     true
 }
 
+/// A unit id that will be a key of a table (22004 when NULL, 22023 when too long).
+fn stored_unit(unit: Option<&str>) -> &str {
+    check_stored_unit_id(super::assign::unit_arg(unit, "unit_id")).or_raise()
+}
+
 /// Adds unit ids to an id list (created by its first id); returns how many were new.
 #[pg_extern(volatile, parallel_unsafe)]
 fn add_to_id_list(list: Option<&str>, unit_ids: Option<Vec<Option<String>>>) -> i64 {
     require_primary("ab.add_to_id_list");
     let list = required(list, "list");
     segments::validate_name("id list", list).or_raise();
-    let ids: Vec<String> = required(unit_ids, "unit_ids").into_iter().map(|u| required(u, "each unit id")).collect();
+    let ids: Vec<String> = required(unit_ids, "unit_ids").into_iter().map(|u| stored_unit(u.as_deref()).to_string()).collect();
     store::exec_count(
         "INSERT INTO ab.id_lists (list, unit_id) SELECT $1, u FROM unnest($2::text[]) u ON CONFLICT DO NOTHING",
         &[list.into(), ids.into()],
@@ -423,7 +453,7 @@ fn set_override(
 ) -> JsonB {
     require_primary("ab.set_override");
     let (flag, value) = (required(flag, "flag"), required(value, "value"));
-    let unit = super::assign::unit_arg(unit_id, "unit_id");
+    let unit = stored_unit(unit_id);
     if owning_test(flag).is_some() {
         raise(AbError::wrong_state(format!("flag \"{flag}\" belongs to a test: a test's own flag takes no overrides"))
             .with_hint("force a unit's variant with the test's targeting (ab.set_test_targeting)"));
@@ -455,7 +485,7 @@ fn set_test_override(
 ) -> JsonB {
     require_primary("ab.set_override");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
-    let unit = super::assign::unit_arg(unit_id, "unit_id");
+    let unit = stored_unit(unit_id);
     let row = store::test_row(test_id, true).unwrap_or_else(|| raise(unknown_test(test_id)));
     if !row.variants.iter().any(|(v, _)| v == variant) {
         raise(crate::experiments::lifecycle::not_a_variant(variant, test_id));

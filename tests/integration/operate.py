@@ -143,13 +143,19 @@ def sequences(conn):
            WHERE schemaname = 'ab' ORDER BY 1""").fetchall())
 
 
+def stripped(row_sql):
+    """An ab.assignment row as JSON text without its null fields."""
+    return f"jsonb_strip_nulls(to_jsonb({row_sql}))::text"
+
+
 def answers(conn):
     """The answers of the read API for fixed inputs."""
     q = lambda sql, *a: conn.execute(sql, a).fetchall()
     out = {
-        "assign": q("SELECT u, to_jsonb(ab.assign('t_active', u))::text FROM unnest(%s::text[]) u", USERS),
-        "assign_rolled": q("SELECT to_jsonb(ab.assign('t_rolled', 'user_1'))::text"),
-        "get_assignment": q("SELECT u, to_jsonb(ab.get_assignment(u))::text FROM unnest(%s::text[]) u", USERS[:500]),
+        # 0.2.0 added the payload to ab.assignment: NULL payloads (all of 0.1.0's) left out.
+        "assign": q("SELECT u, " + stripped("ab.assign('t_active', u)") + " FROM unnest(%s::text[]) u", USERS),
+        "assign_rolled": q("SELECT " + stripped("ab.assign('t_rolled', 'user_1')")),
+        "get_assignment": q("SELECT u, " + stripped("ab.get_assignment(u)") + " FROM unnest(%s::text[]) u", USERS[:500]),
         "is_enabled": q("SELECT u, ab.is_enabled('ff.beta', u) FROM unnest(%s::text[]) u", USERS[:2000]),
 
         "get_test_metrics": q("SELECT ab.get_test_metrics('t_active')::text"),
@@ -300,7 +306,7 @@ CALLS = [
     ("schedule", ADMIN, True, False, """SELECT ab.schedule(now() + interval '1 hour', '{"do": "pause_test", "test_id": "t_active"}')"""),
     ("cancel_schedule", ADMIN, True, False, "SELECT ab.cancel_schedule((SELECT min(id) FROM ab.schedules))"),
     ("_schedule_statement", ADMIN, False, False, """SELECT ab._schedule_statement('{"do": "start_test", "test_id": "t_draft"}')"""),
-    ("_schedule_event", ADMIN, True, False, "SELECT ab._schedule_event(s, 'checked') FROM ab.schedules s ORDER BY id LIMIT 1"),
+    ("_schedule_event", ADMIN, True, False, "SELECT ab._schedule_event((SELECT min(id) FROM ab.schedules), 'checked')"),
     ("apply_due_schedules", ADMIN, True, True, "SELECT ab.apply_due_schedules()"),
     ("delete_flag", ADMIN, True, False, "SELECT ab.delete_flag('ff.off')"),
     ("create_test", ADMIN, True, False,

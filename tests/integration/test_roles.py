@@ -186,7 +186,7 @@ def test_the_relay_runs_as_ab_relay(roles_db, redis_server, relays):
     from websockets.sync.client import connect as ws_connect
 
     name, logins = roles_db
-    relay = relays(name, redis_server.url, maintenance_seconds=1, risk_seconds=1)
+    relay = relays(name, redis_server.url, maintenance_seconds=1, risk_seconds=1, schedule_seconds=1)
     relay.terminate()  # restarted below as the relay role
     relay.args = [a.replace("user=postgres", f"user={logins['ab_relay']}") for a in relay.args]
     relay.start()
@@ -209,6 +209,15 @@ def test_the_relay_runs_as_ab_relay(roles_db, redis_server, relays):
         return any("maintenance" in line for line in done) and any("risk evaluation" in line for line in done)
 
     wait_until(rounds_done, 20, "a maintenance and a risk evaluation round of the relay")
+    # A schedule an admin made is applied by the relay's role (ab.apply_due_schedules runs as
+    # the extension's owner), once.
+    with psycopg.connect(dbname=name, user=logins[ADMIN], autocommit=True) as admin:
+        sid = admin.execute("""SELECT ab.schedule(now(), '{"do": "resume_test", "test_id": "t_active"}')""").fetchone()[0]
+    with psycopg.connect(dbname=name) as c:
+        wait_until(lambda: c.execute("SELECT applied_at IS NOT NULL FROM ab.schedules WHERE id = %s", (sid,)).fetchone()[0],
+                   10, "the schedule applied by the relay")
+        assert c.execute("SELECT outcome -> 'ok', (SELECT status FROM ab.tests WHERE test_id = 't_active') "
+                         "FROM ab.schedules WHERE id = %s", (sid,)).fetchone() == (True, "active")
     logs = relay.logs()
     assert "permission denied" not in logs and "periodic job failed" not in logs, logs[-3000:]
 

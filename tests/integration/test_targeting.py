@@ -30,8 +30,11 @@ def enabled(conn, flag, unit, context=None):
     return one(conn, "SELECT ab.is_enabled(%s, %s, %s::jsonb)", flag, unit, json.dumps(context))
 
 
-def explain(conn, flag, unit, context):
-    return one(conn, "SELECT ab.explain_flag(%s, %s, %s::jsonb)", flag, unit, json.dumps(context))
+def explain(conn, flag, unit, context, traces=False):
+    """explain_flag's verdict (enabled, reason, decided_by); with `traces`, also the override and
+    the rules' traces."""
+    out = one(conn, "SELECT ab.explain_flag(%s, %s, %s::jsonb)", flag, unit, json.dumps(context))
+    return out if traces else {k: out[k] for k in ("enabled", "reason", "decided_by")}
 
 
 @pytest.fixture
@@ -112,6 +115,15 @@ def test_first_match_wins_and_rollout_rules_use_the_flags_bucket(conn):
         {"enabled": False, "reason": "rule_off", "decided_by": {"rule": "blocked", "index": 0}}
     assert explain(conn, "ff.t", "u1", {"country": "FR", "plan": "enterprise"}) == \
         {"enabled": True, "reason": "on", "decided_by": {"rule": "enterprise", "index": 1}}
+    # The traces: what each rule read, up to the one that applied, and nothing after it.
+    traced = explain(conn, "ff.t", "u1", {"country": "FR", "plan": "enterprise"}, traces=True)
+    assert traced["override"] is None
+    assert [(r["id"], r["matched"], r["condition"]["read"]) for r in traced["rules"]] == \
+        [("blocked", False, "FR"), ("enterprise", True, "enterprise")]
+    assert traced["rules"][1]["serves"] is True
+    assert explain(conn, "ff.t", "u1", {}, traces=True)["rules"][2] == {
+        "id": "some", "index": 2, "in_window": True, "matched": False,
+        "condition": {"attribute": "plan", "op": "exists", "read": None, "matched": False}}
     units = [f"user-{i}" for i in range(3000)]
     got = dict(conn.execute("SELECT u, ab.is_enabled('ff.t', u, '{\"plan\": \"free\"}') FROM unnest(%s::text[]) u",
                             (units,)).fetchall())

@@ -294,6 +294,35 @@ impl Condition {
         (matched, trace)
     }
 
+    /// The top-level context keys the condition may read, segments followed through `resolver`
+    /// (a dotted path `a.b` may be the key `"a.b"` or `b` inside `a`: both are listed). Appended
+    /// to `out`, possibly with repeats. The pgrx layer reads only these from the jsonb context.
+    pub fn attribute_keys(&self, resolver: &dyn Resolver, out: &mut Vec<String>) {
+        self.keys_at(resolver, out, 0);
+    }
+
+    fn keys_at(&self, resolver: &dyn Resolver, out: &mut Vec<String>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.keys_at(resolver, out, depth + 1)),
+            Condition::Not(c) => c.keys_at(resolver, out, depth + 1),
+            Condition::Segment(name) => {
+                if let Some(c) = resolver.segment(name) {
+                    c.keys_at(resolver, out, depth + 1);
+                }
+            }
+            Condition::Test { attribute: Some(path), .. } => {
+                if path.len() > 1 {
+                    out.push(path.join("."));
+                }
+                out.push(path[0].clone());
+            }
+            Condition::InList(_) | Condition::Test { attribute: None, .. } => {}
+        }
+    }
+
     /// The segments this condition refers to, directly (for cycle and existence checks).
     pub fn segments(&self) -> Vec<&str> {
         let mut out = Vec::new();
@@ -733,6 +762,22 @@ mod tests {
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "world.europe."})));
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "World.Europe.Spain"})));
         assert!(check(json!({"attribute": "place", "op": "within", "value": "world.Europe", "case_insensitive": true}), json!({"place": "World.EUROPE.Spain"})));
+    }
+
+    #[test]
+    fn attribute_keys_follow_segments_and_dotted_paths() {
+        let mut segments = HashMap::new();
+        segments.insert("eu".to_string(), Condition::parse(&json!({"attribute": "country", "op": "in", "values": ["DE"]}), "s").unwrap());
+        let r = Fixed { segments, lists: HashMap::new() };
+        let c = Condition::parse(
+            &json!({"any": [{"segment": "eu"}, {"not": {"attribute": "device.os", "op": "eq", "value": "ios"}}, {"in_list": "qa"}, {"op": "after", "value": "now"}]}),
+            "when",
+        )
+        .unwrap();
+        let mut keys = Vec::new();
+        c.attribute_keys(&r, &mut keys);
+        keys.sort();
+        assert_eq!(keys, ["country", "device", "device.os"]);
     }
 
     #[test]
