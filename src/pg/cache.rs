@@ -36,6 +36,27 @@ thread_local! {
     /// OIDs of ab.config_signal and ab.hierarchy_signal (sql/cache.sql), resolved on the first
     /// fill after a clear.
     static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    /// In parallel mode (a parallel query's leader and its workers) no newer snapshot can be
+    /// taken: reads use the statement's, so what they give is kept for that statement only,
+    /// keyed by its start time.
+    static STATEMENT: RefCell<(i64, ConfigCache)> = RefCell::new((0, ConfigCache::new(1024)));
+}
+
+/// The running statement's start time when in parallel mode (see `STATEMENT`).
+pub(super) fn parallel_statement() -> Option<i64> {
+    unsafe { pg_sys::IsInParallelMode() }.then(|| unsafe { pg_sys::GetCurrentStatementStartTimestamp() })
+}
+
+/// Runs `f` on the cache of the parallel statement that started at `stamp`.
+fn with_statement_cache<R>(stamp: i64, f: impl FnOnce(&mut ConfigCache) -> R) -> R {
+    STATEMENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != stamp {
+            c.0 = stamp;
+            c.1.clear();
+        }
+        f(&mut c.1)
+    })
 }
 
 pub fn init() {
@@ -132,7 +153,8 @@ pub(super) fn snapshot_isolation() -> bool {
 
 /// Loads on a miss with the latest committed data (plus this transaction's own changes), so the
 /// entry is at least as new as any invalidation already processed. In parallel mode no new
-/// snapshot can be taken: the value is read with the statement's snapshot and not kept.
+/// snapshot can be taken: the value is read with the statement's snapshot and not kept here
+/// (the callers keep it for the statement: `parallel_statement`).
 pub(super) fn load_fresh<T>(load: impl FnOnce() -> Option<T>) -> Loaded<T> {
     if unsafe { pg_sys::IsInParallelMode() } {
         return Loaded { value: load(), keep: false };
@@ -167,6 +189,9 @@ pub fn test(test_id: &str) -> Option<Rc<TestConfig>> {
     if snapshot_isolation() {
         return store::load_test_config(test_id).map(Rc::new);
     }
+    if let Some(stamp) = parallel_statement() {
+        return with_statement_cache(stamp, |c| c.test(test_id, || Loaded::keep(store::load_test_config(test_id))));
+    }
     with_cache(|c| c.test(test_id, || load_fresh(|| store::load_test_config(test_id))))
 }
 
@@ -174,12 +199,18 @@ pub fn flag(name: &str) -> Option<Rc<Flag>> {
     if snapshot_isolation() {
         return store::load_flag(name).map(Rc::new);
     }
+    if let Some(stamp) = parallel_statement() {
+        return with_statement_cache(stamp, |c| c.flag(name, || Loaded::keep(store::load_flag(name))));
+    }
     with_cache(|c| c.flag(name, || load_fresh(|| store::load_flag(name))))
 }
 
 pub fn active_tests() -> Rc<Vec<String>> {
     if snapshot_isolation() {
         return Rc::new(store::active_test_ids());
+    }
+    if let Some(stamp) = parallel_statement() {
+        return with_statement_cache(stamp, |c| c.active_tests(|| Loaded::keep(Some(store::active_test_ids()))));
     }
     with_cache(|c| c.active_tests(|| load_fresh(|| Some(store::active_test_ids()))))
 }

@@ -44,13 +44,27 @@ struct Cached {
 
 thread_local! {
     static CACHED: RefCell<Cached> = RefCell::new(Cached::default());
+    /// What a parallel statement read (with its snapshot), kept for that statement only
+    /// (`cache::parallel_statement`): a 100,000-id list is read once per process and statement,
+    /// not once per row.
+    static STATEMENT: RefCell<(i64, Cached)> = RefCell::new((0, Cached::default()));
 }
 
 /// Runs `f` on the cache, emptied first if the configuration changed since it was filled. Under
-/// REPEATABLE READ and SERIALIZABLE, as for the configuration, nothing is kept.
+/// REPEATABLE READ and SERIALIZABLE, as for the configuration, nothing is kept; in parallel mode,
+/// the statement's own cache.
 fn with_cached<R>(f: impl FnOnce(&mut Cached) -> R) -> R {
     if cache::snapshot_isolation() {
         return f(&mut Cached::default());
+    }
+    if let Some(stamp) = cache::parallel_statement() {
+        return STATEMENT.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != stamp {
+                *c = (stamp, Cached::default());
+            }
+            f(&mut c.1)
+        });
     }
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
@@ -63,7 +77,7 @@ fn with_cached<R>(f: impl FnOnce(&mut Cached) -> R) -> R {
 }
 
 /// Reads with the latest snapshot, like the configuration cache's misses, and keeps what was
-/// read in the cache (`put`) unless it may not be kept (a parallel worker's read).
+/// read in the cache (`put`); in parallel mode, with the statement's snapshot, for the statement.
 fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> Rc<T> {
     if cache::snapshot_isolation() {
         // REPEATABLE READ and SERIALIZABLE read as of the transaction's snapshot, uncached.
@@ -71,7 +85,8 @@ fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> R
     }
     let loaded = cache::load_fresh(|| Some(Rc::new(load())));
     let value = loaded.value.unwrap_or_else(|| raise(AbError::wrong_state("pg_ab: a targeting read gave nothing")));
-    if loaded.keep {
+    // Not kept in the backend's cache in parallel mode, but in the statement's (with_cached).
+    if loaded.keep || cache::parallel_statement().is_some() {
         with_cached(|c| put(c, value.clone()));
     }
     value

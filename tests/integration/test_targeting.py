@@ -380,3 +380,26 @@ def test_repeatable_read_sees_targeting_as_of_its_snapshot(connect, conn):
     assert rr.execute("SELECT ab.is_enabled('ff.t', 'u1', '{}')").fetchone()[0] is True
     rr.rollback()
     assert enabled(conn, "ff.t", "u1", {}) is False
+
+
+def test_parallel_statements_read_targeting_once_and_see_each_commit(connect):
+    """In parallel mode (here a worker runs the whole plan: force_parallel_mode) no newer
+    snapshot can be taken, so what a statement reads is kept for that statement only: answers
+    equal the serial ones, and a change committed between two statements is seen by the next."""
+    admin, par = connect(), connect()
+    admin.execute("SELECT ab.create_flag('ff.par', 'parallel', 0)")
+    admin.execute("SELECT ab.add_to_id_list('par', ARRAY(SELECT 'p-' || g FROM generate_series(1, 20000) g))")
+    rules(admin, "ff.par", [{"id": "listed", "when": {"in_list": "par"}, "serve": True},
+                            {"id": "de", "when": {"attribute": "country", "op": "eq", "value": "DE"}, "serve": True}])
+    par.execute("SET force_parallel_mode = on")
+    query = """SELECT count(*) FILTER (WHERE ab.is_enabled('ff.par', 'p-' || g, %s::jsonb)) FROM generate_series(1, 30000) g"""
+    plan = "\n".join(r[0] for r in par.execute("EXPLAIN " + query.replace("%s", "'{}'")).fetchall())
+    assert "Gather" in plan, plan
+    assert one(par, query, '{"country": "FR"}') == 20000
+    assert one(par, query, '{"country": "DE"}') == 30000
+    admin.execute("SELECT ab.remove_from_id_list('par', ARRAY(SELECT 'p-' || g FROM generate_series(1, 5000) g))")
+    assert one(par, query, '{"country": "FR"}') == 15000, "the next parallel statement sees the commit"
+    rules(admin, "ff.par", [{"id": "fr", "when": {"attribute": "country", "op": "eq", "value": "FR"}, "serve": True}])
+    assert one(par, query, '{"country": "FR"}') == 30000
+    par.execute("RESET force_parallel_mode")
+    assert one(par, query, '{"country": "FR"}') == 30000
