@@ -4,7 +4,8 @@
   `length()` in place of the call): `is_enabled` on a flag without rules (the plain path),
   `is_enabled` with a 6-attribute context on a flag whose rule has 5 conditions, and
   membership in a 100,000-id list.
-- pgbench tps (-M prepared, 4 clients, the context a prepared parameter) against `SELECT 1`.
+- pgbench tps (-M prepared, 4 clients, the context a prepared parameter) against `SELECT 1`
+  and against the same statement shape with a trivial function (`jsonb_typeof`), 3 rounds.
 Run through `bench/run.sh targeting`.
 """
 import json
@@ -55,11 +56,20 @@ def main():
     print(f"  is_enabled, flag without rules          {per(plain):7.3f} µs")
     print(f"  is_enabled, 5-condition rule, 6 attrs   {per(targeted):7.3f} µs  ({per(targeted) / per(plain):.2f} × the plain call)")
     print(f"  is_enabled, rule on a 100,000-id list   {per(listed):7.3f} µs  ({per(listed) / per(plain):.2f} × the plain call)")
-    select1 = run.pgbench("select1.sql")
-    tps = run.pgbench("is_enabled_context.sql", defines=[f"ctx={ctx}"])
-    plain_tps = run.pgbench("is_enabled.sql")
-    print(f"pgbench -M prepared -c 4 -T {run.SECONDS}: SELECT 1 {select1:,.0f} tps; is_enabled (ff.ab_routing) "
-          f"{plain_tps / select1:.1%}; is_enabled with the context as a prepared parameter {tps / select1:.1%}")
+    # pgbench: 3 rounds, the order reversed every other round; ratios to SELECT 1 and to the same
+    # shape with a trivial function (the jsonb parameter parsed by jsonb_in, nothing evaluated).
+    scripts = [("SELECT 1", "select1.sql"), ("jsonb_typeof(ctx) (same shape)", "jsonb_param.sql"),
+               ("is_enabled, no rules, ctx given", "is_enabled_context_plain.sql"),
+               ("is_enabled, 5-condition rule, ctx", "is_enabled_context.sql")]
+    tps = {name: [] for name, _ in scripts}
+    for r in range(3):
+        for name, script in (scripts if r % 2 == 0 else scripts[::-1]):
+            tps[name].append(run.pgbench(script, defines=[f"ctx={ctx}"]))
+    mean = {name: sum(v) / len(v) for name, v in tps.items()}
+    print(f"pgbench -M prepared -c 4 -T {run.SECONDS}, 3 rounds (mean tps; ratio to SELECT 1; to the same shape):")
+    for name, _ in scripts:
+        print(f"  {name:36s} {mean[name]:9,.0f}  {mean[name] / mean['SELECT 1']:6.1%}  "
+              f"{mean[name] / mean['jsonb_typeof(ctx) (same shape)']:6.1%}   rounds: {', '.join(f'{t:,.0f}' for t in tps[name])}")
 
 
 if __name__ == "__main__":

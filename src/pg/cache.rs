@@ -42,9 +42,19 @@ thread_local! {
     static STATEMENT: RefCell<(i64, ConfigCache)> = RefCell::new((0, ConfigCache::new(1024)));
 }
 
+// Called on every cache lookup, several times an assignment: declared here without pgrx's
+// error guard (a sigsetjmp per call), which neither needs — they read the transaction state and
+// cannot raise an error.
+unsafe extern "C" {
+    #[link_name = "IsInParallelMode"]
+    fn is_in_parallel_mode() -> bool;
+    #[link_name = "GetCurrentStatementStartTimestamp"]
+    fn statement_start() -> pg_sys::TimestampTz;
+}
+
 /// The running statement's start time when in parallel mode (see `STATEMENT`).
 pub(super) fn parallel_statement() -> Option<i64> {
-    unsafe { pg_sys::IsInParallelMode() }.then(|| unsafe { pg_sys::GetCurrentStatementStartTimestamp() })
+    unsafe { is_in_parallel_mode() }.then(|| unsafe { statement_start() })
 }
 
 /// Runs `f` on the cache of the parallel statement that started at `stamp`.

@@ -50,36 +50,114 @@ impl Context {
                 _ => Map::new(),
             };
         };
+        let object = unsafe { Object::of(root) };
         let mut out = Map::new();
         for key in keys {
-            let Ok(len) = i32::try_from(key.len()) else { continue };
-            let found = unsafe { pg_sys::getKeyJsonValueFromContainer(root, key.as_ptr().cast(), len, std::ptr::null_mut()) };
-            if !found.is_null() {
-                out.insert(key.clone(), unsafe { value_of(&*found) });
+            if let Some(i) = object.find(key.as_bytes()) {
+                out.insert(key.clone(), unsafe { object.value(i) });
             }
         }
         out
     }
 }
 
-/// One jsonb value as serde_json (numbers digit for digit, as `arbitrary_precision` keeps them).
-unsafe fn value_of(v: &pg_sys::JsonbValue) -> Value {
-    match v.type_ {
-        pg_sys::jbvType::jbvNull => Value::Null,
-        pg_sys::jbvType::jbvBool => Value::Bool(unsafe { v.val.boolean }),
-        pg_sys::jbvType::jbvString => {
-            let s = unsafe { v.val.string };
-            let bytes = unsafe { std::slice::from_raw_parts(s.val as *const u8, s.len.max(0) as usize) };
-            // jsonb text is in the database encoding; pg_ab requires UTF-8 (as jsonb_out's reader did).
-            Value::String(String::from_utf8_lossy(bytes).into_owned())
+// The binary layout of a jsonb object (PostgreSQL's utils/jsonb.h, stable on disk since 9.4):
+// a header (pair count, kind bits), 2 × count JEntries (the keys, then their values), then the
+// data. Each JEntry holds its item's type and either its length or, every JB_OFFSET_STRIDE
+// entries, its end offset. Keys are sorted by length, then bytes. Read here directly, so a
+// lookup costs no call into PostgreSQL and no allocation (getKeyJsonValueFromContainer pallocs).
+const JB_CMASK: u32 = 0x0FFF_FFFF;
+const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
+const JENTRY_TYPEMASK: u32 = 0x7000_0000;
+const JENTRY_HAS_OFF: u32 = 0x8000_0000;
+const JENTRY_ISSTRING: u32 = 0x0000_0000;
+const JENTRY_ISNUMERIC: u32 = 0x1000_0000;
+const JENTRY_ISBOOL_FALSE: u32 = 0x2000_0000;
+const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
+const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
+
+/// A jsonb object container, read in place.
+struct Object {
+    count: usize,
+    children: *const u32,
+    data: *const u8,
+}
+
+impl Object {
+    /// # Safety
+    /// `root` must be a detoasted jsonb object container that outlives the `Object`.
+    unsafe fn of(root: *mut pg_sys::JsonbContainer) -> Object {
+        let count = (unsafe { (*root).header } & JB_CMASK) as usize;
+        let children = unsafe { std::ptr::addr_of!((*root).children) } as *const u32;
+        let data = unsafe { children.add(2 * count) } as *const u8;
+        Object { count, children, data }
+    }
+
+    fn entry(&self, i: usize) -> u32 {
+        unsafe { *self.children.add(i) }
+    }
+
+    /// Start of child `i`'s data (getJsonbOffset).
+    fn offset(&self, i: usize) -> usize {
+        let mut off = 0usize;
+        for j in (0..i).rev() {
+            let e = self.entry(j);
+            off += (e & JENTRY_OFFLENMASK) as usize;
+            if e & JENTRY_HAS_OFF != 0 {
+                break;
+            }
         }
-        pg_sys::jbvType::jbvNumeric => {
-            let text = unsafe { CStr::from_ptr(pg_sys::numeric_normalize(v.val.numeric)) };
-            text.to_str().ok().and_then(|t| t.parse::<Number>().ok()).map_or(Value::Null, Value::Number)
+        off
+    }
+
+    /// Child `i`'s data: its type bits, and its bytes from `offset(i)` (getJsonbLength).
+    fn child(&self, i: usize) -> (u32, usize, usize) {
+        let e = self.entry(i);
+        let off = self.offset(i);
+        let len = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize - off } else { (e & JENTRY_OFFLENMASK) as usize };
+        (e & JENTRY_TYPEMASK, off, len)
+    }
+
+    fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
+    }
+
+    /// The index of the pair whose key is `key` (binary search in jsonb's key order).
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (_, off, len) = self.child(mid);
+            let k = self.bytes(off, len);
+            match len.cmp(&key.len()).then_with(|| k.cmp(key)) {
+                std::cmp::Ordering::Equal => return Some(mid),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
         }
-        // A nested array or object: printed and parsed, as rare as dotted attribute paths.
-        pg_sys::jbvType::jbvBinary => parse(&unsafe { container_text(v.val.binary.data) }),
-        _ => Value::Null,
+        None
+    }
+
+    /// The value of pair `i` as serde_json (numbers digit for digit, as `arbitrary_precision`
+    /// keeps them; a nested array or object printed and parsed, as rare as dotted paths).
+    unsafe fn value(&self, i: usize) -> Value {
+        let (kind, off, len) = self.child(self.count + i);
+        // Numerics and containers start at the next 4-byte boundary (INTALIGN).
+        let aligned = unsafe { self.data.add(off.next_multiple_of(4)) };
+        match kind {
+            JENTRY_ISSTRING => {
+                // jsonb text is in the database encoding; pg_ab requires UTF-8.
+                Value::String(String::from_utf8_lossy(self.bytes(off, len)).into_owned())
+            }
+            JENTRY_ISNUMERIC => {
+                let text = unsafe { CStr::from_ptr(pg_sys::numeric_normalize(aligned as pg_sys::Numeric)) };
+                text.to_str().ok().and_then(|t| t.parse::<Number>().ok()).map_or(Value::Null, Value::Number)
+            }
+            JENTRY_ISBOOL_FALSE => Value::Bool(false),
+            JENTRY_ISBOOL_TRUE => Value::Bool(true),
+            JENTRY_ISCONTAINER => parse(&unsafe { container_text(aligned as *mut pg_sys::JsonbContainer) }),
+            _ => Value::Null,
+        }
     }
 }
 

@@ -476,9 +476,7 @@ fn set_override(
     locked_flag(flag);
     refuse_past(expires_at);
     store::exec(
-        "INSERT INTO ab.overrides (flag, unit_id, value, expires_at, reason) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (flag, unit_id) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
-                                                 reason = EXCLUDED.reason, created_at = now()",
+        include_str!("queries/set_flag_override.sql"),
         &[flag.into(), unit.into(), value.into(), expires_at.into(), reason.unwrap_or("").into()],
     );
     let data = json!({"flag": flag, "unit_id": unit, "value": value, "expires_at": expires_at.map(|t| t.to_string()), "reason": reason.unwrap_or("")});
@@ -507,9 +505,7 @@ fn set_test_override(
     }
     refuse_past(expires_at);
     store::exec(
-        "INSERT INTO ab.test_overrides (test_id, unit_id, variant, expires_at, reason) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (test_id, unit_id) DO UPDATE SET variant = EXCLUDED.variant, expires_at = EXCLUDED.expires_at,
-                                                    reason = EXCLUDED.reason, created_at = now()",
+        include_str!("queries/set_test_override.sql"),
         &[test_id.into(), unit.into(), variant.into(), expires_at.into(), reason.unwrap_or("").into()],
     );
     let data = json!({"test_id": test_id, "unit_id": unit, "variant": variant, "expires_at": expires_at.map(|t| t.to_string()), "reason": reason.unwrap_or("")});

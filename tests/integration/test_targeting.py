@@ -403,3 +403,35 @@ def test_parallel_statements_read_targeting_once_and_see_each_commit(connect):
     assert one(par, query, '{"country": "FR"}') == 30000
     par.execute("RESET force_parallel_mode")
     assert one(par, query, '{"country": "FR"}') == 30000
+
+
+def test_every_attribute_of_a_wide_context_is_read_right(conn):
+    """The context is read from jsonb's binary layout (src/pg/context.rs): keys past the
+    offset stride (every 32nd entry stores an offset), keys of every length and script, and
+    values of every type must come back as written."""
+    ctx = {}
+    for i in range(150):
+        key = ("k" * (i % 7 + 1)) + str(i) + ("é" if i % 5 == 0 else "") + ("日本" if i % 11 == 0 else "")
+        ctx[key] = [f"v{i}-" + "x" * (i * 13 % 300), i * 1.25, i % 2 == 0, f"Grüße {i} ✓", 10**30 + i][i % 5]
+    ctx["nested"] = {"os": {"name": "ios"}}
+    ctx["list"] = ["a", "b"]
+    body = json.dumps(ctx, ensure_ascii=False)
+    keys = list(ctx)[:150]
+    for key in keys[::7] + keys[-3:]:
+        value = ctx[key]
+        op = "eq"
+        rules(conn, "ff.t", [{"id": "k", "when": {"attribute": key, "op": op, "value": value}, "serve": True}])
+        assert one(conn, "SELECT ab.is_enabled('ff.t', 'u', %s::jsonb)", body) is True, (key, value)
+        wrong = (value + 1) if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+            (not value) if isinstance(value, bool) else value + "!"
+        rules(conn, "ff.t", [{"id": "k", "when": {"attribute": key, "op": op, "value": wrong}, "serve": True}])
+        assert one(conn, "SELECT ab.is_enabled('ff.t', 'u', %s::jsonb)", body) is False, (key, wrong)
+    rules(conn, "ff.t", [{"id": "n", "when": {"all": [{"attribute": "nested.os.name", "op": "eq", "value": "ios"},
+                                                      {"attribute": "list", "op": "in", "values": ["b"]},
+                                                      {"attribute": "missing", "op": "not_in", "values": ["x"]}]}, "serve": True}])
+    assert one(conn, "SELECT ab.is_enabled('ff.t', 'u', %s::jsonb)", body) is False, "a missing attribute fails not_in"
+    rules(conn, "ff.t", [{"id": "n", "when": {"all": [{"attribute": "nested.os.name", "op": "eq", "value": "ios"},
+                                                      {"attribute": "list", "op": "in", "values": ["b"]}]}, "serve": True}])
+    assert one(conn, "SELECT ab.is_enabled('ff.t', 'u', %s::jsonb)", body) is True
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="context must be a JSON object"):
+        conn.execute("SELECT ab.is_enabled('ff.t', 'u', '[1, 2]'::jsonb)")

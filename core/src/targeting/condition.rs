@@ -153,6 +153,11 @@ fn fold(s: &str, case_insensitive: bool) -> String {
     if case_insensitive { s.to_lowercase() } else { s.to_string() }
 }
 
+/// `f` of `s`, case folded when `ci` (allocating only then).
+fn folded(s: &str, ci: bool, f: impl FnOnce(&str) -> bool) -> bool {
+    if ci { f(&s.to_lowercase()) } else { f(s) }
+}
+
 /// Parses an RFC 3339 time into µs since the Unix epoch.
 pub fn parse_time(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros())
@@ -555,9 +560,9 @@ impl Test {
             (Test::NotIn(vs), _) => !vs.iter().any(|x| equal(v, x, ci)),
             (Test::Eq(x), _) => equal(v, x, ci),
             (Test::Neq(x), _) => !equal(v, x, ci),
-            (Test::Contains(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).contains(x.as_str())),
-            (Test::StartsWith(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).starts_with(x.as_str())),
-            (Test::EndsWith(xs), Value::String(s)) => xs.iter().any(|x| fold(s, ci).ends_with(x.as_str())),
+            (Test::Contains(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.contains(x.as_str()))),
+            (Test::StartsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.starts_with(x.as_str()))),
+            (Test::EndsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.ends_with(x.as_str()))),
             (Test::Regex(re), Value::String(s)) => re.is_match(s),
             (Test::Number(ord, or_equal, x), _) => as_number(v).is_some_and(|n| {
                 let c = n.partial_cmp(x);
@@ -576,9 +581,7 @@ impl Test {
             }),
             (Test::Before(_) | Test::After(_), Value::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
             (Test::Within(place), Value::String(s)) => {
-                let folded;
-                let s: &str = if ci { folded = s.to_lowercase(); &folded } else { s };
-                s == place || (s.len() > place.len() + 1 && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.')
+                folded(s, ci, |s| s == place || (s.len() > place.len() + 1 && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.'))
             }
             _ => false,
         }
