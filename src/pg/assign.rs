@@ -24,19 +24,18 @@ mod composite {
     use std::cell::Cell;
 
     thread_local! {
-        /// The row type's descriptor, copied into TopMemoryContext once per backend and version
-        /// of the type (the type cache's identifier changes when `ALTER EXTENSION pg_ab UPDATE`
-        /// adds an attribute).
-        static TUPDESC: Cell<(pg_sys::Oid, u64, pg_sys::TupleDesc)> =
-            const { Cell::new((pg_sys::InvalidOid, 0, std::ptr::null_mut())) };
+        /// The row type's descriptor, copied into TopMemoryContext once per backend and type. A
+        /// backend that read it before `ALTER EXTENSION pg_ab UPDATE` added `payload` keeps the
+        /// five-attribute one until it reconnects: its rows read `payload` as NULL (a heap tuple
+        /// with fewer attributes than its type has), and the hot path does no type-cache lookup.
+        static TUPDESC: Cell<(pg_sys::Oid, pg_sys::TupleDesc)> =
+            const { Cell::new((pg_sys::InvalidOid, std::ptr::null_mut())) };
     }
 
     unsafe fn tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
         let typoid = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
-        let entry = unsafe { pg_sys::lookup_type_cache(typoid, pg_sys::TYPECACHE_TUPDESC as i32) };
-        let identifier = unsafe { (*entry).tupDesc_identifier };
-        let (cached_oid, cached_id, cached) = TUPDESC.with(|t| t.get());
-        if cached_oid == typoid && cached_id == identifier && !cached.is_null() {
+        let (cached_oid, cached) = TUPDESC.with(|t| t.get());
+        if cached_oid == typoid && !cached.is_null() {
             return cached;
         }
         let desc = unsafe {
@@ -45,10 +44,7 @@ mod composite {
             pg_sys::MemoryContextSwitchTo(old);
             d
         };
-        if !cached.is_null() {
-            unsafe { pg_sys::FreeTupleDesc(cached) };
-        }
-        TUPDESC.with(|t| t.set((typoid, identifier, desc)));
+        TUPDESC.with(|t| t.set((typoid, desc)));
         desc
     }
 
@@ -114,20 +110,12 @@ fn attributes_for(test: &TestConfig, context: &Context) -> serde_json::Map<Strin
     if test.targeted { context.attributes(Some(&targeting::test_keys(test))) } else { serde_json::Map::new() }
 }
 
-/// The unit being assigned: the user, or the session for anonymous traffic (at most
-/// `MAX_UNIT_ID_BYTES`).
+/// The unit being assigned: the user, or the session for anonymous traffic.
 pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
-    let unit = user_id.or(session_id).unwrap_or_else(|| {
+    user_id.or(session_id).unwrap_or_else(|| {
         raise(AbError::new(Kind::NullValue, "user_id and session_id are both NULL")
             .with_hint("pass a user id, or a session id for anonymous traffic"))
-    });
-    logic::check_unit_id(unit).or_raise()
-}
-
-/// A unit id argument that must be given (`arg` names it in the error), at most
-/// `MAX_UNIT_ID_BYTES`.
-pub(crate) fn unit_arg<'a>(unit: Option<&'a str>, arg: &str) -> &'a str {
-    logic::check_unit_id(required(unit, arg)).or_raise()
+    })
 }
 
 /// A test's configuration from the backend's cache; an unknown test is an error.
@@ -339,7 +327,7 @@ fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, sessi
 #[pgrx::pg_extern(stable, parallel_safe)]
 fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> Option<pgrx::JsonB> {
     let test_id = required(test_id, "test_id");
-    let unit = unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     let attributes = super::flags::context_of(context);
     cache::accept_invalidations();
     let test = load_test(test_id);
@@ -355,7 +343,7 @@ fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::defa
 #[pgrx::pg_extern(stable, parallel_safe)]
 fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> pgrx::JsonB {
     let test_id = required(test_id, "test_id");
-    let unit = unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     let attributes = super::flags::context_of(context);
     cache::accept_invalidations();
     let test = load_test(test_id);

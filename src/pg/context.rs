@@ -16,13 +16,15 @@ use std::ffi::CStr;
 pub struct Context(Option<*mut pg_sys::JsonbContainer>);
 
 /// `JsonbContainer` header bits (utils/jsonb.h).
+const JB_FSCALAR: u32 = 0x1000_0000;
 const JB_FOBJECT: u32 = 0x2000_0000;
 
 impl Context {
     /// No context (NULL).
     pub const NONE: Context = Context(None);
 
-    /// The argument as a context: NULL or a jsonb object (22023 for any other JSON value).
+    /// The argument as a context: NULL, JSON null or a jsonb object (22023 for any other JSON
+    /// value).
     ///
     /// # Safety
     /// `datum` must be a jsonb datum of the current call when `is_null` is false.
@@ -33,7 +35,15 @@ impl Context {
         // Detoasts, and copies a short-header value into an aligned one (the container needs it).
         let jb = unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) } as *mut pg_sys::Jsonb;
         let root = unsafe { std::ptr::addr_of_mut!((*jb).root) };
-        if unsafe { (*root).header } & JB_FOBJECT == 0 {
+        let header = unsafe { (*root).header };
+        // JSON null (a raw scalar: a one-element array marked scalar) is no context, as SQL NULL.
+        if header & JB_FSCALAR != 0 {
+            let first = unsafe { *(std::ptr::addr_of!((*root).children) as *const u32) };
+            if first & JENTRY_TYPEMASK == JENTRY_ISNULL {
+                return Context::NONE;
+            }
+        }
+        if header & JB_FOBJECT == 0 {
             let shown = unsafe { container_text(root) };
             raise(AbError::invalid(format!("context must be a JSON object of attributes, got {shown}")));
         }
@@ -74,6 +84,7 @@ const JENTRY_ISSTRING: u32 = 0x0000_0000;
 const JENTRY_ISNUMERIC: u32 = 0x1000_0000;
 const JENTRY_ISBOOL_FALSE: u32 = 0x2000_0000;
 const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
+const JENTRY_ISNULL: u32 = 0x4000_0000;
 const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
 
 /// A jsonb object container, read in place.

@@ -195,7 +195,7 @@ fn get_rollout_percentage(name: Option<&str>) -> i32 {
 #[pg_extern(stable, parallel_safe)]
 fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
     let name = required(name, "flag name");
-    let unit = super::assign::unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     is_on(name, unit).unwrap_or_else(|| raise(unknown_flag(name)))
 }
 
@@ -203,7 +203,7 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 #[pg_extern(stable, parallel_safe, name = "is_enabled")]
 fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> bool {
     let name = required(name, "flag name");
-    let unit = super::assign::unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     cache::accept_invalidations();
     let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
     let context = context.unwrap_or(Context::NONE);
@@ -252,7 +252,7 @@ pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
 #[pg_extern(stable, parallel_safe)]
 fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
     let name = required(name, "flag name");
-    let unit = super::assign::unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     evaluate(name, unit, &serde_json::Map::new()).0.as_str()
 }
 
@@ -266,7 +266,7 @@ fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
 #[pg_extern(stable, parallel_safe, name = "explain_flag")]
 fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> JsonB {
     let name = required(name, "flag name");
-    let unit = super::assign::unit_arg(user_id, "user_id");
+    let unit = required(user_id, "user_id");
     let attributes = context_of(context);
     let (evaluation, decided) = evaluate(name, unit, &attributes);
     let decided_by = match decided {

@@ -430,7 +430,7 @@ fn delete_segment(name: Option<&str>) -> bool {
 
 /// A unit id that will be a key of a table (22004 when NULL, 22023 when too long).
 fn stored_unit(unit: Option<&str>) -> &str {
-    check_stored_unit_id(super::assign::unit_arg(unit, "unit_id")).or_raise()
+    check_stored_unit_id(required(unit, "unit_id")).or_raise()
 }
 
 /// Adds unit ids to an id list (created by its first id); returns how many were new.

@@ -435,3 +435,9 @@ def test_every_attribute_of_a_wide_context_is_read_right(conn):
     assert one(conn, "SELECT ab.is_enabled('ff.t', 'u', %s::jsonb)", body) is True
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="context must be a JSON object"):
         conn.execute("SELECT ab.is_enabled('ff.t', 'u', '[1, 2]'::jsonb)")
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="context must be a JSON object"):
+        conn.execute("""SELECT ab.is_enabled('ff.t', 'u', '"DE"'::jsonb)""")
+    # JSON null is no context, as SQL NULL is.
+    rules(conn, "ff.t", [{"id": "none", "when": {"not": {"attribute": "plan", "op": "exists"}}, "serve": True}])
+    assert one(conn, "SELECT array[ab.is_enabled('ff.t', 'u', 'null'::jsonb), ab.is_enabled('ff.t', 'u', NULL), "
+                     "ab.is_enabled('ff.t', 'u', '{}')]") == [True, True, True]

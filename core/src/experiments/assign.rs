@@ -114,22 +114,10 @@ impl Reason {
     }
 }
 
-/// Longest unit id (bytes) the reading functions take: hashed on every call, it is far above
-/// any UUID, email or session token (the shared hashing vectors go to 5,000 bytes).
-pub const MAX_UNIT_ID_BYTES: usize = 8192;
-
 /// Longest unit id (bytes) stored as a key — sticky assignments, overrides, id lists: a btree
-/// entry holds at most about 2.7 kB (PostgreSQL's limit for an index row).
+/// entry holds at most about 2.7 kB (PostgreSQL's limit for an index row). Ids that are only
+/// hashed (`assign`, `is_enabled`) may be of any length.
 pub const MAX_STORED_UNIT_ID_BYTES: usize = 2048;
-
-/// Checks a unit id's length (22023 above [`MAX_UNIT_ID_BYTES`]).
-pub fn check_unit_id(id: &str) -> AbResult<&str> {
-    if id.len() > MAX_UNIT_ID_BYTES {
-        return Err(AbError::invalid(format!("unit id is {} bytes, more than {MAX_UNIT_ID_BYTES}", id.len()))
-            .with_hint(format!("pass a user id, session id or other key of at most {MAX_UNIT_ID_BYTES} bytes (hash longer keys first)")));
-    }
-    Ok(id)
-}
 
 /// Checks the length of a unit id that is stored as a key (22023 above
 /// [`MAX_STORED_UNIT_ID_BYTES`]).
