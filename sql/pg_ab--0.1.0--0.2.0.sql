@@ -457,7 +457,8 @@ ALTER TABLE ab.variants ADD COLUMN payload jsonb;
 ALTER TYPE ab.assignment ADD ATTRIBUTE payload jsonb;
 
 -- The pipeline takes the unit's attributes for the test's targeting (a new last argument,
--- defaulted; a second function beside the old one would make calls without it ambiguous).
+-- defaulted; a second function beside the old one would make calls without it ambiguous). Its
+-- C symbol is new: 0.1.0's declaration keeps calling the nine-argument one until this runs.
 DROP FUNCTION ab.extract_entities_with_ab_testing(text, text, text, text, text, text, jsonb, double precision, double precision);
 CREATE FUNCTION ab."extract_entities_with_ab_testing"(
 	"content" TEXT, /* Option < & str > */
@@ -473,7 +474,7 @@ CREATE FUNCTION ab."extract_entities_with_ab_testing"(
 ) RETURNS jsonb /* JsonB */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'extract_entities_with_ab_testing_wrapper';
+AS 'MODULE_PATHNAME', 'extract_entities_in_context_wrapper';
 
 -- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules,
 -- overrides and tests' targeting, with their audit rows (ab.audit_change above knows their
@@ -666,7 +667,7 @@ BEGIN
         WHEN f IN ('pause_test', 'rollback_test') THEN format('SELECT ab.%I(%L, %L)', f, action ->> 'test_id', coalesce(action ->> 'reason', 'scheduled'))
         WHEN f = 'complete_test' THEN format('SELECT ab.complete_test(%L, %L)', action ->> 'test_id', action ->> 'winner')
         WHEN f IN ('enable_flag', 'disable_flag') THEN format('SELECT ab.%I(%L)', f, action ->> 'flag')
-        ELSE format('SELECT ab.update_rollout_percentage(%L, %s)', action ->> 'flag', (action ->> 'rollout_percentage')::int)
+        ELSE format('SELECT ab.update_rollout_percentage(%L, %s)', action ->> 'flag', (action ->> 'rollout_percentage')::numeric::int)
     END;
 END $$;
 
@@ -733,7 +734,8 @@ END $$;
 -- Applies every schedule due at the transaction's time, oldest first, each exactly once: rows
 -- are locked (SKIP LOCKED: a concurrent run takes the others) and marked applied in this
 -- transaction. A failing action (a test no longer active, say) is rolled back alone, recorded
--- in outcome and reported; the rest go on. Emits schedule_applied per schedule; returns
+-- in outcome and reported; the rest go on. A transient failure (40xxx, 55P03, 57014) is rolled
+-- back and left due for the next run. Emits schedule_applied per schedule; returns
 -- [{"id", "action", "outcome"}]. Runs as the extension's owner, so the relay's role applies
 -- what an admin scheduled without the admin's rights (only the actions above can run).
 CREATE FUNCTION ab.apply_due_schedules() RETURNS jsonb
@@ -757,6 +759,11 @@ BEGIN
             verdict := jsonb_build_object('ok', true, 'result', result);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            -- A transient failure (serialization, deadlock, lock or statement timeout) is left
+            -- due: the next run tries again.
+            IF state LIKE '40%' OR state IN ('55P03', '57014') THEN
+                CONTINUE;
+            END IF;
             verdict := jsonb_build_object('ok', false, 'sqlstate', state, 'message', msg);
         END;
         UPDATE ab.schedules SET applied_at = now(), outcome = verdict

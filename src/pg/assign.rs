@@ -24,10 +24,9 @@ mod composite {
     use std::cell::Cell;
 
     thread_local! {
-        /// The row type's descriptor, copied into TopMemoryContext once per backend and type. A
-        /// backend that read it before `ALTER EXTENSION pg_ab UPDATE` added `payload` keeps the
-        /// five-attribute one until it reconnects: its rows read `payload` as NULL (a heap tuple
-        /// with fewer attributes than its type has), and the hot path does no type-cache lookup.
+        /// The row type's descriptor, copied into TopMemoryContext once per backend and type,
+        /// and again after a relcache invalidation (`ALTER EXTENSION pg_ab UPDATE` adding
+        /// `payload` sends one for the type): no type-cache lookup per call.
         static TUPDESC: Cell<(pg_sys::Oid, pg_sys::TupleDesc)> =
             const { Cell::new((pg_sys::InvalidOid, std::ptr::null_mut())) };
     }
@@ -35,8 +34,13 @@ mod composite {
     unsafe fn tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::TupleDesc {
         let typoid = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
         let (cached_oid, cached) = TUPDESC.with(|t| t.get());
-        if cached_oid == typoid && !cached.is_null() {
+        let changed = super::super::cache::take_row_type_change();
+        if cached_oid == typoid && !cached.is_null() && !changed {
             return cached;
+        }
+        if !cached.is_null() {
+            unsafe { pg_sys::FreeTupleDesc(cached) };
+            TUPDESC.with(|t| t.set((pg_sys::InvalidOid, std::ptr::null_mut())));
         }
         let desc = unsafe {
             let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);

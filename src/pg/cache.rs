@@ -36,11 +36,22 @@ thread_local! {
     /// OIDs of ab.config_signal and ab.hierarchy_signal (sql/cache.sql), resolved on the first
     /// fill after a clear.
     static WATCHED: Cell<[pg_sys::Oid; 2]> = const { Cell::new([pg_sys::InvalidOid; 2]) };
+    /// Counts the configuration invalidations received (each one, unlike `DIRTY`).
+    static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Set at every relcache invalidation: a row type pg_ab builds by hand may have changed
+    /// (`ALTER EXTENSION pg_ab UPDATE` adding an attribute); taken by assign.rs.
+    static ROW_TYPES_CHANGED: Cell<bool> = const { Cell::new(false) };
     /// In parallel mode (a parallel query's leader and its workers) no newer snapshot can be
     /// taken: reads use the statement's, so what they give is kept for that statement only,
-    /// keyed by its start time.
-    static STATEMENT: RefCell<(i64, ConfigCache)> = RefCell::new((0, ConfigCache::new(1024)));
+    /// keyed by `parallel_statement()`.
+    static STATEMENT: RefCell<(ParallelKey, ConfigCache)> = RefCell::new(((0, 0), ConfigCache::new(1024)));
 }
+
+/// What a parallel statement's reads are kept under: the statement's start (shared by the
+/// statements of one client message — a function's, a procedure's across its commits) and the
+/// configuration invalidations received so far, so a change committed or rolled back since
+/// (another session's, or this one's aborted subtransaction) is never served from them.
+pub(super) type ParallelKey = (i64, u64);
 
 // Called on every cache lookup, several times an assignment: declared here without pgrx's
 // error guard (a sigsetjmp per call), which neither needs — they read the transaction state and
@@ -52,13 +63,18 @@ unsafe extern "C" {
     fn statement_start() -> pg_sys::TimestampTz;
 }
 
-/// The running statement's start time when in parallel mode (see `STATEMENT`).
-pub(super) fn parallel_statement() -> Option<i64> {
-    unsafe { is_in_parallel_mode() }.then(|| unsafe { statement_start() })
+/// The running statement's key when in parallel mode (see `STATEMENT`).
+pub(super) fn parallel_statement() -> Option<ParallelKey> {
+    unsafe { is_in_parallel_mode() }.then(|| (unsafe { statement_start() }, INVALIDATIONS.with(|n| n.get())))
 }
 
-/// Runs `f` on the cache of the parallel statement that started at `stamp`.
-fn with_statement_cache<R>(stamp: i64, f: impl FnOnce(&mut ConfigCache) -> R) -> R {
+/// Whether a relcache invalidation arrived since the last call (a row type may have changed).
+pub(super) fn take_row_type_change() -> bool {
+    ROW_TYPES_CHANGED.with(|c| c.replace(false))
+}
+
+/// Runs `f` on the cache of the parallel statement with this key.
+fn with_statement_cache<R>(stamp: ParallelKey, f: impl FnOnce(&mut ConfigCache) -> R) -> R {
     STATEMENT.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != stamp {
@@ -100,7 +116,9 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     let unresolved = watched[0] == pg_sys::InvalidOid;
     if relid == pg_sys::InvalidOid || unresolved || watched[0] == relid {
         DIRTY.with(|d| d.set(true));
+        INVALIDATIONS.with(|n| n.set(n.get().wrapping_add(1)));
     }
+    ROW_TYPES_CHANGED.with(|c| c.set(true));
     if relid == pg_sys::InvalidOid || unresolved || watched[1] == relid {
         HIERARCHY_DIRTY.with(|d| d.set(true));
     }

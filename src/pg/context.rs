@@ -161,8 +161,10 @@ impl Object {
                 Value::String(String::from_utf8_lossy(self.bytes(off, len)).into_owned())
             }
             JENTRY_ISNUMERIC => {
-                let text = unsafe { CStr::from_ptr(pg_sys::numeric_normalize(aligned as pg_sys::Numeric)) };
-                text.to_str().ok().and_then(|t| t.parse::<Number>().ok()).map_or(Value::Null, Value::Number)
+                // numeric_out, as jsonb's own printer (and so `JsonArg`) writes it: 2.0 stays 2.0.
+                let datum = pg_sys::Datum::from(aligned as pg_sys::Numeric);
+                let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
+                text.and_then(|t| t.to_str().ok()).and_then(|t| t.parse::<Number>().ok()).map_or(Value::Null, Value::Number)
             }
             JENTRY_ISBOOL_FALSE => Value::Bool(false),
             JENTRY_ISBOOL_TRUE => Value::Bool(true),

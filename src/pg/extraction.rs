@@ -209,10 +209,12 @@ fn request_test(test_id: Option<&str>, variant: Option<&str>, unit: &str) -> Opt
 }
 
 /// One request through the whole pipeline (README, "Entity extraction under A/B testing");
-/// `context` is the unit's attributes for the test's targeting (as for `ab.assign`).
+/// `context` is the unit's attributes for the test's targeting (as for `ab.assign`). Its own C
+/// symbol: 0.1.0's nine-argument SQL function calls the one below until `ALTER EXTENSION pg_ab
+/// UPDATE` replaces it.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn extract_entities_with_ab_testing(
+#[pg_extern(volatile, parallel_unsafe, name = "extract_entities_with_ab_testing")]
+fn extract_entities_in_context(
     content: Option<&str>,
     user_id: Option<&str>,
     session_id: default!(Option<&str>, "NULL"),
@@ -224,6 +226,43 @@ fn extract_entities_with_ab_testing(
     similarity_threshold: default!(Option<f64>, 0.8),
     context: default!(Option<JsonArg>, "NULL"),
 ) -> JsonB {
+    let request = Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold };
+    pipeline_request(request, context)
+}
+
+/// 0.1.0's signature (no context), for a database not yet updated; no SQL of 0.2.0 declares it.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn extract_entities_with_ab_testing(
+    content: Option<&str>,
+    user_id: Option<&str>,
+    session_id: Option<&str>,
+    source_id: Option<&str>,
+    test_id: Option<&str>,
+    variant: Option<&str>,
+    entities: Option<JsonArg>,
+    latency_ms: Option<f64>,
+    similarity_threshold: Option<f64>,
+) -> JsonB {
+    let request = Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold };
+    pipeline_request(request, None)
+}
+
+/// The pipeline's arguments but the context.
+struct Request<'a> {
+    content: Option<&'a str>,
+    user_id: Option<&'a str>,
+    session_id: Option<&'a str>,
+    source_id: Option<&'a str>,
+    test_id: Option<&'a str>,
+    variant: Option<&'a str>,
+    entities: Option<JsonArg>,
+    latency_ms: Option<f64>,
+    similarity_threshold: Option<f64>,
+}
+
+fn pipeline_request(request: Request, context: Option<JsonArg>) -> JsonB {
+    let Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold } = request;
     require_primary("ab.extract_entities_with_ab_testing");
     let attributes = super::flags::context_of(context);
     let started = Instant::now();

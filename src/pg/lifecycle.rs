@@ -114,10 +114,13 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
     }
 }
 
-/// The test's variants' payloads, locked, and its payload schema: `(variant, payload)` in
-/// order, and the schema.
+/// The test's variants' payloads and its payload schema, the test locked: `(variant, payload)`
+/// in order, and the schema.
 fn locked_payloads(test_id: &str) -> (Vec<(String, Option<Value>)>, Option<Value>) {
-    let v = store::json_one(include_str!("queries/locked_payloads.sql"), &[test_id.into()]).unwrap_or_else(|| raise(unknown_test(test_id)));
+    // Lock first, then read with a snapshot taken after the lock: a payload or schema committed
+    // by the writer we waited for is seen (one statement would read with its own older snapshot).
+    lock_test(test_id);
+    let v = store::json_one(include_str!("queries/payloads.sql"), &[test_id.into()]).unwrap_or_else(|| raise(unknown_test(test_id)));
     let (payloads, schema): (Vec<(String, Option<Value>)>, Option<Value>) = store::deserialize(v, "payloads");
     (payloads, schema)
 }

@@ -47,7 +47,7 @@ thread_local! {
     /// What a parallel statement read (with its snapshot), kept for that statement only
     /// (`cache::parallel_statement`): a 100,000-id list is read once per process and statement,
     /// not once per row.
-    static STATEMENT: RefCell<(i64, Cached)> = RefCell::new((0, Cached::default()));
+    static STATEMENT: RefCell<(cache::ParallelKey, Cached)> = RefCell::new(((0, 0), Cached::default()));
 }
 
 /// Runs `f` on the cache, emptied first if the configuration changed since it was filled. Under
@@ -498,8 +498,18 @@ fn set_test_override(
 ) -> JsonB {
     require_primary("ab.set_override");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
+    let Some(row) = store::test_row(test_id, true) else {
+        // A flag's override with its value as text ('true', an untyped driver parameter):
+        // PostgreSQL picks this overload for an unknown-typed third argument.
+        if cache::flag(test_id).is_some() {
+            let value = boolean(variant).unwrap_or_else(|| {
+                raise(AbError::invalid(format!("\"{test_id}\" is a flag: its override is true or false, got \"{variant}\"")))
+            });
+            return set_override(Some(test_id), unit_id, Some(value), expires_at, reason);
+        }
+        raise(unknown_test(test_id))
+    };
     let unit = stored_unit(unit_id);
-    let row = store::test_row(test_id, true).unwrap_or_else(|| raise(unknown_test(test_id)));
     if !row.variants.iter().any(|(v, _)| v == variant) {
         raise(crate::experiments::lifecycle::not_a_variant(variant, test_id));
     }
@@ -511,6 +521,16 @@ fn set_test_override(
     let data = json!({"test_id": test_id, "unit_id": unit, "variant": variant, "expires_at": expires_at.map(|t| t.to_string()), "reason": reason.unwrap_or("")});
     store::emit_event(TEST_UPDATE, Some(test_id), "test_override_set", data.clone());
     JsonB(data)
+}
+
+/// A boolean written as PostgreSQL's boolean input takes it (true/false, t/f, yes/no, on/off,
+/// 1/0; any case).
+fn boolean(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+        "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// 22023 for an expiry that is not in the future.

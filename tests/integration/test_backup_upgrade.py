@@ -115,6 +115,13 @@ def test_upgrade_from_every_kept_release_keeps_rows_answers_and_matches_a_fresh_
     for old in releases:
         db = databases()
         before = filled(db, version=old)
+        # The new library serves the old release's SQL until the update: its pipeline function
+        # (nine arguments, its own C symbol) still runs.
+        with psycopg.connect(dbname=db) as c:
+            out = c.execute("SELECT ab.extract_entities_with_ab_testing('Angela Merkel visited Berlin.', 'u1', NULL, NULL, "
+                            "'t_active', 'baseline_rule_based')").fetchone()[0]
+            assert out["variant_used"] == "baseline_rule_based" and out["entities_extracted"], out
+            c.rollback()
         with psycopg.connect(dbname=db, autocommit=True) as c:
             c.execute("ALTER EXTENSION pg_ab UPDATE")
             assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_ab'").fetchone()[0] == current_version()

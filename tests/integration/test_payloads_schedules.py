@@ -59,14 +59,15 @@ def test_every_assignment_carries_its_variants_payload(connect):
 def test_payload_schema_verdicts_agree_with_python_jsonschema(connect, payload):
     conn = connect()
     create(conn, "js", [{"model": "rules"}, {"model": "llm"}], SCHEMA)
-    expected_ok = payload is not None and jsonschema.Draft202012Validator(SCHEMA).is_valid(payload)
+    # None removes the payload: a variant without one has nothing to check.
+    expected_ok = payload is None or jsonschema.Draft202012Validator(SCHEMA).is_valid(payload)
     before = one(conn, "SELECT payload FROM ab.variants WHERE test_id = 'js' AND variant = 'llm'")
     if expected_ok:
-        conn.execute("SELECT ab.set_variant_payload('js', 'llm', %s::jsonb)", (json.dumps(payload),))
+        conn.execute("SELECT ab.set_variant_payload('js', 'llm', %s::jsonb)", (None if payload is None else json.dumps(payload),))
         assert one(conn, "SELECT payload FROM ab.variants WHERE test_id = 'js' AND variant = 'llm'") == payload
     else:
         with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
-            conn.execute("SELECT ab.set_variant_payload('js', 'llm', %s::jsonb)", (None if payload is None else json.dumps(payload),))
+            conn.execute("SELECT ab.set_variant_payload('js', 'llm', %s::jsonb)", (json.dumps(payload),))
         assert 'variant "llm": payload does not match payload_schema at' in e.value.diag.message_primary
         assert one(conn, "SELECT payload FROM ab.variants WHERE test_id = 'js' AND variant = 'llm'") == before
 
@@ -198,3 +199,58 @@ def test_the_relay_applies_a_due_schedule_and_websocket_clients_see_it(dsn, conn
     wait_until(lambda: one(conn, "SELECT applied_at IS NOT NULL FROM ab.schedules WHERE id = %s", sid), 10, "applied")
     assert one(conn, "SELECT current_stage FROM ab.tests WHERE test_id = 'sr'") > stage
     assert one(conn, "SELECT applied_at >= run_at FROM ab.schedules WHERE id = %s", sid)
+
+
+def test_a_flags_override_given_as_text_reaches_the_flag(connect):
+    conn = connect()
+    conn.execute("SELECT ab.create_flag('ff.txt', 'text override', 0)")
+    # An untyped third argument makes PostgreSQL pick the (test, unit, variant) overload.
+    conn.execute("SELECT ab.set_override('ff.txt', 'u1', 'true')")
+    assert one(conn, "SELECT ab.is_enabled('ff.txt', 'u1')") is True
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="is a flag: its override is true or false"):
+        conn.execute("SELECT ab.set_override('ff.txt', 'u1', 'llm')")
+    with pytest.raises(psycopg.errors.UndefinedObject, match='test "nope" does not exist'):
+        conn.execute("SELECT ab.set_override('nope', 'u1', 'llm')")
+
+
+def test_a_schema_set_after_a_concurrent_payload_change_sees_it(connect):
+    """set_variant_payload and set_payload_schema serialise on the test row, and the second
+    reads what the first committed: the committed state always meets the committed schema."""
+    first, second = connect(autocommit=False), connect()
+    create(first, "race", [{"model": "a"}, {"model": "b"}])
+    first.commit()
+    first.execute("""SELECT ab.set_variant_payload('race', 'llm', '{"model": "b", "temperature": 3}')""")
+    errors = []
+
+    def set_schema():
+        try:
+            second.execute("""SELECT ab.set_payload_schema('race', '{"properties": {"temperature": {"maximum": 2}}}')""")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=set_schema)
+    t.start()
+    time.sleep(0.5)  # the schema change waits for the test row
+    first.commit()
+    t.join(10)
+    assert len(errors) == 1 and errors[0].sqlstate == "22023", errors
+    assert "at /temperature" in errors[0].diag.message_primary
+    assert one(second, "SELECT payload_schema FROM ab.tests WHERE test_id = 'race'") is None
+
+
+def test_a_schedule_with_a_decimal_percentage_and_transient_failures(connect):
+    conn = connect()
+    conn.execute("SELECT ab.create_flag('ff.dec', 'decimal', 0)")
+    schedule(conn, "now() - interval '1 second'", {"do": "update_rollout_percentage", "flag": "ff.dec", "rollout_percentage": 50.0})
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        schedule(conn, "now()", {"do": "update_rollout_percentage", "flag": "ff.dec", "rollout_percentage": 50.5})
+    # A lock timeout while applying is transient: the schedule stays due and the next run applies it.
+    blocker = connect(autocommit=False)
+    blocker.execute("SELECT 1 FROM ab.flags WHERE name = 'ff.dec' FOR UPDATE")
+    conn.execute("SET lock_timeout = '200ms'")
+    assert one(conn, "SELECT ab.apply_due_schedules()") == []
+    assert one(conn, "SELECT count(*) FROM ab.schedules WHERE applied_at IS NULL") == 1
+    blocker.rollback()
+    out = one(conn, "SELECT ab.apply_due_schedules()")
+    assert [o["outcome"]["ok"] for o in out] == [True]
+    assert one(conn, "SELECT rollout_percentage FROM ab.flags WHERE name = 'ff.dec'") == 50

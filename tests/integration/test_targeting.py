@@ -441,3 +441,31 @@ def test_every_attribute_of_a_wide_context_is_read_right(conn):
     rules(conn, "ff.t", [{"id": "none", "when": {"not": {"attribute": "plan", "op": "exists"}}, "serve": True}])
     assert one(conn, "SELECT array[ab.is_enabled('ff.t', 'u', 'null'::jsonb), ab.is_enabled('ff.t', 'u', NULL), "
                      "ab.is_enabled('ff.t', 'u', '{}')]") == [True, True, True]
+
+
+def test_parallel_reads_within_one_statement_see_its_own_and_rolled_back_changes(connect):
+    """The statements of one function share their start time: a change made (or rolled back)
+    between two parallel queries of the same function must be seen by the second."""
+    conn = connect()
+    conn.execute("SELECT ab.create_flag('ff.par2', 'parallel', 100)")
+    conn.execute("SET force_parallel_mode = on")
+    count = "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.par2', 'p-' || g)) FROM generate_series(1, 1000) g"
+    conn.execute(f"""CREATE FUNCTION pg_temp.disable_between() RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+        BEGIN
+            RETURN QUERY {count};
+            PERFORM ab.disable_flag('ff.par2');
+            RETURN QUERY {count};
+        END $$""")
+    conn.execute(f"""CREATE FUNCTION pg_temp.disable_rolled_back() RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN
+                PERFORM ab.enable_flag('ff.par2');
+                RETURN QUERY {count};
+                RAISE EXCEPTION 'undo';
+            EXCEPTION WHEN raise_exception THEN NULL;
+            END;
+            RETURN QUERY {count};
+        END $$""")
+    with conn.transaction():
+        assert [r[0] for r in conn.execute("SELECT * FROM pg_temp.disable_between()")] == [1000, 0]
+        assert [r[0] for r in conn.execute("SELECT * FROM pg_temp.disable_rolled_back()")] == [1000, 0]

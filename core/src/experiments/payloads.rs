@@ -43,12 +43,9 @@ impl Schema {
             .map_err(|e| invalid(format!("payload_schema is not a valid JSON Schema: {e} (at {})", pointer(e.instance_path().as_str()))))
     }
 
-    /// Checks a variant's payload (`None`: the variant has none, which a schema refuses unless
-    /// it accepts null) and names the first fault.
-    pub fn check(&self, variant: &str, payload: Option<&Value>) -> AbResult<()> {
-        const NULL: Value = Value::Null;
-        let instance = payload.unwrap_or(&NULL);
-        let first = self.0.iter_errors(instance).next().map(|e| format!("at {}: {}", pointer(e.instance_path().as_str()), e.masked()));
+    /// Checks a variant's payload and names the first fault.
+    pub fn check(&self, variant: &str, payload: &Value) -> AbResult<()> {
+        let first = self.0.iter_errors(payload).next().map(|e| format!("at {}: {}", pointer(e.instance_path().as_str()), e.masked()));
         match first {
             None => Ok(()),
             Some(fault) => Err(invalid(format!("variant \"{variant}\": payload does not match payload_schema {fault}"))),
@@ -60,11 +57,12 @@ fn pointer(p: &str) -> &str {
     if p.is_empty() { "/" } else { p }
 }
 
-/// Checks every variant's payload against a test's schema, when it has one.
+/// Checks every variant's payload against a test's schema, when it has one (the schema itself
+/// too). A variant without a payload has nothing to check: it hands the caller nothing.
 pub fn check_all<'a>(schema: Option<&Value>, payloads: impl IntoIterator<Item = (&'a str, Option<&'a Value>)>) -> AbResult<()> {
     let Some(schema) = schema else { return Ok(()) };
     let compiled = Schema::compile(schema)?;
-    payloads.into_iter().try_for_each(|(name, p)| compiled.check(name, p))
+    payloads.into_iter().try_for_each(|(name, p)| p.map_or(Ok(()), |p| compiled.check(name, p)))
 }
 
 #[cfg(test)]
@@ -82,15 +80,18 @@ mod tests {
     #[test]
     fn payloads_meet_the_schema_or_are_refused_with_the_path() {
         let s = Schema::compile(&schema()).unwrap();
-        s.check("llm", Some(&json!({"model": "gpt-4o", "temperature": 0.2}))).unwrap();
-        let e = s.check("llm", Some(&json!({"model": "gpt-4o", "temperature": 3}))).unwrap_err();
+        s.check("llm", &json!({"model": "gpt-4o", "temperature": 0.2})).unwrap();
+        let e = s.check("llm", &json!({"model": "gpt-4o", "temperature": 3})).unwrap_err();
         assert_eq!(e.kind, Kind::InvalidParameter);
         assert!(e.message.starts_with("variant \"llm\": payload does not match payload_schema at /temperature"), "{}", e.message);
-        let e = s.check("rules", None).unwrap_err();
-        assert!(e.message.contains("at /:"), "no payload is null, which an object schema refuses: {}", e.message);
-        assert!(s.check("x", Some(&json!({"model": "m", "extra": 1}))).is_err());
+        let e = s.check("rules", &json!([])).unwrap_err();
+        assert!(e.message.contains("at /:"), "{}", e.message);
+        assert!(s.check("x", &json!({"model": "m", "extra": 1})).is_err());
         check_all(None, [("a", None)]).unwrap();
-        check_all(Some(&json!({"type": ["object", "null"]})), [("a", None), ("b", Some(&json!({})))]).unwrap();
+        // A variant without a payload passes any schema; one with a payload is checked.
+        check_all(Some(&schema()), [("a", None), ("b", Some(&json!({"model": "m"})))]).unwrap();
+        assert!(check_all(Some(&schema()), [("a", None), ("b", Some(&json!({})))]).is_err());
+        assert!(check_all(Some(&json!({"type": "objekt"})), [("a", None)]).is_err(), "the schema is checked even with no payloads");
     }
 
     #[test]
@@ -107,7 +108,7 @@ mod tests {
     fn big_numbers_and_sizes() {
         let s = Schema::compile(&json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 9007199254740992u64}}})).unwrap();
         let big: Value = serde_json::from_str(r#"{"n": 9007199254740993}"#).unwrap();
-        assert!(s.check("v", Some(&big)).is_err(), "2^53 + 1 is above a maximum of 2^53");
+        assert!(s.check("v", &big).is_err(), "2^53 + 1 is above a maximum of 2^53");
         assert_eq!(check_payload("v", &Value::Null).unwrap(), None);
         let huge = json!({"p": "x".repeat(MAX_PAYLOAD_BYTES)});
         assert!(check_payload("v", &huge).unwrap_err().message.contains("more than 65536"));

@@ -1,7 +1,0 @@
--- A test's variants' payloads in order and its payload schema ($1 = test_id), the test row
--- locked so payload and schema changes serialise: [[[variant, payload], ...], schema].
-SELECT jsonb_build_array(
-    (SELECT jsonb_agg(jsonb_build_array(v.variant, v.payload) ORDER BY v.ordinal)
-     FROM ab.variants v WHERE v.test_id = t.test_id),
-    t.payload_schema)
-FROM ab.tests t WHERE t.test_id = $1 FOR UPDATE OF t
