@@ -448,7 +448,10 @@ def test_parallel_reads_within_one_statement_see_its_own_and_rolled_back_changes
     between two parallel queries of the same function must be seen by the second."""
     conn = connect()
     conn.execute("SELECT ab.create_flag('ff.par2', 'parallel', 100)")
+    # No workers: the leader itself runs each query's Gather plan in parallel mode, in this
+    # backend, where a statement cache of the first query would still be (a worker starts empty).
     conn.execute("SET force_parallel_mode = on")
+    conn.execute("SET max_parallel_workers = 0")
     count = "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.par2', 'p-' || g)) FROM generate_series(1, 1000) g"
     conn.execute(f"""CREATE FUNCTION pg_temp.disable_between() RETURNS SETOF bigint LANGUAGE plpgsql AS $$
         BEGIN
