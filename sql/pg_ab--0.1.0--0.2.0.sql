@@ -705,6 +705,11 @@ BEGIN
         RAISE EXCEPTION 'test "%" does not exist', action ->> 'test_id'
             USING ERRCODE = 'undefined_object', HINT = 'list tests with SELECT test_id, status FROM ab.tests';
     END IF;
+    IF action ? 'winner' AND NOT EXISTS (SELECT 1 FROM ab.variants v
+                                         WHERE v.test_id = action ->> 'test_id' AND v.variant = action ->> 'winner') THEN
+        RAISE EXCEPTION 'action.winner: "%" is not a variant of test "%"', action ->> 'winner', action ->> 'test_id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF action ? 'flag' AND NOT EXISTS (SELECT 1 FROM ab.flags f WHERE f.name = action ->> 'flag') THEN
         RAISE EXCEPTION 'flag "%" does not exist', action ->> 'flag'
             USING ERRCODE = 'undefined_object', HINT = 'list flags with SELECT name FROM ab.flags';
@@ -714,13 +719,21 @@ BEGIN
     RETURN s.id;
 END $$;
 
--- Cancels a schedule not yet applied; whether it was pending.
+-- Cancels a schedule not yet applied; whether it was pending (false: already applied or
+-- cancelled). Errors: NULL (22004), an unknown id (42704).
 CREATE FUNCTION ab.cancel_schedule(schedule_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $$
 DECLARE
     s ab.schedules;
 BEGIN
     PERFORM ab.require_primary('ab.cancel_schedule');
+    IF schedule_id IS NULL THEN
+        RAISE EXCEPTION 'schedule_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ab.schedules WHERE id = schedule_id) THEN
+        RAISE EXCEPTION 'schedule % does not exist', schedule_id
+            USING ERRCODE = 'undefined_object', HINT = 'list them with SELECT id, run_at, action FROM ab.schedules';
+    END IF;
     UPDATE ab.schedules SET cancelled_at = now()
     WHERE id = schedule_id AND applied_at IS NULL AND cancelled_at IS NULL
     RETURNING * INTO s;
@@ -731,9 +744,9 @@ BEGIN
     RETURN true;
 END $$;
 
--- Applies every schedule due at the transaction's time, oldest first, each exactly once: rows
--- are locked (SKIP LOCKED: a concurrent run takes the others) and marked applied in this
--- transaction. A failing action (a test no longer active, say) is rolled back alone, recorded
+-- Applies every schedule due at the transaction's time, oldest first, each exactly once: one
+-- run at a time (a transaction-level advisory lock), rows locked and marked applied in this
+-- transaction. Run it in READ COMMITTED (the relay and pg_cron do). A failing action (a test no longer active, say) is rolled back alone, recorded
 -- in outcome and reported; the rest go on. A transient failure (40xxx, 55P03, 57014) is rolled
 -- back and left due for the next run. Emits schedule_applied per schedule; returns
 -- [{"id", "action", "outcome"}]. Runs as the extension's owner, so the relay's role applies
@@ -749,6 +762,12 @@ DECLARE
     applied jsonb := '[]';
 BEGIN
     PERFORM ab.require_primary('ab.apply_due_schedules');
+    -- One run at a time, so changes to one test or flag are applied in run_at order (two runs
+    -- splitting the rows could commit a later change before an earlier one). A concurrent call
+    -- returns at once with nothing applied.
+    IF NOT pg_try_advisory_xact_lock(hashtext('pg_ab.apply_due_schedules')) THEN
+        RETURN '[]';
+    END IF;
     FOR s IN SELECT * FROM ab.schedules
              WHERE applied_at IS NULL AND cancelled_at IS NULL AND run_at <= now()
              ORDER BY run_at, id

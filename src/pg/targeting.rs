@@ -498,19 +498,22 @@ fn set_test_override(
 ) -> JsonB {
     require_primary("ab.set_override");
     let (test_id, variant) = (required(test_id, "test_id"), required(variant, "variant"));
-    let Some(row) = store::test_row(test_id, true) else {
-        // A flag's override with its value as text ('true', an untyped driver parameter):
-        // PostgreSQL picks this overload for an unknown-typed third argument.
-        if cache::flag(test_id).is_some() {
-            let value = boolean(variant).unwrap_or_else(|| {
-                raise(AbError::invalid(format!("\"{test_id}\" is a flag: its override is true or false, got \"{variant}\"")))
-            });
-            return set_override(Some(test_id), unit_id, Some(value), expires_at, reason);
-        }
-        raise(unknown_test(test_id))
-    };
+    // PostgreSQL picks this overload for an unknown-typed third argument, so a flag's override
+    // may arrive here with its value as text ('true', an untyped driver parameter): a name that
+    // is a test takes a variant of it; else a flag of that name takes a boolean.
+    let row = store::test_row(test_id, true);
+    let is_variant = row.as_ref().is_some_and(|r| r.variants.iter().any(|(v, _)| v == variant));
+    if !is_variant && cache::flag(test_id).is_some() {
+        let value = boolean(variant).unwrap_or_else(|| {
+            raise(AbError::invalid(format!("\"{test_id}\" is a flag: its override is true or false, got \"{variant}\"")))
+        });
+        return set_override(Some(test_id), unit_id, Some(value), expires_at, reason);
+    }
+    if row.is_none() {
+        raise(unknown_test(test_id));
+    }
     let unit = stored_unit(unit_id);
-    if !row.variants.iter().any(|(v, _)| v == variant) {
+    if !is_variant {
         raise(crate::experiments::lifecycle::not_a_variant(variant, test_id));
     }
     refuse_past(expires_at);
@@ -541,23 +544,28 @@ fn refuse_past(expires_at: Option<TimestampWithTimeZone>) {
     }
 }
 
-/// Removes a unit's override of a flag or a test (the name is looked up as a flag first);
-/// whether there was one.
+/// Removes a unit's override of the flag and of the test of this name (a flag and a test may
+/// share a name); whether there was one. An unknown name is 42704.
 #[pg_extern(volatile, parallel_unsafe)]
 fn clear_override(flag: Option<&str>, unit_id: Option<&str>) -> bool {
     require_primary("ab.clear_override");
     let (name, unit) = (required(flag, "flag"), required(unit_id, "unit_id"));
-    if cache::flag(name).is_none() && store::test_row(name, true).is_some() {
-        let removed = store::exec_count("DELETE FROM ab.test_overrides WHERE test_id = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0;
-        if removed {
-            store::emit_event(TEST_UPDATE, Some(name), "test_override_cleared", json!({"test_id": name, "unit_id": unit}));
-        }
-        return removed;
+    let is_test = store::test_row(name, true).is_some();
+    let is_flag = cache::flag(name).is_some();
+    if !is_test && !is_flag {
+        raise(AbError::undefined(format!("no flag or test is named \"{name}\"")));
     }
-    locked_flag(name);
-    let removed = store::exec_count("DELETE FROM ab.overrides WHERE flag = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0;
-    if removed {
-        emit(name, "flag_override_cleared", json!({"flag": name, "unit_id": unit}));
+    let mut removed = false;
+    if is_test && store::exec_count("DELETE FROM ab.test_overrides WHERE test_id = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0 {
+        store::emit_event(TEST_UPDATE, Some(name), "test_override_cleared", json!({"test_id": name, "unit_id": unit}));
+        removed = true;
+    }
+    if is_flag {
+        locked_flag(name);
+        if store::exec_count("DELETE FROM ab.overrides WHERE flag = $1 AND unit_id = $2", &[name.into(), unit.into()]) > 0 {
+            emit(name, "flag_override_cleared", json!({"flag": name, "unit_id": unit}));
+            removed = true;
+        }
     }
     removed
 }

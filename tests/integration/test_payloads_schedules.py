@@ -176,8 +176,8 @@ def test_concurrent_runs_apply_each_schedule_exactly_once(connect):
     assert all(r["outcome"]["ok"] for r in results)
     assert one(conn, "SELECT count(*) FROM ab.events WHERE type = 'schedule_applied'") == 40
     assert one(conn, "SELECT count(*) FROM ab.schedules WHERE applied_at IS NULL") == 0
-    # Oldest first within each run; the flag ends at one of the percentages and every change was audited.
-    assert 1 <= one(conn, "SELECT rollout_percentage FROM ab.flags WHERE name = 'ff.sched'") <= 40
+    # One run at a time, oldest first: the flag ends at the latest schedule's percentage.
+    assert one(conn, "SELECT rollout_percentage FROM ab.flags WHERE name = 'ff.sched'") == 40
 
 
 def test_the_relay_applies_a_due_schedule_and_websocket_clients_see_it(dsn, connect, redis_server, relays):
@@ -254,3 +254,32 @@ def test_a_schedule_with_a_decimal_percentage_and_transient_failures(connect):
     out = one(conn, "SELECT ab.apply_due_schedules()")
     assert [o["outcome"]["ok"] for o in out] == [True]
     assert one(conn, "SELECT rollout_percentage FROM ab.flags WHERE name = 'ff.dec'") == 50
+
+
+def test_a_flag_and_a_test_of_one_name_keep_their_overrides_apart(connect):
+    conn = connect()
+    make_test(conn, "same")
+    conn.execute("SELECT ab.create_flag('same', 'a flag named like the test', 0)")
+    conn.execute("SELECT ab.set_override('same', 'u1', 'llm_v2')")   # a variant: the test's
+    conn.execute("SELECT ab.set_override('same', 'u1', 'true')")     # not a variant: the flag's
+    assert one(conn, "SELECT (ab.assign('same', 'u1')).reason") == "override"
+    assert one(conn, "SELECT ab.is_enabled('same', 'u1')") is True
+    assert one(conn, "SELECT ab.clear_override('same', 'u1')") is True
+    assert one(conn, "SELECT count(*) FROM ab.test_overrides") + one(conn, "SELECT count(*) FROM ab.overrides") == 0
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("SELECT ab.clear_override('nothing', 'u1')")
+
+
+def test_payloads_nested_too_deep_are_refused_and_schedules_checked_when_written(connect):
+    conn = connect()
+    create(conn, "deep", [None, None])
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="deeper than 32"):
+        conn.execute("SELECT ab.set_variant_payload('deep', 'llm', %s::jsonb)", ("[" * 125 + "]" * 125,))
+    conn.execute("SELECT ab.set_variant_payload('deep', 'llm', %s::jsonb)", ("[" * 32 + "]" * 32,))
+    assert one(conn, "SELECT (ab.assign('deep', 'u1')).variant") == "rules", "the test still reads"
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not a variant"):
+        schedule(conn, "now()", {"do": "complete_test", "test_id": "deep", "winner": "gpt"})
+    with pytest.raises(psycopg.errors.NullValueNotAllowed):
+        conn.execute("SELECT ab.cancel_schedule(NULL)")
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("SELECT ab.cancel_schedule(987654321)")

@@ -12,6 +12,17 @@ use serde_json::Value;
 
 /// Largest payload, as JSON text: payloads travel in every assignment row.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Deepest nesting of arrays and objects in a payload: settings need a few levels, and the
+/// configuration reads wrap a payload in a few more (serde_json stops at 128).
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 
 fn invalid(what: String) -> AbError {
     AbError::invalid(what).with_hint("see the README's \"Variant payloads\"")
@@ -25,6 +36,9 @@ pub fn check_payload(variant: &str, payload: &Value) -> AbResult<Option<Value>> 
     let size = payload.to_string().len();
     if size > MAX_PAYLOAD_BYTES {
         return Err(invalid(format!("variant \"{variant}\": payload is {size} bytes as JSON, more than {MAX_PAYLOAD_BYTES}")));
+    }
+    if depth(payload) > MAX_PAYLOAD_DEPTH {
+        return Err(invalid(format!("variant \"{variant}\": payload nests arrays and objects deeper than {MAX_PAYLOAD_DEPTH} levels")));
     }
     Ok(Some(payload.clone()))
 }
@@ -112,5 +126,9 @@ mod tests {
         assert_eq!(check_payload("v", &Value::Null).unwrap(), None);
         let huge = json!({"p": "x".repeat(MAX_PAYLOAD_BYTES)});
         assert!(check_payload("v", &huge).unwrap_err().message.contains("more than 65536"));
+        let deep: Value = serde_json::from_str(&format!("{}{}", "[".repeat(33), "]".repeat(33))).unwrap();
+        assert!(check_payload("v", &deep).unwrap_err().message.contains("deeper than 32"));
+        let ok: Value = serde_json::from_str(&format!("{}{}", "[".repeat(32), "]".repeat(32))).unwrap();
+        assert!(check_payload("v", &ok).is_ok());
     }
 }

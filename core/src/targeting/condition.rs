@@ -79,7 +79,8 @@ pub enum Test {
     StartsWith(Vec<String>),
     EndsWith(Vec<String>),
     Regex(Regex),
-    Number(Ordering, bool, f64),
+    /// Ordering, or-equal, the operand as a double and, when it is a whole number, exactly.
+    Number(Ordering, bool, f64, Option<i128>),
     Semver(SemverOp, Version),
     Before(Time),
     After(Time),
@@ -212,7 +213,13 @@ impl Condition {
         };
         let attribute = match obj.get("attribute") {
             None if matches!(op, "before" | "after") => None,
-            _ => Some(string(obj.get("attribute"), &format!("{path}.attribute"))?.split('.').map(String::from).collect()),
+            _ => {
+                let name = string(obj.get("attribute"), &format!("{path}.attribute"))?;
+                if name.split('.').any(str::is_empty) {
+                    return Err(invalid(&format!("{path}.attribute"), format!("\"{name}\" has an empty part between dots")));
+                }
+                Some(name.split('.').map(String::from).collect())
+            }
         };
         let test = Test::parse(op, obj, path, case_insensitive)?;
         Ok(Condition::Test { attribute, test, case_insensitive })
@@ -435,7 +442,13 @@ impl Test {
             }
             obj.get("value").ok_or_else(|| invalid(&value_path, "is missing"))
         };
-        let number_test = |ord: Ordering, or_equal: bool| -> AbResult<Test> { Ok(Test::Number(ord, or_equal, number(obj, path)?)) };
+        let number_test = |ord: Ordering, or_equal: bool| -> AbResult<Test> {
+            let exact = match obj.get("value") {
+                Some(Value::Number(n)) => whole(n),
+                _ => None,
+            };
+            Ok(Test::Number(ord, or_equal, number(obj, path)?, exact))
+        };
         let semver_test = |op: SemverOp| -> AbResult<Test> {
             let s = string(Some(one("a version")?), &value_path)?;
             let v = Version::parse(s).map_err(|e| invalid(&value_path, format!("\"{s}\" is not a SemVer 2.0 version: {e}")))?;
@@ -510,10 +523,10 @@ impl Test {
             Test::StartsWith(_) => "starts_with",
             Test::EndsWith(_) => "ends_with",
             Test::Regex(_) => "regex",
-            Test::Number(Ordering::Less, false, _) => "lt",
-            Test::Number(Ordering::Less, true, _) => "lte",
-            Test::Number(_, false, _) => "gt",
-            Test::Number(_, true, _) => "gte",
+            Test::Number(Ordering::Less, false, ..) => "lt",
+            Test::Number(Ordering::Less, true, ..) => "lte",
+            Test::Number(_, false, ..) => "gt",
+            Test::Number(_, true, ..) => "gte",
             Test::Semver(op, _) => match op {
                 SemverOp::Eq => "semver_eq",
                 SemverOp::Neq => "semver_neq",
@@ -564,10 +577,14 @@ impl Test {
             (Test::StartsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.starts_with(x.as_str()))),
             (Test::EndsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.ends_with(x.as_str()))),
             (Test::Regex(re), Value::String(s)) => re.is_match(s),
-            (Test::Number(ord, or_equal, x), _) => as_number(v).is_some_and(|n| {
-                let c = n.partial_cmp(x);
+            (Test::Number(ord, or_equal, x, exact), _) => {
+                // Whole numbers exactly (2^53 + 1 > 2^53), others as doubles.
+                let c = match (exact, whole_value(v)) {
+                    (Some(x), Some(n)) => Some(n.cmp(x)),
+                    _ => as_number(v).and_then(|n| n.partial_cmp(x)),
+                };
                 c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
-            }),
+            }
             (Test::Semver(op, x), Value::String(s)) => Version::parse(s).is_ok_and(|v| {
                 let c = v.cmp_precedence(x);
                 match op {
@@ -601,6 +618,15 @@ fn as_number(v: &Value) -> Option<f64> {
 /// A number written as a whole number that fits 128 bits (its digits, exactly).
 fn whole(n: &Number) -> Option<i128> {
     n.to_string().parse().ok()
+}
+
+/// An attribute that is a whole number, or a string that reads as one (`"42"`).
+fn whole_value(v: &Value) -> Option<i128> {
+    match v {
+        Value::Number(n) => whole(n),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 fn number_text(n: &Number) -> String {
@@ -669,6 +695,12 @@ mod tests {
         assert!(check(json!({"attribute": "n", "op": "eq", "value": big("123456789012345678901")}), json!({"n": big("123456789012345678901")})));
         assert!(!check(json!({"attribute": "n", "op": "in", "values": [big("123456789012345678901")]}), json!({"n": big("123456789012345678902")})));
         assert!(check(json!({"attribute": "n", "op": "eq", "value": 1.5}), json!({"n": 1.50})));
+        // Ordering of whole numbers is exact too, past 2^53, for numbers and numeric strings.
+        assert!(!check(json!({"attribute": "n", "op": "gte", "value": big("9007199254740993")}), json!({"n": big("9007199254740992")})));
+        assert!(check(json!({"attribute": "n", "op": "lt", "value": big("9007199254740993")}), json!({"n": "9007199254740992"})));
+        assert!(check(json!({"attribute": "n", "op": "gt", "value": 2}), json!({"n": 2.5})), "a decimal against a whole operand: doubles");
+        assert!(error(json!({"attribute": "a..b", "op": "exists"})).message.contains("empty part"));
+        assert!(error(json!({"attribute": ".a", "op": "exists"})).message.contains("empty part"));
     }
 
     #[test]
