@@ -267,7 +267,7 @@ class ResumingClient:
             self.late_commits_seen += "/" in self.token
 
     def _run(self):
-        from websockets.exceptions import ConnectionClosed
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
         from websockets.sync.client import connect
 
         while not self.stop_flag:
@@ -290,8 +290,10 @@ class ResumingClient:
             except ConnectionClosed as e:
                 if e.rcvd is not None:
                     self.closes.append(e.rcvd.code)
-            except OSError:
-                pass  # the relay is down: try again
+            except (OSError, InvalidHandshake, EOFError):
+                # The relay is down, or was killed during the handshake (no HTTP response):
+                # try again. Anything else ends the client and fails its test.
+                pass
             time.sleep(self.rng.uniform(0, 0.05))
 
     def ready(self):
