@@ -3,13 +3,13 @@
 use super::error::{raise, require_primary, required, OrRaise};
 use super::ffi::{finfo_v1, text_arg};
 use super::context::Context;
-use super::json::JsonArg;
 use super::targeting;
 use super::cache;
 use super::store;
 use crate::experiments::assign::{self as logic, Assignment, Reason, TestConfig};
 use crate::experiments::lifecycle::unknown_test;
 use crate::error::{AbError, Kind};
+use crate::targeting::attributes::{Attributes, NoAttributes};
 use std::rc::Rc;
 use pgrx::pg_sys;
 use pgrx::pg_guard;
@@ -109,11 +109,6 @@ unsafe fn context_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Context {
     unsafe { Context::from_datum(arg.value, arg.isnull) }
 }
 
-/// The attributes a test's targeting reads from the context (none for a test without any).
-fn attributes_for(test: &TestConfig, context: &Context) -> serde_json::Map<String, serde_json::Value> {
-    if test.targeted { context.attributes(Some(&targeting::test_keys(test))) } else { serde_json::Map::new() }
-}
-
 /// The unit being assigned: the user, or the session for anonymous traffic.
 pub(crate) fn unit_of<'a>(user_id: Option<&'a str>, session_id: Option<&'a str>) -> &'a str {
     user_id.or(session_id).unwrap_or_else(|| {
@@ -138,11 +133,11 @@ fn stored_variant(test: &TestConfig, unit: &str) -> Option<String> {
 
 /// Assignment without writing: rollout, weights, and sticky assignments already stored.
 pub(crate) fn decide<'a>(test: &'a TestConfig, unit: &str) -> Assignment<'a> {
-    decide_in(test, unit, &serde_json::Map::new())
+    decide_in(test, unit, &NoAttributes)
 }
 
 /// `decide` with the unit's attributes for the test's targeting (asked only for a targeted test).
-pub(crate) fn decide_in<'a>(test: &'a TestConfig, unit: &str, attributes: &serde_json::Map<String, serde_json::Value>) -> Assignment<'a> {
+pub(crate) fn decide_in<'a>(test: &'a TestConfig, unit: &str, attributes: &dyn Attributes) -> Assignment<'a> {
     let a = logic::assign_targeted(test, unit, &cache::flag, &|t| targeting::decide_test(t, unit, attributes));
     if a.reason == Reason::Split && test.sticky {
         if let Some(stored) = stored_variant(test, unit) {
@@ -157,7 +152,7 @@ fn assign_and_log_inner(
     test_id: &str,
     unit: &str,
     session_id: Option<&str>,
-    attributes: &serde_json::Map<String, serde_json::Value>,
+    attributes: &dyn Attributes,
 ) -> pg_sys::Datum {
     let test = load_test(test_id);
     let mut a = decide_in(&test, unit, attributes);
@@ -235,7 +230,7 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_and_log(fcinfo: pg_sys::FunctionCal
     let test_id = required(test_id, "test_id");
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
-    assign_and_log_inner(fcinfo, test_id, unit, session_id, &serde_json::Map::new())
+    assign_and_log_inner(fcinfo, test_id, unit, session_id, &NoAttributes)
 }
 
 /// `ab.assign_and_log(test_id, user_id, session_id, context)`: `assign_and_log` with the unit's
@@ -249,8 +244,7 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_and_log_in_context(fcinfo: pg_sys::
     let unit = unit_of(user_id, session_id);
     let context = unsafe { context_arg(fcinfo, 3) };
     cache::accept_invalidations();
-    let attributes = attributes_for(&load_test(test_id), &context);
-    assign_and_log_inner(fcinfo, test_id, unit, session_id, &attributes)
+    assign_and_log_inner(fcinfo, test_id, unit, session_id, &context)
 }
 
 /// `ab.get_assignment(user_id, session_id)`: the seed's call without a test. Active tests share
@@ -297,7 +291,7 @@ pub unsafe extern "C-unwind" fn pg_ab_assign_in_context(fcinfo: pg_sys::Function
     let context = unsafe { context_arg(fcinfo, 3) };
     cache::accept_invalidations();
     let test = load_test(test_id);
-    row(fcinfo, &decide_in(&test, unit, &attributes_for(&test, &context)))
+    row(fcinfo, &decide_in(&test, unit, &context))
 }
 
 /// `ab.get_assignment(user_id, session_id, context)`: `get_assignment` with the unit's
@@ -310,7 +304,7 @@ pub unsafe extern "C-unwind" fn pg_ab_get_assignment_in_context(fcinfo: pg_sys::
     let context = unsafe { context_arg(fcinfo, 2) };
     cache::accept_invalidations();
     match slice_test(unit) {
-        Some(test) => row(fcinfo, &decide_in(&test, unit, &attributes_for(&test, &context))),
+        Some(test) => row(fcinfo, &decide_in(&test, unit, &context)),
         None => champion_row(fcinfo),
     }
 }
@@ -323,16 +317,16 @@ fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, sessi
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
     let test = load_test(test_id);
-    decide_in(&test, unit, &attributes_for(&test, &context.unwrap_or(Context::NONE))).variant.to_string()
+    decide_in(&test, unit, &context.unwrap_or(Context::NONE)).variant.to_string()
 }
 
 /// `ab.get_payload(test_id, user_id, context)`: the payload of the variant `assign` gives the
 /// unit (NULL when that variant has none) — the model settings to run, in one call.
 #[pgrx::pg_extern(stable, parallel_safe)]
-fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> Option<pgrx::JsonB> {
+fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<Context>, "NULL")) -> Option<pgrx::JsonB> {
     let test_id = required(test_id, "test_id");
     let unit = required(user_id, "user_id");
-    let attributes = super::flags::context_of(context);
+    let attributes = context.unwrap_or(Context::NONE);
     cache::accept_invalidations();
     let test = load_test(test_id);
     decide_in(&test, unit, &attributes).payload.map(|p| pgrx::JsonB(p.clone()))
@@ -345,10 +339,10 @@ fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::defa
 /// read (`targeting::rules::TestTargeting::explain`). Targeting is asked only while the test is
 /// active and its switches let the unit in; it is shown for any status.
 #[pgrx::pg_extern(stable, parallel_safe)]
-fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<JsonArg>, "NULL")) -> pgrx::JsonB {
+fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<Context>, "NULL")) -> pgrx::JsonB {
     let test_id = required(test_id, "test_id");
     let unit = required(user_id, "user_id");
-    let attributes = super::flags::context_of(context);
+    let attributes = context.unwrap_or(Context::NONE);
     cache::accept_invalidations();
     let test = load_test(test_id);
     let a = decide_in(&test, unit, &attributes);

@@ -1,15 +1,18 @@
-//! The `context` argument of the read functions, read straight from the jsonb container: only the
-//! attributes the flag's or test's conditions name are looked up (a binary search of the
-//! object's keys each) and turned into serde_json values. A flag or test without targeting never
-//! reads it beyond checking that it is an object. `JsonArg` (json.rs), which prints the whole
-//! value and parses it again, was most of a targeted call's cost (BENCHMARKS.md, session 7).
+//! The `context` argument of the read functions, read straight from the jsonb container as the
+//! conditions ask for attributes (`targeting::attributes::Attributes`): a binary search of the
+//! object's keys per attribute, strings borrowed from the datum, nothing built for the attributes
+//! no condition reads. A flag or test without targeting never reads it beyond checking that it is
+//! an object. Printing the value and parsing it again (`JsonArg`), then building a map of the
+//! attributes read, were most of a targeted call's cost (BENCHMARKS.md, sessions 7 to 9).
 
 use super::error::raise;
 use crate::error::{AbError, Kind};
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
-use serde_json::{Map, Number, Value};
+use crate::targeting::attributes::{self, Attr, Attributes};
+use serde_json::Value;
+use std::borrow::Cow;
 use std::ffi::CStr;
 
 /// A `jsonb` context argument, not yet read: the detoasted value, or NULL.
@@ -49,25 +52,24 @@ impl Context {
         }
         Context(Some(root))
     }
+}
 
-    /// The attributes named `keys` (top-level keys; those the context lacks are absent), or every
-    /// attribute when `keys` is `None`.
-    pub fn attributes(&self, keys: Option<&[String]>) -> Map<String, Value> {
-        let Some(root) = self.0 else { return Map::new() };
-        let Some(keys) = keys else {
-            return match parse(&unsafe { container_text(root) }) {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
-        };
-        let object = unsafe { Object::of(root) };
-        let mut out = Map::new();
-        for key in keys {
-            if let Some(i) = object.find(key.as_bytes()) {
-                out.insert(key.clone(), unsafe { object.value(i) });
+impl Attributes for Context {
+    fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
+        let object = unsafe { Object::of(self.0?) };
+        // A key holding the whole dotted name first, then the path through nested objects.
+        if path.len() > 1 {
+            if let Some(i) = object.find(path.join(".").as_bytes()) {
+                return Some(unsafe { object.value(i) });
             }
         }
-        out
+        let (first, rest) = path.split_first()?;
+        let value = unsafe { object.value(object.find(first.as_bytes())?) };
+        match value {
+            _ if rest.is_empty() => Some(value),
+            Attr::Json(v) => attributes::within(&v, rest).cloned().map(Attr::owned),
+            _ => None,
+        }
     }
 }
 
@@ -149,27 +151,117 @@ impl Object {
         None
     }
 
-    /// The value of pair `i` as serde_json (numbers digit for digit, as `arbitrary_precision`
-    /// keeps them; a nested array or object printed and parsed, as rare as dotted paths).
-    unsafe fn value(&self, i: usize) -> Value {
+    /// The value of pair `i` (numbers digit for digit as jsonb prints them, 2.0 stays 2.0; a
+    /// nested array or object printed and parsed, as rare as dotted paths). Borrowed from the
+    /// datum, which outlives the call.
+    unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
         let (kind, off, len) = self.child(self.count + i);
         // Numerics and containers start at the next 4-byte boundary (INTALIGN).
         let aligned = unsafe { self.data.add(off.next_multiple_of(4)) };
         match kind {
+            // jsonb text is in the database encoding; pg_ab requires UTF-8.
             JENTRY_ISSTRING => {
-                // jsonb text is in the database encoding; pg_ab requires UTF-8.
-                Value::String(String::from_utf8_lossy(self.bytes(off, len)).into_owned())
+                let bytes = unsafe { std::slice::from_raw_parts(self.data.add(off), len) };
+                Attr::String(std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
             }
-            JENTRY_ISNUMERIC => {
-                // numeric_out, as jsonb's own printer (and so `JsonArg`) writes it: 2.0 stays 2.0.
-                let datum = pg_sys::Datum::from(aligned as pg_sys::Numeric);
-                let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
-                text.and_then(|t| t.to_str().ok()).and_then(|t| t.parse::<Number>().ok()).map_or(Value::Null, Value::Number)
-            }
-            JENTRY_ISBOOL_FALSE => Value::Bool(false),
-            JENTRY_ISBOOL_TRUE => Value::Bool(true),
-            JENTRY_ISCONTAINER => parse(&unsafe { container_text(aligned as *mut pg_sys::JsonbContainer) }),
-            _ => Value::Null,
+            JENTRY_ISNUMERIC => match unsafe { numeric_text(aligned) } {
+                Some(text) => Attr::Number(Cow::Owned(text)),
+                None => {
+                    let datum = pg_sys::Datum::from(aligned as pg_sys::Numeric);
+                    let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
+                    text.and_then(|t| t.to_str().ok()).map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string())))
+                }
+            },
+            JENTRY_ISBOOL_FALSE => Attr::Bool(false),
+            JENTRY_ISBOOL_TRUE => Attr::Bool(true),
+            JENTRY_ISCONTAINER => Attr::owned(parse(&unsafe { container_text(aligned as *mut pg_sys::JsonbContainer) })),
+            _ => Attr::Null,
+        }
+    }
+}
+
+// A numeric's binary form (utils/adt/numeric.c, stable on disk): a varlena header, a 16-bit
+// header word (short form: sign, display scale and weight packed; long form: sign and display
+// scale, then a 16-bit weight), then base-10000 digits, most significant first.
+const NUMERIC_SIGN_MASK: u16 = 0xC000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_SHORT: u16 = 0x8000;
+const NUMERIC_SPECIAL: u16 = 0xC000;
+const NUMERIC_SHORT_SIGN_MASK: u16 = 0x2000;
+const NUMERIC_SHORT_DSCALE_MASK: u16 = 0x1F80;
+const NUMERIC_SHORT_DSCALE_SHIFT: u16 = 7;
+const NUMERIC_SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
+const NUMERIC_SHORT_WEIGHT_MASK: u16 = 0x003F;
+const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
+
+/// A numeric as `numeric_out` prints it (numeric.c's get_str_from_var: every digit of the
+/// integer part, the display scale's digits after the point), read in place: no call into
+/// PostgreSQL, no palloc. `None` for NaN and the infinities (which JSON cannot hold).
+///
+/// # Safety
+/// `p` must point to a numeric datum (with its varlena header) that outlives the call.
+unsafe fn numeric_text(p: *const u8) -> Option<String> {
+    // The varlena header (postgres.h, little-endian layout): 1 byte when its low bit is set
+    // (size in the other 7), else 4 (size in the upper 30 bits). Big-endian: numeric_out.
+    let first = unsafe { *p };
+    let (header_len, total) = if cfg!(target_endian = "little") && first & 0x01 == 0x01 {
+        (1usize, (first >> 1) as usize)
+    } else if cfg!(target_endian = "little") {
+        (4, (unsafe { std::ptr::read_unaligned(p as *const u32) } >> 2) as usize & 0x3FFF_FFFF)
+    } else {
+        return None; // the platform's other layout: numeric_out
+    };
+    let body = unsafe { std::slice::from_raw_parts(p.add(header_len), total.checked_sub(header_len)?) };
+    let word = |i: usize| -> Option<u16> { Some(u16::from_ne_bytes([*body.get(i)?, *body.get(i + 1)?])) };
+    let head = word(0)?;
+    let (negative, dscale, weight, digits_at) = match head & NUMERIC_SIGN_MASK {
+        NUMERIC_SPECIAL => return None,
+        NUMERIC_SHORT => {
+            let weight = if head & NUMERIC_SHORT_WEIGHT_SIGN_MASK != 0 { !NUMERIC_SHORT_WEIGHT_MASK as i16 } else { 0 } | (head & NUMERIC_SHORT_WEIGHT_MASK) as i16;
+            (head & NUMERIC_SHORT_SIGN_MASK != 0, (head & NUMERIC_SHORT_DSCALE_MASK) >> NUMERIC_SHORT_DSCALE_SHIFT, weight as i32, 2)
+        }
+        sign => (sign == NUMERIC_NEG, head & NUMERIC_DSCALE_MASK, word(2)? as i16 as i32, 4),
+    };
+    let ndigits = (body.len() - digits_at.min(body.len())) / 2;
+    let digit = |d: i32| -> u16 {
+        if d >= 0 && (d as usize) < ndigits { word(digits_at + 2 * d as usize).unwrap_or(0) } else { 0 }
+    };
+    let mut out = String::with_capacity(8 + 4 * (weight.max(0) as usize + 1) + dscale as usize);
+    if negative {
+        out.push('-');
+    }
+    let mut d = 0;
+    if weight < 0 {
+        d = weight + 1;
+        out.push('0');
+    } else {
+        while d <= weight {
+            let dig = digit(d);
+            // The first base-10000 digit without its leading zeroes, the others with all four.
+            push_digits(&mut out, dig, d > 0);
+            d += 1;
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let end = out.len() + dscale as usize;
+        while out.len() < end {
+            push_digits(&mut out, digit(d), true);
+            d += 1;
+        }
+        out.truncate(end);
+    }
+    Some(out)
+}
+
+/// One base-10000 digit as four decimal digits, or without its leading zeroes (`all` false).
+fn push_digits(out: &mut String, dig: u16, all: bool) {
+    let mut started = all;
+    for unit in [1000, 100, 10, 1] {
+        let x = (dig / unit % 10) as u8;
+        started |= x > 0 || unit == 1;
+        if started {
+            out.push((b'0' + x) as char);
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::assign as assignment;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::ffi::{BOOL, FLOAT8, INT4, TEXT, TEXT_ARRAY};
+use super::context::Context;
 use super::json::JsonArg;
 use super::{cache, store};
 use crate::error::{AbError, Kind};
@@ -15,6 +16,7 @@ use crate::extraction::entities::{self, Entity};
 use crate::extraction::metrics::ExtractionMetrics;
 use crate::extraction::pipeline::{self, Assigned, Lookups, Raw};
 use crate::extraction::{dedup, extract};
+use crate::targeting::attributes::Attributes;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -188,7 +190,7 @@ fn assignment_of<'a>(
     named: bool,
     variant: Option<&str>,
     unit: &str,
-    attributes: &serde_json::Map<String, Value>,
+    attributes: &dyn Attributes,
 ) -> Option<Assignment<'a>> {
     let t = test?;
     Some(match variant {
@@ -224,7 +226,7 @@ fn extract_entities_in_context(
     entities: default!(Option<JsonArg>, "NULL"),
     latency_ms: default!(Option<f64>, "NULL"),
     similarity_threshold: default!(Option<f64>, 0.8),
-    context: default!(Option<JsonArg>, "NULL"),
+    context: default!(Option<Context>, "NULL"),
 ) -> JsonB {
     let request = Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold };
     pipeline_request(request, context)
@@ -261,10 +263,10 @@ struct Request<'a> {
     similarity_threshold: Option<f64>,
 }
 
-fn pipeline_request(request: Request, context: Option<JsonArg>) -> JsonB {
+fn pipeline_request(request: Request, context: Option<Context>) -> JsonB {
     let Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold } = request;
     require_primary("ab.extract_entities_with_ab_testing");
-    let attributes = super::flags::context_of(context);
+    let attributes = context.unwrap_or(Context::NONE);
     let started = Instant::now();
     let content = required(content, "content");
     extract::validate_content(content).or_raise();

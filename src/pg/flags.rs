@@ -3,12 +3,12 @@
 use super::error::{raise, require_primary, required, OrRaise};
 use super::cache;
 use super::context::Context;
-use super::json::JsonArg;
 use super::{store, targeting};
 use crate::error::{AbError, Kind};
 use crate::experiments::assign::owning_test;
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{self, Evaluation, Flag, Targeted};
+use crate::targeting::attributes::{Attributes, NoAttributes};
 use crate::targeting::condition::Unit;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -204,29 +204,11 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> bool {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    cache::accept_invalidations();
-    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
-    let context = context.unwrap_or(Context::NONE);
-    // Only what the rules read; a dependency may have rules of its own: then all of it.
-    let attributes = match (flag.targeted, flag.depends_on.is_empty()) {
-        (false, true) => serde_json::Map::new(),
-        (true, true) => context.attributes(Some(&targeting::flag_keys(name))),
-        (_, false) => context.attributes(None),
-    };
-    evaluate_flag(&flag, unit, &attributes).0 == Evaluation::On
-}
-
-/// The context argument: a JSON object, or NULL for none (22023 otherwise).
-pub(crate) fn context_of(context: Option<JsonArg>) -> serde_json::Map<String, Value> {
-    match context.map(|c| c.0) {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(v) => raise(AbError::invalid(format!("context must be a JSON object of attributes, got {v}"))),
-    }
+    evaluate(name, unit, &context.unwrap_or(Context::NONE)).0 == Evaluation::On
 }
 
 /// Evaluates a flag for a unit with its attributes: the evaluation and what targeting decided.
-fn evaluate(name: &str, unit: &str, attributes: &serde_json::Map<String, Value>) -> (Evaluation, Option<Targeted>) {
+fn evaluate(name: &str, unit: &str, attributes: &dyn Attributes) -> (Evaluation, Option<Targeted>) {
     cache::accept_invalidations();
     let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
     evaluate_flag(&flag, unit, attributes)
@@ -234,7 +216,7 @@ fn evaluate(name: &str, unit: &str, attributes: &serde_json::Map<String, Value>)
 
 /// `flags::evaluate_targeted` with the cache's flags and targeting (asked only for a flag that
 /// has rules or overrides).
-fn evaluate_flag(flag: &Flag, unit: &str, attributes: &serde_json::Map<String, Value>) -> (Evaluation, Option<Targeted>) {
+fn evaluate_flag(flag: &Flag, unit: &str, attributes: &dyn Attributes) -> (Evaluation, Option<Targeted>) {
     let u = Unit { id: unit, attributes, now_micros: targeting::now_micros() };
     flags::evaluate_targeted(flag, unit, &cache::flag, &|f| targeting::decide(f, &u))
 }
@@ -244,7 +226,7 @@ fn evaluate_flag(flag: &Flag, unit: &str, attributes: &serde_json::Map<String, V
 pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
     cache::accept_invalidations();
     let flag = cache::flag(name)?;
-    Some(evaluate_flag(&flag, unit, &serde_json::Map::new()).0 == Evaluation::On)
+    Some(evaluate_flag(&flag, unit, &NoAttributes).0 == Evaluation::On)
 }
 
 /// The reason behind `is_enabled`: on, disabled, not_in_rollout, dependency_off, override_off or
@@ -253,7 +235,7 @@ pub(crate) fn is_on(name: &str, unit: &str) -> Option<bool> {
 fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    evaluate(name, unit, &serde_json::Map::new()).0.as_str()
+    evaluate(name, unit, &NoAttributes).0.as_str()
 }
 
 /// `explain_flag` with the unit's attributes, as `{"enabled", "reason", "decided_by",
@@ -264,20 +246,21 @@ fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
 /// (`targeting::rules::explain_rules`). A disabled flag or one whose dependency is off is
 /// decided before targeting, and its `rules` are still shown as they would judge the unit.
 #[pg_extern(stable, parallel_safe, name = "explain_flag")]
-fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<JsonArg>) -> JsonB {
+fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> JsonB {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    let attributes = context_of(context);
-    let (evaluation, decided) = evaluate(name, unit, &attributes);
+    let context = context.unwrap_or(Context::NONE);
+    cache::accept_invalidations();
+    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
+    let (evaluation, decided) = evaluate_flag(&flag, unit, &context);
     let decided_by = match decided {
         Some(Targeted::Override(v)) => json!({"override": v}),
         Some(Targeted::Rule { index, .. }) => json!({"rule": targeting::rule_id(name, index), "index": index}),
         None => Value::Null,
     };
-    let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
     let mut out = json!({"override": null, "rules": []});
     if flag.targeted {
-        let u = Unit { id: unit, attributes: &attributes, now_micros: targeting::now_micros() };
+        let u = Unit { id: unit, attributes: &context, now_micros: targeting::now_micros() };
         out = targeting::explain_flag(&flag, &u);
     }
     out["enabled"] = json!(evaluation == Evaluation::On);

@@ -11,6 +11,7 @@ use crate::error::{AbError, Kind};
 use crate::experiments::assign::{check_stored_unit_id, owning_test};
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{Flag, Targeted};
+use crate::targeting::attributes::Attributes;
 use crate::targeting::condition::{Condition, Resolver, Unit};
 use crate::experiments::assign::TestConfig;
 use crate::experiments::events::TEST_UPDATE;
@@ -20,9 +21,24 @@ use crate::targeting::segments;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::cell::{OnceCell, RefCell};
+// foldhash, not SipHash: looked up several times per call; keys are names and unit ids.
+use foldhash::{HashMap, HashSet};
 use std::rc::Rc;
+
+/// A flag's overrides (unit → (value, expires_at in µs since the Unix epoch)) and ordered rules.
+#[derive(Default)]
+struct FlagTargeting {
+    overrides: HashMap<String, (bool, Option<i64>)>,
+    rules: Vec<Rule>,
+}
+
+/// A test's overrides (unit → (variant, expires_at in µs since the Unix epoch)), audience and
+/// forced-variant rules.
+struct TestEntry {
+    overrides: HashMap<String, (String, Option<i64>)>,
+    targeting: TestTargeting,
+}
 
 /// What the backend has read of the targeting tables since the configuration last changed.
 #[derive(Default)]
@@ -30,16 +46,11 @@ struct Cached {
     generation: u64,
     tables: Option<bool>,
     segments: Option<Rc<HashMap<String, Condition>>>,
-    rules: HashMap<String, Rc<Vec<Rule>>>,
+    /// Per flag: its overrides and rules (one lookup per call).
+    flags: HashMap<String, Rc<FlagTargeting>>,
     lists: HashMap<String, Rc<HashSet<String>>>,
-    /// Per flag: unit → (value, expires_at in µs since the Unix epoch).
-    overrides: HashMap<String, Rc<HashMap<String, (bool, Option<i64>)>>>,
-    /// Per test: its audience and forced-variant rules.
-    tests: HashMap<String, Rc<TestTargeting>>,
-    /// Per test: unit → (variant, expires_at in µs since the Unix epoch).
-    test_overrides: HashMap<String, Rc<HashMap<String, (String, Option<i64>)>>>,
-    /// Per flag and per test (keyed `test:<id>`): the context keys their conditions read.
-    keys: HashMap<String, Rc<Vec<String>>>,
+    /// Per test: its overrides, audience and forced-variant rules.
+    tests: HashMap<String, Rc<TestEntry>>,
 }
 
 thread_local! {
@@ -155,14 +166,16 @@ fn cached_segments() -> Rc<HashMap<String, Condition>> {
     with_cached(|c| c.segments.clone()).unwrap_or_else(|| fresh(load_segments, |c, s| c.segments = Some(s)))
 }
 
-/// A resolver over the segments read once for the call and the cached id lists.
+/// A resolver over the segments, read once for the call when a condition names one, and the
+/// cached id lists.
+#[derive(Default)]
 struct Lookups {
-    segments: Rc<HashMap<String, Condition>>,
+    segments: OnceCell<Rc<HashMap<String, Condition>>>,
 }
 
 impl Resolver for Lookups {
     fn segment(&self, name: &str) -> Option<&Condition> {
-        self.segments.get(name)
+        self.segments.get_or_init(cached_segments).get(name)
     }
 
     fn list_contains(&self, list: &str, unit: &str) -> bool {
@@ -174,37 +187,40 @@ impl Resolver for Lookups {
     }
 }
 
-fn rules_of(flag: &str) -> Rc<Vec<Rule>> {
-    with_cached(|c| c.rules.get(flag).cloned()).unwrap_or_else(|| fresh(|| load_rules(flag), |c, r| {
-        c.rules.insert(flag.to_string(), r);
-    }))
+fn flag_targeting(flag: &str) -> Rc<FlagTargeting> {
+    with_cached(|c| c.flags.get(flag).cloned()).unwrap_or_else(|| {
+        fresh(|| FlagTargeting { overrides: load_overrides(flag), rules: load_rules(flag) }, |c, t| {
+            c.flags.insert(flag.to_string(), t);
+        })
+    })
 }
 
-fn overrides_of(flag: &str) -> Rc<HashMap<String, (bool, Option<i64>)>> {
-    with_cached(|c| c.overrides.get(flag).cloned()).unwrap_or_else(|| fresh(|| load_overrides(flag), |c, o| {
-        c.overrides.insert(flag.to_string(), o);
-    }))
+// Asked on every targeted call: declared without pgrx's error guard (a sigsetjmp), which it does
+// not need — it reads the transaction state and cannot raise an error.
+unsafe extern "C" {
+    #[link_name = "GetCurrentTransactionStartTimestamp"]
+    fn transaction_start() -> pg_sys::TimestampTz;
 }
 
 /// The transaction's start in µs since the Unix epoch (rules and overrides are judged at it).
 pub(crate) fn now_micros() -> i64 {
-    (store::transaction_epoch() * 1e6).round() as i64
+    const UNIX_TO_POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    unsafe { transaction_start() + UNIX_TO_POSTGRES_EPOCH_MICROS }
 }
 
 /// What targeting decides for `flag` and `unit`: an override of the unit that has not expired,
 /// else the flag's first rule that applies, else nothing (the percentage decides).
 pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
-    if let Some((value, expires)) = overrides_of(&flag.name).get(unit.id) {
+    let t = flag_targeting(&flag.name);
+    if let Some((value, expires)) = t.overrides.get(unit.id) {
         if unexpired(*expires, unit.now_micros) {
             return Some(Targeted::Override(*value));
         }
     }
-    let rules = rules_of(&flag.name);
-    if rules.is_empty() {
+    if t.rules.is_empty() {
         return None;
     }
-    let lookups = Lookups { segments: cached_segments() };
-    rules::first_match(&flag.name, &rules, unit, &lookups).map(|(index, on)| Targeted::Rule { index, on })
+    rules::first_match(&flag.name, &t.rules, unit, &Lookups::default()).map(|(index, on)| Targeted::Rule { index, on })
 }
 
 fn load_test_targeting(test: &TestConfig) -> TestTargeting {
@@ -213,22 +229,17 @@ fn load_test_targeting(test: &TestConfig) -> TestTargeting {
     v.map(|v| TestTargeting::parse(&v, &names).or_raise()).unwrap_or_default()
 }
 
-fn test_targeting_of(test: &TestConfig) -> Rc<TestTargeting> {
-    with_cached(|c| c.tests.get(&test.test_id).cloned()).unwrap_or_else(|| fresh(|| load_test_targeting(test), |c, t| {
-        c.tests.insert(test.test_id.clone(), t);
-    }))
-}
-
-fn test_overrides_of(test_id: &str) -> Rc<HashMap<String, (String, Option<i64>)>> {
-    with_cached(|c| c.test_overrides.get(test_id).cloned()).unwrap_or_else(|| fresh(|| load_test_overrides(test_id), |c, o| {
-        c.test_overrides.insert(test_id.to_string(), o);
-    }))
+fn test_targeting_of(test: &TestConfig) -> Rc<TestEntry> {
+    with_cached(|c| c.tests.get(&test.test_id).cloned()).unwrap_or_else(|| {
+        fresh(|| TestEntry { overrides: load_test_overrides(&test.test_id), targeting: load_test_targeting(test) }, |c, t| {
+            c.tests.insert(test.test_id.clone(), t);
+        })
+    })
 }
 
 /// A unit's override of a test that applies now: the variant's index and its row as JSON.
-fn test_override(test: &TestConfig, unit: &str, now: i64) -> Option<(usize, Value)> {
-    let overrides = test_overrides_of(&test.test_id);
-    let (variant, expires) = overrides.get(unit)?;
+fn test_override(test: &TestConfig, entry: &TestEntry, unit: &str, now: i64) -> Option<(usize, Value)> {
+    let (variant, expires) = entry.overrides.get(unit)?;
     if !unexpired(*expires, now) {
         return None;
     }
@@ -238,69 +249,45 @@ fn test_override(test: &TestConfig, unit: &str, now: i64) -> Option<(usize, Valu
 
 /// What a test's targeting decides for a unit with these attributes: its override that has
 /// not expired, else `TestTargeting::decide`.
-pub(crate) fn decide_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Option<TestDecision> {
+pub(crate) fn decide_test(test: &TestConfig, unit: &str, attributes: &dyn Attributes) -> Option<TestDecision> {
     let now = now_micros();
-    if let Some((variant, _)) = test_override(test, unit, now) {
+    let t = test_targeting_of(test);
+    if let Some((variant, _)) = test_override(test, &t, unit, now) {
         return Some(TestDecision::Override { variant });
     }
-    let t = test_targeting_of(test);
     let u = Unit { id: unit, attributes, now_micros: now };
-    t.decide(&u, &Lookups { segments: cached_segments() })
+    t.targeting.decide(&u, &Lookups::default())
 }
 
 /// `decide_test` with its reasons, for `ab.explain_assignment`: `{"override": {"variant",
 /// "expires_at_micros"} | null, "rules": [...], "audience": trace | null}`.
-pub(crate) fn explain_test(test: &TestConfig, unit: &str, attributes: &Map<String, Value>) -> Value {
+pub(crate) fn explain_test(test: &TestConfig, unit: &str, attributes: &dyn Attributes) -> Value {
     let now = now_micros();
-    if let Some((_, row)) = test_override(test, unit, now) {
+    let t = test_targeting_of(test);
+    if let Some((_, row)) = test_override(test, &t, unit, now) {
         return json!({"override": row, "rules": [], "audience": null});
     }
     let names: Vec<&str> = test.variants.iter().map(|v| v.name.as_str()).collect();
     let u = Unit { id: unit, attributes, now_micros: now };
-    let mut out = test_targeting_of(test).explain(&u, &Lookups { segments: cached_segments() }, &names);
+    let mut out = t.targeting.explain(&u, &Lookups::default(), &names);
     out["override"] = Value::Null;
     out
 }
 
-/// The context keys a targeted flag's rules read, once per configuration change.
-pub(crate) fn flag_keys(flag: &str) -> Rc<Vec<String>> {
-    if let Some(k) = with_cached(|c| c.keys.get(flag).cloned()) {
-        return k;
-    }
-    let rules = rules_of(flag);
-    let keys = Rc::new(rules::attribute_keys(rules.iter().map(|r| &r.when), &Lookups { segments: cached_segments() }));
-    with_cached(|c| c.keys.insert(flag.to_string(), keys.clone()));
-    keys
-}
-
-/// The context keys a targeted test's audience and rules read.
-pub(crate) fn test_keys(test: &TestConfig) -> Rc<Vec<String>> {
-    let key = format!("test:{}", test.test_id);
-    if let Some(k) = with_cached(|c| c.keys.get(&key).cloned()) {
-        return k;
-    }
-    let t = test_targeting_of(test);
-    let keys = Rc::new(rules::attribute_keys(t.conditions(), &Lookups { segments: cached_segments() }));
-    with_cached(|c| c.keys.insert(key, keys.clone()));
-    keys
-}
-
 /// The id of a flag's rule by its index.
 pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
-    rules_of(flag).get(index).map(|r| r.id.clone())
+    flag_targeting(flag).rules.get(index).map(|r| r.id.clone())
 }
 
 /// `decide` with its reasons, for `ab.explain_flag`: the unit's override (`{"value",
 /// "expires_at_micros"}`, or null) and the rules looked at (`rules::explain_rules`).
 pub(crate) fn explain_flag(flag: &Flag, unit: &Unit) -> Value {
-    let overrides = overrides_of(&flag.name);
-    let over = overrides.get(unit.id).filter(|(_, e)| unexpired(*e, unit.now_micros));
+    let t = flag_targeting(&flag.name);
+    let over = t.overrides.get(unit.id).filter(|(_, e)| unexpired(*e, unit.now_micros));
     if let Some((value, expires)) = over {
         return json!({"override": {"value": value, "expires_at_micros": expires}, "rules": []});
     }
-    let rules = rules_of(&flag.name);
-    let lookups = Lookups { segments: cached_segments() };
-    json!({"override": null, "rules": rules::explain_rules(&flag.name, &rules, unit, &lookups)})
+    json!({"override": null, "rules": rules::explain_rules(&flag.name, &t.rules, unit, &Lookups::default())})
 }
 
 fn locked_flag(name: &str) {

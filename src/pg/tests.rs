@@ -714,4 +714,52 @@ mod tests {
         assert_eq!(out[0]["metadata"]["confidence_factors"]["geographic_plausibility"], 1.0);
         assert_eq!(out[1]["metadata"]["confidence_factors"]["geographic_plausibility"], 0.0);
     }
+
+    /// Numbers of a context are read from jsonb's binary numerics in place (context.rs); each
+    /// must print exactly as `numeric_out` prints it, for hand-picked edge cases (zeros, signs,
+    /// base-10000 digit boundaries, scales, exponents) and 2,000 generated ones.
+    #[pg_test]
+    fn context_numbers_read_in_place_print_as_numeric_out() {
+        use crate::targeting::attributes::{Attr, Attributes};
+        use super::super::context::Context;
+        let mut literals: Vec<String> = [
+            "0", "-0", "0.00", "-0.000", "1", "-1", "2.0", "120", "9999", "10000", "10001", "-10000.5", "99999999",
+            "100000000", "0.0001", "0.00012", "0.1", "-0.000000001", "1e-20", "1.5e3", "1E+5", "2.50e-3", "1e400",
+            "123456789012345678901234567890.123456789", "3.14159265358979323846", "-999999999999.99990000",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..2000 {
+            let digits: String = (0..1 + next(40)).map(|_| char::from(b'0' + next(10) as u8)).collect();
+            let point = next(digits.len() as u64 + 1) as usize;
+            let sign = if next(2) == 0 { "-" } else { "" };
+            let mut lit = format!("{sign}{}", &digits[..point.max(1)]);
+            if point < digits.len() && point > 0 {
+                lit = format!("{lit}.{}", &digits[point..]);
+            }
+            // JSON allows no leading zeroes: strip them from the integer part.
+            let (s, rest) = lit.split_at(sign.len());
+            let (int, frac) = rest.split_once('.').map_or((rest, None), |(i, f)| (i, Some(f)));
+            let int = int.trim_start_matches('0');
+            lit = format!("{s}{}{}", if int.is_empty() { "0" } else { int }, frac.map_or(String::new(), |f| format!(".{f}")));
+            if next(4) == 0 {
+                lit = format!("{lit}e{}", next(60) as i64 - 30);
+            }
+            literals.push(lit);
+        }
+        for lit in &literals {
+            let expected = one::<String>(&format!("SELECT '{lit}'::numeric::text"));
+            let text = std::ffi::CString::new(format!("{{\"n\": {lit}}}")).unwrap();
+            let datum = unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[text.as_c_str().into_datum()]) }.unwrap();
+            let context = unsafe { Context::from_datum(datum, false) };
+            assert_eq!(context.attribute(&["n".to_string()]), Some(Attr::Number(expected.clone().into())), "{lit}");
+        }
+    }
 }

@@ -31,12 +31,13 @@
 //! with a string by `in`/`eq` is compared by its text.
 //! An array attribute matches when any element does (`not_in`, `neq`: when none is excluded).
 
+use super::attributes::{Attr, Attributes};
 use crate::error::{AbError, AbResult};
 use crate::places::hierarchy;
 use chrono::DateTime;
 use regex::{Regex, RegexBuilder};
 use semver::Version;
-use serde_json::{json, Map, Number, Value};
+use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
 
 /// Values a test may list (`in`, `not_in`, string tests); longer lists belong in an id list.
@@ -122,7 +123,7 @@ impl Resolver for NoResolver {
 /// The unit being judged.
 pub struct Unit<'a> {
     pub id: &'a str,
-    pub attributes: &'a Map<String, Value>,
+    pub attributes: &'a dyn Attributes,
     /// The transaction's start, µs since the Unix epoch.
     pub now_micros: i64,
 }
@@ -243,9 +244,9 @@ impl Condition {
             Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
             Condition::InList(list) => resolver.list_contains(list, unit.id),
             Condition::Test { attribute: None, test, .. } => test.on_time(unit.now_micros, unit.now_micros),
-            Condition::Test { attribute: Some(path), test, case_insensitive } => match lookup(unit.attributes, path) {
-                None | Some(Value::Null) => false,
-                Some(v) => test.on_value(v, *case_insensitive, unit.now_micros),
+            Condition::Test { attribute: Some(path), test, case_insensitive } => match unit.attributes.attribute(path) {
+                None | Some(Attr::Null) => false,
+                Some(v) => test.on_value(&v, *case_insensitive, unit.now_micros),
             },
         }
     }
@@ -294,45 +295,16 @@ impl Condition {
             Condition::InList(list) => (resolver.list_contains(list, unit.id), json!({"in_list": list})),
             Condition::Test { attribute: None, test, .. } => (test.on_time(unit.now_micros, unit.now_micros), json!({"op": test.op(), "read": "now"})),
             Condition::Test { attribute: Some(path), test, case_insensitive } => {
-                let read = lookup(unit.attributes, path);
-                let m = match read {
-                    None | Some(Value::Null) => false,
+                let read = unit.attributes.attribute(path);
+                let m = match &read {
+                    None | Some(Attr::Null) => false,
                     Some(v) => test.on_value(v, *case_insensitive, unit.now_micros),
                 };
-                (m, json!({"attribute": path.join("."), "op": test.op(), "read": read.cloned().unwrap_or(Value::Null)}))
+                (m, json!({"attribute": path.join("."), "op": test.op(), "read": read.map_or(Value::Null, |v| v.to_value())}))
             }
         };
         trace["matched"] = Value::Bool(matched);
         (matched, trace)
-    }
-
-    /// The top-level context keys the condition may read, segments followed through `resolver`
-    /// (a dotted path `a.b` may be the key `"a.b"` or `b` inside `a`: both are listed). Appended
-    /// to `out`, possibly with repeats. The pgrx layer reads only these from the jsonb context.
-    pub fn attribute_keys(&self, resolver: &dyn Resolver, out: &mut Vec<String>) {
-        self.keys_at(resolver, out, 0);
-    }
-
-    fn keys_at(&self, resolver: &dyn Resolver, out: &mut Vec<String>, depth: usize) {
-        if depth > MAX_DEPTH {
-            return;
-        }
-        match self {
-            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.keys_at(resolver, out, depth + 1)),
-            Condition::Not(c) => c.keys_at(resolver, out, depth + 1),
-            Condition::Segment(name) => {
-                if let Some(c) = resolver.segment(name) {
-                    c.keys_at(resolver, out, depth + 1);
-                }
-            }
-            Condition::Test { attribute: Some(path), .. } => {
-                if path.len() > 1 {
-                    out.push(path.join("."));
-                }
-                out.push(path[0].clone());
-            }
-            Condition::InList(_) | Condition::Test { attribute: None, .. } => {}
-        }
     }
 
     /// The segments this condition refers to, directly (for cycle and existence checks).
@@ -365,21 +337,6 @@ impl Condition {
             _ => {}
         }
     }
-}
-
-/// The attribute at a dotted path (`["device", "os"]`); a key with a dot in it is found too.
-fn lookup<'a>(attributes: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    if path.len() > 1 {
-        if let Some(v) = attributes.get(&path.join(".")) {
-            return Some(v);
-        }
-    }
-    let (first, rest) = path.split_first()?;
-    let mut v = attributes.get(first)?;
-    for key in rest {
-        v = v.as_object()?.get(key)?;
-    }
-    Some(v)
 }
 
 fn scalar_values(v: Option<&Value>, path: &str, case_insensitive: bool) -> AbResult<Vec<Value>> {
@@ -444,7 +401,7 @@ impl Test {
         };
         let number_test = |ord: Ordering, or_equal: bool| -> AbResult<Test> {
             let exact = match obj.get("value") {
-                Some(Value::Number(n)) => whole(n),
+                Some(Value::Number(n)) => whole(n.as_str()),
                 _ => None,
             };
             Ok(Test::Number(ord, or_equal, number(obj, path)?, exact))
@@ -554,38 +511,40 @@ impl Test {
         }
     }
 
-    fn on_value(&self, v: &Value, ci: bool, now: i64) -> bool {
+    fn on_value(&self, v: &Attr, ci: bool, now: i64) -> bool {
         match (self, v) {
             (Test::Exists, _) => true,
-            // An object is the wrong type for every test: no match, whatever the operator.
-            (_, Value::Object(_)) => false,
-            // An array: any element; the exclusions, none.
-            (Test::NotIn(_) | Test::Neq(_), Value::Array(items)) => {
-                let inverse = match self {
-                    Test::NotIn(vs) => Test::In(vs.clone()),
-                    Test::Neq(x) => Test::Eq(x.clone()),
-                    _ => return false,
-                };
-                !items.iter().any(|x| !x.is_null() && !x.is_array() && inverse.on_value(x, ci, now))
-            }
-            (_, Value::Array(items)) => items.iter().any(|x| !x.is_null() && !x.is_array() && self.on_value(x, ci, now)),
+            (_, Attr::Json(j)) => match j.as_ref() {
+                // An array: any element; the exclusions, none. Null and nested array elements
+                // match neither.
+                Value::Array(items) => {
+                    let elements = || items.iter().map(Attr::of).filter(|x| !matches!(x, Attr::Null) && !matches!(x, Attr::Json(j) if j.is_array()));
+                    match self {
+                        Test::NotIn(vs) => !elements().any(|x| vs.iter().any(|o| equal(&x, o, ci))),
+                        Test::Neq(o) => !elements().any(|x| equal(&x, o, ci)),
+                        _ => elements().any(|x| self.on_value(&x, ci, now)),
+                    }
+                }
+                // An object is the wrong type for every test: no match, whatever the operator.
+                _ => false,
+            },
             (Test::In(vs), _) => vs.iter().any(|x| equal(v, x, ci)),
             (Test::NotIn(vs), _) => !vs.iter().any(|x| equal(v, x, ci)),
             (Test::Eq(x), _) => equal(v, x, ci),
             (Test::Neq(x), _) => !equal(v, x, ci),
-            (Test::Contains(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.contains(x.as_str()))),
-            (Test::StartsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.starts_with(x.as_str()))),
-            (Test::EndsWith(xs), Value::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.ends_with(x.as_str()))),
-            (Test::Regex(re), Value::String(s)) => re.is_match(s),
-            (Test::Number(ord, or_equal, x, exact), _) => {
+            (Test::Contains(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.contains(x.as_str()))),
+            (Test::StartsWith(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.starts_with(x.as_str()))),
+            (Test::EndsWith(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.ends_with(x.as_str()))),
+            (Test::Regex(re), Attr::String(s)) => re.is_match(s),
+            (Test::Number(ord, or_equal, x, exact), Attr::Number(t) | Attr::String(t)) => {
                 // Whole numbers exactly (2^53 + 1 > 2^53), others as doubles.
-                let c = match (exact, whole_value(v)) {
+                let c = match (exact, whole(t)) {
                     (Some(x), Some(n)) => Some(n.cmp(x)),
-                    _ => as_number(v).and_then(|n| n.partial_cmp(x)),
+                    _ => as_number(t).and_then(|n| n.partial_cmp(x)),
                 };
                 c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
             }
-            (Test::Semver(op, x), Value::String(s)) => Version::parse(s).is_ok_and(|v| {
+            (Test::Semver(op, x), Attr::String(s)) => Version::parse(s).is_ok_and(|v| {
                 let c = v.cmp_precedence(x);
                 match op {
                     SemverOp::Eq => c == Ordering::Equal,
@@ -596,8 +555,8 @@ impl Test {
                     SemverOp::Gte => c != Ordering::Less,
                 }
             }),
-            (Test::Before(_) | Test::After(_), Value::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
-            (Test::Within(place), Value::String(s)) => {
+            (Test::Before(_) | Test::After(_), Attr::String(s)) => parse_time(s).is_some_and(|t| self.on_time(t, now)),
+            (Test::Within(place), Attr::String(s)) => {
                 folded(s, ci, |s| s == place || (s.len() > place.len() + 1 && s.starts_with(place.as_str()) && s.as_bytes()[place.len()] == b'.'))
             }
             _ => false,
@@ -605,48 +564,31 @@ impl Test {
     }
 }
 
-/// A number, or a string that is one (context values often arrive as text).
-fn as_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .filter(|x| x.is_finite())
+/// A number's text, or a string that is a number (context values often arrive as text), as a
+/// finite double.
+fn as_number(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
-/// A number written as a whole number that fits 128 bits (its digits, exactly).
-fn whole(n: &Number) -> Option<i128> {
-    n.to_string().parse().ok()
-}
-
-/// An attribute that is a whole number, or a string that reads as one (`"42"`).
-fn whole_value(v: &Value) -> Option<i128> {
-    match v {
-        Value::Number(n) => whole(n),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn number_text(n: &Number) -> String {
-    n.to_string()
+/// A number's text (or a numeric string) written as a whole number that fits 128 bits, exactly.
+fn whole(text: &str) -> Option<i128> {
+    text.trim().parse().ok()
 }
 
 /// Equality of an attribute value and an operand (already case-folded when `ci`): numbers by
 /// value, strings by text (case folded when asked), booleans by value; a number and a string by
 /// the number's text.
-fn equal(v: &Value, x: &Value, ci: bool) -> bool {
+fn equal(v: &Attr, x: &Value, ci: bool) -> bool {
     match (v, x) {
         // Whole numbers exactly (2^53 + 1 is not 2^53), others as doubles.
-        (Value::Number(a), Value::Number(b)) => match (whole(a), whole(b)) {
+        (Attr::Number(a), Value::Number(b)) => match (whole(a), whole(b.as_str())) {
             (Some(a), Some(b)) => a == b,
-            _ => a.as_f64().is_some_and(|a| a.is_finite() && Some(a) == b.as_f64()),
+            _ => as_number(a).is_some_and(|a| Some(a) == as_number(b.as_str())),
         },
-        (Value::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
-        (Value::Bool(a), Value::Bool(b)) => a == b,
-        (Value::Number(a), Value::String(b)) => number_text(a) == *b,
-        (Value::String(a), Value::Number(b)) => *a == number_text(b),
+        (Attr::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
+        (Attr::Bool(a), Value::Bool(b)) => a == b,
+        (Attr::Number(a), Value::String(b)) => a == b,
+        (Attr::String(a), Value::Number(b)) => a == b.as_str(),
         _ => false,
     }
 }
@@ -797,22 +739,6 @@ mod tests {
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "world.europe."})));
         assert!(!check(json!({"attribute": "place", "op": "within", "value": "world.europe"}), json!({"place": "World.Europe.Spain"})));
         assert!(check(json!({"attribute": "place", "op": "within", "value": "world.Europe", "case_insensitive": true}), json!({"place": "World.EUROPE.Spain"})));
-    }
-
-    #[test]
-    fn attribute_keys_follow_segments_and_dotted_paths() {
-        let mut segments = HashMap::new();
-        segments.insert("eu".to_string(), Condition::parse(&json!({"attribute": "country", "op": "in", "values": ["DE"]}), "s").unwrap());
-        let r = Fixed { segments, lists: HashMap::new() };
-        let c = Condition::parse(
-            &json!({"any": [{"segment": "eu"}, {"not": {"attribute": "device.os", "op": "eq", "value": "ios"}}, {"in_list": "qa"}, {"op": "after", "value": "now"}]}),
-            "when",
-        )
-        .unwrap();
-        let mut keys = Vec::new();
-        c.attribute_keys(&r, &mut keys);
-        keys.sort();
-        assert_eq!(keys, ["country", "device", "device.os"]);
     }
 
     #[test]

@@ -153,15 +153,6 @@ pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resol
     })
 }
 
-/// The context keys a flag's rules may read (`Condition::attribute_keys`), sorted, no repeats.
-pub fn attribute_keys<'a>(conditions: impl IntoIterator<Item = &'a Condition>, resolver: &dyn Resolver) -> Vec<String> {
-    let mut keys = Vec::new();
-    conditions.into_iter().for_each(|c| c.attribute_keys(resolver, &mut keys));
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
 /// `first_match` with its reasons, for `explain_flag`: one entry per rule looked at, up to the
 /// first that applies — `{"id", "index", "in_window", "matched", "condition"}` (`condition`:
 /// `Condition::explain`'s trace, absent outside the window), and for the applying rule

@@ -1,0 +1,132 @@
+//! A unit's attributes as conditions read them: a source (`Attributes`) answering one attribute
+//! at a time, and `Attr`, one value, borrowed from its source where it can be. A JSON object
+//! (`serde_json::Map`) is a source; the pgrx layer reads the `jsonb` context in place, so a call
+//! builds no map and copies no string it does not need.
+
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+/// One attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attr<'a> {
+    Null,
+    Bool(bool),
+    /// A JSON number by its text, digit for digit as its source holds it (`120`, `2.0`, `1e3`).
+    Number(Cow<'a, str>),
+    String(Cow<'a, str>),
+    /// An array or an object.
+    Json(Cow<'a, Value>),
+}
+
+impl<'a> Attr<'a> {
+    /// A JSON value as an attribute, borrowed.
+    pub fn of(v: &'a Value) -> Attr<'a> {
+        match v {
+            Value::Null => Attr::Null,
+            Value::Bool(b) => Attr::Bool(*b),
+            Value::Number(n) => Attr::Number(Cow::Borrowed(n.as_str())),
+            Value::String(s) => Attr::String(Cow::Borrowed(s)),
+            Value::Array(_) | Value::Object(_) => Attr::Json(Cow::Borrowed(v)),
+        }
+    }
+
+    /// A JSON value as an attribute that owns it.
+    pub fn owned(v: Value) -> Attr<'static> {
+        match v {
+            Value::Null => Attr::Null,
+            Value::Bool(b) => Attr::Bool(b),
+            Value::Number(n) => Attr::Number(Cow::Owned(n.as_str().to_string())),
+            Value::String(s) => Attr::String(Cow::Owned(s)),
+            v => Attr::Json(Cow::Owned(v)),
+        }
+    }
+
+    /// The value as JSON (for explanations: what a condition read).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Attr::Null => Value::Null,
+            Attr::Bool(b) => Value::Bool(*b),
+            Attr::Number(t) => t.parse::<Number>().map_or(Value::Null, Value::Number),
+            Attr::String(s) => Value::String(s.to_string()),
+            Attr::Json(v) => v.clone().into_owned(),
+        }
+    }
+}
+
+/// Where conditions read a unit's attributes from.
+pub trait Attributes {
+    /// The attribute at `path`: one name, or a dotted name split at its dots (`["device",
+    /// "os"]`), where a key holding the whole dotted name wins over the path through nested
+    /// objects. `None` when missing.
+    fn attribute(&self, path: &[String]) -> Option<Attr<'_>>;
+}
+
+impl Attributes for Map<String, Value> {
+    fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
+        lookup(self, path).map(Attr::of)
+    }
+}
+
+/// No attributes (a call without a context).
+pub struct NoAttributes;
+
+impl Attributes for NoAttributes {
+    fn attribute(&self, _: &[String]) -> Option<Attr<'_>> {
+        None
+    }
+}
+
+/// The value at a dotted path in a JSON object (`Attributes::attribute`'s rule).
+pub fn lookup<'a>(attributes: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    if path.len() > 1 {
+        if let Some(v) = attributes.get(&path.join(".")) {
+            return Some(v);
+        }
+    }
+    let (first, rest) = path.split_first()?;
+    within(attributes.get(first)?, rest)
+}
+
+/// The value at `rest` inside `v` (`v` itself for an empty path).
+pub fn within<'a>(mut v: &'a Value, rest: &[String]) -> Option<&'a Value> {
+    for key in rest {
+        v = v.as_object()?.get(key)?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_json_object_answers_by_name_and_dotted_path() {
+        let a = json!({"plan": "pro", "seats": 2.0, "device": {"os": "ios"}, "device.os": "android", "on": true, "n": null});
+        let a = a.as_object().unwrap();
+        assert_eq!(a.attribute(&path("plan")), Some(Attr::String("pro".into())));
+        // Numbers keep their text: 2.0 is not printed as 2.
+        assert_eq!(a.attribute(&path("seats")), Some(Attr::Number("2.0".into())));
+        // The whole dotted name as a key wins over the nested path.
+        assert_eq!(a.attribute(&path("device.os")), Some(Attr::String("android".into())));
+        assert_eq!(a.attribute(&path("on")), Some(Attr::Bool(true)));
+        assert_eq!(a.attribute(&path("n")), Some(Attr::Null));
+        assert_eq!(a.attribute(&path("device.model")), None);
+        assert_eq!(a.attribute(&path("missing")), None);
+        assert_eq!(NoAttributes.attribute(&path("plan")), None);
+        let nested = json!({"device": {"os": "ios"}});
+        assert_eq!(nested.as_object().unwrap().attribute(&path("device.os")), Some(Attr::String("ios".into())));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for v in [json!(null), json!(true), json!(12.50), json!("x"), json!([1, "a"]), json!({"k": [2]})] {
+            assert_eq!(Attr::of(&v).to_value(), v);
+            assert_eq!(Attr::owned(v.clone()).to_value(), v);
+        }
+    }
+}
