@@ -1,7 +1,7 @@
 """Targeting's cost (issue 17's figures), each next to a baseline of the same run and shape.
 
-- Per call inside one statement (N calls, best of 5, minus the same statement with
-  `length() > 0` in place of the call): `is_enabled` on a flag without rules (the plain path),
+- Per call inside one statement (N calls, best of 10 in 5 interleaved rounds, minus the same
+  statement with `length() > 0` in place of the call): `is_enabled` on a flag without rules (the plain path),
   `is_enabled` with a 6-attribute context on a flag whose rule has 5 conditions, and
   membership in a 100,000-id list.
 - pgbench tps (-M prepared, 4 clients, the context a prepared parameter) against `SELECT 1`
@@ -16,6 +16,7 @@ import psycopg
 import run
 
 N = 500_000
+ROUNDS = 5
 CONTEXT = {"country": "DE", "plan": "enterprise", "app_version": "4.3.1", "seats": 120,
            "email": "ada@example.com", "signup_at": "2026-03-01T10:00:00Z"}
 RULE = [{"id": "five", "when": {"all": [
@@ -26,9 +27,14 @@ RULE = [{"id": "five", "when": {"all": [
     {"attribute": "email", "op": "ends_with", "value": "@example.com"}]}, "rollout_percentage": 50}]
 
 
+# One condition of RULE per flag (and a rule of none), for where a targeted call's time goes.
+PARTS = {"empty rule (all of nothing)": {"all": []}, **{c["op"]: c for c in RULE[0]["when"]["all"]},
+         "exists, missing key": {"attribute": "nope", "op": "exists"}}
+
+
 def best(conn, sql, args=()):
     out = float("inf")
-    for _ in range(5):
+    for _ in range(2):
         t0 = time.perf_counter()
         conn.execute(sql, args).fetchall()
         out = min(out, time.perf_counter() - t0)
@@ -45,17 +51,36 @@ def main():
         c.execute("SELECT ab.add_to_id_list('beta', ARRAY(SELECT 'beta-' || g FROM generate_series(1, 100000) g))")
         c.execute("""SELECT ab.set_flag_rules('ff.listed', '[{"id": "beta", "when": {"in_list": "beta"}, "serve": true}]')""")
         ctx = json.dumps(CONTEXT)
-        floor = best(c, "SELECT count(*) FILTER (WHERE length('u' || i) > 0) FROM generate_series(1, %s) i", (N,))
-        plain = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i)) FROM generate_series(1, %s) i", (N,))
-        targeted = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N))
-        listed = best(c, "SELECT count(*) FILTER (WHERE ab.is_enabled('ff.listed', 'beta-' || i)) FROM generate_series(1, %s) i", (N,))
+        for i, cond in enumerate(PARTS.values()):
+            c.execute("SELECT ab.create_flag(%s, 'one condition', 0)", (f"ff.part{i}",))
+            c.execute("SELECT ab.set_flag_rules(%s, %s::jsonb)", (f"ff.part{i}", json.dumps([{"id": "one", "when": cond, "rollout_percentage": 50}])))
+        # Interleaved rounds, the best of each statement kept: this machine's speed drifts
+        # between runs by half, and a drift inside one statement's rounds would skew it alone.
+        statements = {
+            "floor": ("SELECT count(*) FILTER (WHERE length('u' || i) > 0) FROM generate_series(1, %s) i", (N,)),
+            "plain": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i)) FROM generate_series(1, %s) i", (N,)),
+            "targeted": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N)),
+            "listed": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.listed', 'beta-' || i)) FROM generate_series(1, %s) i", (N,)),
+            "plain, ctx given": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N)),
+            **{name: (f"SELECT count(*) FILTER (WHERE ab.is_enabled('ff.part{i}', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N))
+               for i, name in enumerate(PARTS)},
+        }
+        times = {k: float("inf") for k in statements}
+        for _ in range(ROUNDS):
+            for k, (sql, args) in statements.items():
+                times[k] = min(times[k], best(c, sql, args))
+        floor, plain, targeted, listed = (times[k] for k in ("floor", "plain", "targeted", "listed"))
         on = c.execute("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, 10000) i", (ctx,)).fetchone()[0]
         assert 4000 < on < 6000, on  # the rule matches and rolls out to half
     per = lambda t: (t - floor) / N * 1e6  # noqa: E731
-    print(f"per call in one statement ({N:,} calls, best of 5, minus the floor of {floor / N * 1e6:.3f} µs):")
+    print(f"per call in one statement ({N:,} calls, best of {2 * ROUNDS} in {ROUNDS} interleaved rounds, minus the floor of {floor / N * 1e6:.3f} µs):")
     print(f"  is_enabled, flag without rules          {per(plain):7.3f} µs")
     print(f"  is_enabled, 5-condition rule, 6 attrs   {per(targeted):7.3f} µs  ({per(targeted) / per(plain):.2f} × the plain call)")
     print(f"  is_enabled, rule on a 100,000-id list   {per(listed):7.3f} µs  ({per(listed) / per(plain):.2f} × the plain call)")
+    print("  where the targeted call's time goes (each a flag whose one rule has one condition):")
+    print(f"    no rules, context given               {per(times['plain, ctx given']):7.3f} µs")
+    for name in PARTS:
+        print(f"    {name:37s} {per(times[name]):7.3f} µs")
     # pgbench: 3 rounds, the order reversed every other round; ratios to SELECT 1 and to the same
     # shape with a trivial function (the jsonb parameter parsed by jsonb_in, nothing evaluated).
     scripts = [("SELECT 1", "select1.sql"), ("jsonb_typeof(ctx) (same shape)", "jsonb_param.sql"),

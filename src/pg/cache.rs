@@ -19,6 +19,7 @@ use crate::experiments::flags::Flag;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
+use std::thread::LocalKey;
 use std::rc::Rc;
 
 pub static CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -44,7 +45,7 @@ thread_local! {
     /// In parallel mode (a parallel query's leader and its workers) no newer snapshot can be
     /// taken: reads use the statement's, so what they give is kept for that statement only,
     /// keyed by `parallel_statement()`.
-    static STATEMENT: RefCell<(ParallelKey, ConfigCache)> = RefCell::new(((0, 0), ConfigCache::new(1024)));
+    static STATEMENT: RefCell<(ParallelKey, ConfigCache)> = RefCell::new(((0, 0), ConfigCache::default()));
 }
 
 /// What a parallel statement's reads are kept under: the statement's start (shared by the
@@ -73,16 +74,21 @@ pub(super) fn take_row_type_change() -> bool {
     ROW_TYPES_CHANGED.with(|c| c.replace(false))
 }
 
-/// Runs `f` on the cache of the parallel statement with this key.
-fn with_statement_cache<R>(stamp: ParallelKey, f: impl FnOnce(&mut ConfigCache) -> R) -> R {
-    STATEMENT.with(|c| {
+/// Runs `f` on what `cell` keeps for the parallel statement `stamp`, emptied first when it was
+/// another statement's (see `STATEMENT`; targeting.rs keeps its reads the same way).
+pub(super) fn for_statement<T: Default, R>(cell: &'static LocalKey<RefCell<(ParallelKey, T)>>, stamp: ParallelKey, f: impl FnOnce(&mut T) -> R) -> R {
+    cell.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != stamp {
-            c.0 = stamp;
-            c.1.clear();
+            *c = (stamp, T::default());
         }
         f(&mut c.1)
     })
+}
+
+/// Runs `f` on the cache of the parallel statement with this key.
+fn with_statement_cache<R>(stamp: ParallelKey, f: impl FnOnce(&mut ConfigCache) -> R) -> R {
+    for_statement(&STATEMENT, stamp, f)
 }
 
 pub fn init() {

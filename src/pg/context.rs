@@ -13,10 +13,11 @@ use pgrx::prelude::*;
 use crate::targeting::attributes::{self, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::ffi::CStr;
 
-/// A `jsonb` context argument, not yet read: the detoasted value, or NULL.
-pub struct Context(Option<*mut pg_sys::JsonbContainer>);
+/// A `jsonb` context argument, not yet read: the detoasted object, or NULL.
+pub struct Context(Option<Object>);
 
 /// `JsonbContainer` header bits (utils/jsonb.h).
 const JB_FSCALAR: u32 = 0x1000_0000;
@@ -35,8 +36,12 @@ impl Context {
         if is_null {
             return Context::NONE;
         }
-        // Detoasts, and copies a short-header value into an aligned one (the container needs it).
-        let jb = unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) } as *mut pg_sys::Jsonb;
+        // A plain 4-byte-header value (a parameter's, a constant's: the usual case) is used where
+        // it is; any other is detoasted, and a short-header one copied aligned (the container
+        // needs it) — by PostgreSQL, behind pgrx's error guard, which the first case skips.
+        let p = datum.cast_mut_ptr::<u8>();
+        let plain = cfg!(target_endian = "little") && unsafe { *p } & 0x03 == 0x00;
+        let jb = if plain { p as *mut pg_sys::Jsonb } else { (unsafe { pg_sys::pg_detoast_datum(p as *mut pg_sys::varlena) }) as *mut pg_sys::Jsonb };
         let root = unsafe { std::ptr::addr_of_mut!((*jb).root) };
         let header = unsafe { (*root).header };
         // JSON null (a raw scalar: a one-element array marked scalar) is no context, as SQL NULL.
@@ -50,13 +55,13 @@ impl Context {
             let shown = unsafe { container_text(root) };
             raise(AbError::invalid(format!("context must be a JSON object of attributes, got {shown}")));
         }
-        Context(Some(root))
+        Context(Some(unsafe { Object::of(root) }))
     }
 }
 
 impl Attributes for Context {
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
-        let object = unsafe { Object::of(self.0?) };
+        let object = self.0.as_ref()?;
         // A key holding the whole dotted name first, then the path through nested objects.
         if path.len() > 1 {
             if let Some(i) = object.find(path.join(".").as_bytes()) {
@@ -79,6 +84,7 @@ impl Attributes for Context {
 // entries, its end offset. Keys are sorted by length, then bytes. Read here directly, so a
 // lookup costs no call into PostgreSQL and no allocation (getKeyJsonValueFromContainer pallocs).
 const JB_CMASK: u32 = 0x0FFF_FFFF;
+const JB_OFFSET_STRIDE: usize = 32;
 const JENTRY_OFFLENMASK: u32 = 0x0FFF_FFFF;
 const JENTRY_TYPEMASK: u32 = 0x7000_0000;
 const JENTRY_HAS_OFF: u32 = 0x8000_0000;
@@ -94,6 +100,10 @@ struct Object {
     count: usize,
     children: *const u32,
     data: *const u8,
+    /// For an object of at most one offset stride (32 pairs): where each child's data starts
+    /// (keys, then values) and where the last ends, summed once at the first lookup. A larger
+    /// object sums back to the nearest stored offset per lookup, as PostgreSQL does.
+    starts: OnceCell<[u32; 2 * JB_OFFSET_STRIDE + 1]>,
 }
 
 impl Object {
@@ -103,14 +113,33 @@ impl Object {
         let count = (unsafe { (*root).header } & JB_CMASK) as usize;
         let children = unsafe { std::ptr::addr_of!((*root).children) } as *const u32;
         let data = unsafe { children.add(2 * count) } as *const u8;
-        Object { count, children, data }
+        Object { count, children, data, starts: OnceCell::new() }
     }
 
     fn entry(&self, i: usize) -> u32 {
         unsafe { *self.children.add(i) }
     }
 
-    /// Start of child `i`'s data (getJsonbOffset).
+    /// Each child's start and the end, for a small object (see `starts`).
+    fn starts(&self) -> Option<&[u32; 2 * JB_OFFSET_STRIDE + 1]> {
+        if self.count > JB_OFFSET_STRIDE {
+            return None;
+        }
+        Some(self.starts.get_or_init(|| {
+            let mut starts = [0u32; 2 * JB_OFFSET_STRIDE + 1];
+            let mut off = 0u32;
+            for (i, start) in starts.iter_mut().enumerate().take(2 * self.count + 1) {
+                *start = off;
+                if i < 2 * self.count {
+                    let e = self.entry(i);
+                    off = if e & JENTRY_HAS_OFF != 0 { e & JENTRY_OFFLENMASK } else { off + (e & JENTRY_OFFLENMASK) };
+                }
+            }
+            starts
+        }))
+    }
+
+    /// Start of child `i`'s data in a large object (getJsonbOffset).
     fn offset(&self, i: usize) -> usize {
         let mut off = 0usize;
         for j in (0..i).rev() {
@@ -126,6 +155,9 @@ impl Object {
     /// Child `i`'s data: its type bits, and its bytes from `offset(i)` (getJsonbLength).
     fn child(&self, i: usize) -> (u32, usize, usize) {
         let e = self.entry(i);
+        if let Some(starts) = self.starts() {
+            return (e & JENTRY_TYPEMASK, starts[i] as usize, (starts[i + 1] - starts[i]) as usize);
+        }
         let off = self.offset(i);
         let len = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize - off } else { (e & JENTRY_OFFLENMASK) as usize };
         (e & JENTRY_TYPEMASK, off, len)
@@ -135,8 +167,25 @@ impl Object {
         unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
     }
 
-    /// The index of the pair whose key is `key` (binary search in jsonb's key order).
+    /// The index of the pair whose key is `key`. Keys are sorted by length, then bytes: a small
+    /// object's are scanned, lengths first and bytes compared only at equal lengths; a larger
+    /// object's are binary searched.
     fn find(&self, key: &[u8]) -> Option<usize> {
+        let Some(starts) = self.starts() else { return self.search(key) };
+        for i in 0..self.count {
+            let (off, len) = (starts[i] as usize, (starts[i + 1] - starts[i]) as usize);
+            if len > key.len() {
+                return None;
+            }
+            if len == key.len() && self.bytes(off, len) == key {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// `find` by binary search.
+    fn search(&self, key: &[u8]) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -162,7 +211,9 @@ impl Object {
             // jsonb text is in the database encoding; pg_ab requires UTF-8.
             JENTRY_ISSTRING => {
                 let bytes = unsafe { std::slice::from_raw_parts(self.data.add(off), len) };
-                Attr::String(std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
+                // Attributes are mostly ASCII: checked word by word, then no UTF-8 decoding.
+                let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
+                Attr::String(text.map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
             }
             JENTRY_ISNUMERIC => match unsafe { numeric_text(aligned) } {
                 Some(text) => Attr::Number(Cow::Owned(text)),

@@ -69,13 +69,7 @@ fn with_cached<R>(f: impl FnOnce(&mut Cached) -> R) -> R {
         return f(&mut Cached::default());
     }
     if let Some(stamp) = cache::parallel_statement() {
-        return STATEMENT.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.0 != stamp {
-                *c = (stamp, Cached::default());
-            }
-            f(&mut c.1)
-        });
+        return cache::for_statement(&STATEMENT, stamp, f);
     }
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
@@ -96,10 +90,9 @@ fn fresh<T>(load: impl FnOnce() -> T, put: impl FnOnce(&mut Cached, Rc<T>)) -> R
     }
     let loaded = cache::load_fresh(|| Some(Rc::new(load())));
     let value = loaded.value.unwrap_or_else(|| raise(AbError::wrong_state("pg_ab: a targeting read gave nothing")));
-    // Not kept in the backend's cache in parallel mode, but in the statement's (with_cached).
-    if loaded.keep || cache::parallel_statement().is_some() {
-        with_cached(|c| put(c, value.clone()));
-    }
+    // Kept in the backend's cache, or in parallel mode (where load_fresh keeps nothing: no newer
+    // snapshot could be taken) in the statement's: with_cached picks.
+    with_cached(|c| put(c, value.clone()));
     value
 }
 

@@ -762,4 +762,41 @@ mod tests {
             assert_eq!(context.attribute(&["n".to_string()]), Some(Attr::Number(expected.clone().into())), "{lit}");
         }
     }
+
+    /// Every key of a context is found, and no other, in a small object (scanned) and a large
+    /// one (binary searched, past jsonb's 32-entry offset stride), keys of equal and of
+    /// different lengths; values of every kind.
+    #[pg_test]
+    fn context_attributes_found_in_small_and_large_objects() {
+        use crate::targeting::attributes::{Attr, Attributes};
+        use super::super::context::Context;
+        for n in [1usize, 5, 31, 32, 33, 100] {
+            let keys: Vec<String> = (0..n).map(|i| format!("{}{i}", "k".repeat(1 + i % 4))).collect();
+            let object: serde_json::Map<String, serde_json::Value> = keys.iter().enumerate().map(|(i, k)| {
+                let v = match i % 4 {
+                    0 => serde_json::json!(format!("v{i}")),
+                    1 => serde_json::json!(i),
+                    2 => serde_json::json!(i % 8 == 2),
+                    _ => serde_json::json!([i, {"deep": i}]),
+                };
+                (k.clone(), v)
+            }).collect();
+            let text = std::ffi::CString::new(serde_json::Value::Object(object.clone()).to_string()).unwrap();
+            let datum = unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[text.as_c_str().into_datum()]) }.unwrap();
+            let context = unsafe { Context::from_datum(datum, false) };
+            for k in &keys {
+                let got = context.attribute(std::slice::from_ref(k)).map(|a| a.to_value());
+                assert_eq!(got.as_ref(), object.get(k), "{n} keys: {k}");
+            }
+            for missing in ["", "k", "kk", "zzzzzzzzzz", "k1000"] {
+                assert_eq!(context.attribute(&[missing.to_string()]), None, "{n} keys: {missing}");
+            }
+            if n > 3 {
+                // A dotted path into the nested object of key 3.
+                let path = [keys[3].clone(), "1".to_string()];
+                assert_eq!(context.attribute(&path), None, "an array is not an object");
+            }
+            assert!(!matches!(context.attribute(&[keys[0].clone()]), Some(Attr::Null)));
+        }
+    }
 }

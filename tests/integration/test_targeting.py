@@ -443,6 +443,30 @@ def test_every_attribute_of_a_wide_context_is_read_right(conn):
                      "ab.is_enabled('ff.t', 'u', '{}')]") == [True, True, True]
 
 
+def test_contexts_stored_in_a_table_are_read_as_given(conn):
+    """A context read from a column arrives with a 1-byte header (small), compressed or stored
+    out of line (large), not as a parameter's plain value: each form must be read the same."""
+    rules(conn, "ff.t", [{"id": "r", "when": {"all": [{"attribute": "plan", "op": "eq", "value": "pro"},
+                                                      {"attribute": "seats", "op": "gte", "value": 10}]}, "serve": True}])
+    conn.execute("CREATE TEMP TABLE ctx (id int, c jsonb)")
+    conn.execute("ALTER TABLE ctx ALTER c SET STORAGE EXTERNAL")  # large values out of line, uncompressed
+    conn.execute("CREATE TEMP TABLE ctx_main (id int, c jsonb)")  # large values compressed in line
+    pad_random = "".join(chr(0x41 + (i * 7919) % 26) for i in range(4000))
+    rows = [(1, {"plan": "pro", "seats": 12}), (2, {"plan": "pro", "seats": 9}),
+            (3, {"plan": "pro", "seats": 10, "pad": "x" * 20000}), (4, {"plan": "free", "seats": 50, "pad": pad_random * 3}),
+            (5, {"plan": "pro", "seats": 11, "pad": pad_random})]
+    for table in ("ctx", "ctx_main"):
+        for id_, c in rows:
+            conn.execute(f"INSERT INTO {table} VALUES (%s, %s::jsonb)", (id_, json.dumps(c)))
+        got = conn.execute(f"SELECT id, ab.is_enabled('ff.t', 'u', c) FROM {table} ORDER BY id").fetchall()
+        assert got == [(1, True), (2, False), (3, True), (4, False), (5, True)], table
+    # The forms were those meant: a short header, an out-of-line value, a compressed one.
+    sizes = conn.execute("SELECT pg_column_size(c), octet_length(c::text) FROM ctx WHERE id IN (1, 3) ORDER BY id").fetchall()
+    assert sizes[0][0] < 127 and sizes[1][0] > 20000, sizes
+    compressed = one(conn, "SELECT pg_column_compression(c) IS NOT NULL FROM ctx_main WHERE id = 3")
+    assert compressed is True
+
+
 def test_parallel_reads_within_one_statement_see_its_own_and_rolled_back_changes(connect):
     """The statements of one function share their start time: a change made (or rolled back)
     between two parallel queries of the same function must be seen by the second."""

@@ -20,6 +20,13 @@ pub struct ConfigCache {
     pub stats: Stats,
 }
 
+/// A cache of 1,024 entries (`pg_ab.cache_size`'s default).
+impl Default for ConfigCache {
+    fn default() -> Self {
+        ConfigCache::new(1024)
+    }
+}
+
 impl ConfigCache {
     /// `capacity` bounds tests and flags together: each map gets half, at least one entry.
     pub fn new(capacity: usize) -> Self {
