@@ -317,7 +317,7 @@ fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, sessi
     let unit = unit_of(user_id, session_id);
     cache::accept_invalidations();
     let test = load_test(test_id);
-    decide_in(&test, unit, &context.unwrap_or(Context::NONE)).variant.to_string()
+    decide_in(&test, unit, &context.unwrap_or(Context::none())).variant.to_string()
 }
 
 /// `ab.get_payload(test_id, user_id, context)`: the payload of the variant `assign` gives the
@@ -326,7 +326,7 @@ fn assign_variant_in_context(test_id: Option<&str>, user_id: Option<&str>, sessi
 fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<Context>, "NULL")) -> Option<pgrx::JsonB> {
     let test_id = required(test_id, "test_id");
     let unit = required(user_id, "user_id");
-    let attributes = context.unwrap_or(Context::NONE);
+    let attributes = context.unwrap_or(Context::none());
     cache::accept_invalidations();
     let test = load_test(test_id);
     decide_in(&test, unit, &attributes).payload.map(|p| pgrx::JsonB(p.clone()))
@@ -342,7 +342,7 @@ fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::defa
 fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<Context>, "NULL")) -> pgrx::JsonB {
     let test_id = required(test_id, "test_id");
     let unit = required(user_id, "user_id");
-    let attributes = context.unwrap_or(Context::NONE);
+    let attributes = context.unwrap_or(Context::none());
     cache::accept_invalidations();
     let test = load_test(test_id);
     let a = decide_in(&test, unit, &attributes);

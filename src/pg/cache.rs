@@ -54,14 +54,22 @@ thread_local! {
 /// (another session's, or this one's aborted subtransaction) is never served from them.
 pub(super) type ParallelKey = (i64, u64);
 
-// Called on every cache lookup, several times an assignment: declared here without pgrx's
-// error guard (a sigsetjmp per call), which neither needs — they read the transaction state and
-// cannot raise an error.
+// Called on every cache lookup (and targeted call), several times an assignment: declared here
+// without pgrx's error guard (a sigsetjmp per call), which none needs — they read the
+// transaction state and cannot raise an error.
 unsafe extern "C" {
     #[link_name = "IsInParallelMode"]
     fn is_in_parallel_mode() -> bool;
     #[link_name = "GetCurrentStatementStartTimestamp"]
     fn statement_start() -> pg_sys::TimestampTz;
+    #[link_name = "GetCurrentTransactionStartTimestamp"]
+    fn transaction_start_timestamp() -> pg_sys::TimestampTz;
+}
+
+/// The transaction's start (PostgreSQL's `now()`, µs since 2000-01-01), without the guard: asked
+/// on every targeted call.
+pub(super) fn transaction_start() -> pg_sys::TimestampTz {
+    unsafe { transaction_start_timestamp() }
 }
 
 /// The running statement's key when in parallel mode (see `STATEMENT`).

@@ -1,7 +1,8 @@
 //! The `context` argument of the read functions, read straight from the jsonb container as the
-//! conditions ask for attributes (`targeting::attributes::Attributes`): a binary search of the
-//! object's keys per attribute, strings borrowed from the datum, nothing built for the attributes
-//! no condition reads. A flag or test without targeting never reads it beyond checking that it is
+//! conditions ask for attributes (`targeting::attributes::Attributes`): the keys of an object of
+//! up to 32 pairs scanned by length (a larger one's binary searched), strings borrowed from the
+//! datum, numbers printed from their binary form, nothing built for attributes no condition
+//! reads. A flag or test without targeting never reads it beyond checking that it is
 //! an object. Printing the value and parsing it again (`JsonArg`), then building a map of the
 //! attributes read, were most of a targeted call's cost (BENCHMARKS.md, sessions 7 to 9).
 
@@ -16,7 +17,10 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::ffi::CStr;
 
-/// A `jsonb` context argument, not yet read: the detoasted object, or NULL.
+/// A `jsonb` context argument, not yet read: the object (in place when its datum has a plain
+/// header, else detoasted into the call's memory), or NULL. It points into memory of the
+/// function call that made it and must not outlive that call: the `Attr`s it gives borrow
+/// from there.
 pub struct Context(Option<Object>);
 
 /// `JsonbContainer` header bits (utils/jsonb.h).
@@ -25,7 +29,9 @@ const JB_FOBJECT: u32 = 0x2000_0000;
 
 impl Context {
     /// No context (NULL).
-    pub const NONE: Context = Context(None);
+    pub fn none() -> Context {
+        Context(None)
+    }
 
     /// The argument as a context: NULL, JSON null or a jsonb object (22023 for any other JSON
     /// value).
@@ -34,7 +40,7 @@ impl Context {
     /// `datum` must be a jsonb datum of the current call when `is_null` is false.
     pub unsafe fn from_datum(datum: pg_sys::Datum, is_null: bool) -> Context {
         if is_null {
-            return Context::NONE;
+            return Context::none();
         }
         // A plain 4-byte-header value (a parameter's, a constant's: the usual case) is used where
         // it is; any other is detoasted, and a short-header one copied aligned (the container
@@ -48,7 +54,7 @@ impl Context {
         if header & JB_FSCALAR != 0 {
             let first = unsafe { *(std::ptr::addr_of!((*root).children) as *const u32) };
             if first & JENTRY_TYPEMASK == JENTRY_ISNULL {
-                return Context::NONE;
+                return Context::none();
             }
         }
         if header & JB_FOBJECT == 0 {
@@ -62,19 +68,7 @@ impl Context {
 impl Attributes for Context {
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
         let object = self.0.as_ref()?;
-        // A key holding the whole dotted name first, then the path through nested objects.
-        if path.len() > 1 {
-            if let Some(i) = object.find(path.join(".").as_bytes()) {
-                return Some(unsafe { object.value(i) });
-            }
-        }
-        let (first, rest) = path.split_first()?;
-        let value = unsafe { object.value(object.find(first.as_bytes())?) };
-        match value {
-            _ if rest.is_empty() => Some(value),
-            Attr::Json(v) => attributes::within(&v, rest).cloned().map(Attr::owned),
-            _ => None,
-        }
+        attributes::by_path(path, |key| object.find(key.as_bytes()).map(|i| unsafe { object.value(i) }))
     }
 }
 
@@ -205,8 +199,9 @@ impl Object {
     /// datum, which outlives the call.
     unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
         let (kind, off, len) = self.child(self.count + i);
-        // Numerics and containers start at the next 4-byte boundary (INTALIGN).
-        let aligned = unsafe { self.data.add(off.next_multiple_of(4)) };
+        // Numerics and containers start at the next 4-byte boundary (INTALIGN); computed only
+        // for them (a string's padding may lie past the object's end).
+        let aligned = || unsafe { self.data.add(off.next_multiple_of(4)) };
         match kind {
             // jsonb text is in the database encoding; pg_ab requires UTF-8.
             JENTRY_ISSTRING => {
@@ -215,17 +210,19 @@ impl Object {
                 let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
                 Attr::String(text.map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
             }
-            JENTRY_ISNUMERIC => match unsafe { numeric_text(aligned) } {
+            JENTRY_ISNUMERIC => match unsafe { numeric_text(aligned()) } {
                 Some(text) => Attr::Number(Cow::Owned(text)),
                 None => {
-                    let datum = pg_sys::Datum::from(aligned as pg_sys::Numeric);
+                    let datum = pg_sys::Datum::from(aligned() as pg_sys::Numeric);
                     let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
-                    text.and_then(|t| t.to_str().ok()).map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string())))
+                    // NaN and the infinities (which JSON cannot hold) are no number.
+                    let number = text.and_then(|t| t.to_str().ok()).filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()));
+                    number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string())))
                 }
             },
             JENTRY_ISBOOL_FALSE => Attr::Bool(false),
             JENTRY_ISBOOL_TRUE => Attr::Bool(true),
-            JENTRY_ISCONTAINER => Attr::owned(parse(&unsafe { container_text(aligned as *mut pg_sys::JsonbContainer) })),
+            JENTRY_ISCONTAINER => Attr::owned(parse(&unsafe { container_text(aligned() as *mut pg_sys::JsonbContainer) })),
             _ => Attr::Null,
         }
     }
@@ -342,11 +339,11 @@ impl FromDatum for Context {
 // As pgrx's own argument types (pgrx::callconv), for #[pg_extern] functions.
 unsafe impl<'fcx> ArgAbi<'fcx> for Context {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
-        unsafe { arg.unbox_arg_using_from_datum().unwrap_or(Context::NONE) }
+        unsafe { arg.unbox_arg_using_from_datum().unwrap_or(Context::none()) }
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
-        Nullable::Valid(unsafe { arg.unbox_arg_using_from_datum().unwrap_or(Context::NONE) })
+        Nullable::Valid(unsafe { arg.unbox_arg_using_from_datum().unwrap_or(Context::none()) })
     }
 }
 

@@ -266,7 +266,7 @@ struct Request<'a> {
 fn pipeline_request(request: Request, context: Option<Context>) -> JsonB {
     let Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold } = request;
     require_primary("ab.extract_entities_with_ab_testing");
-    let attributes = context.unwrap_or(Context::NONE);
+    let attributes = context.unwrap_or(Context::none());
     let started = Instant::now();
     let content = required(content, "content");
     extract::validate_content(content).or_raise();

@@ -204,7 +204,7 @@ fn is_enabled(name: Option<&str>, user_id: Option<&str>) -> bool {
 fn is_enabled_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> bool {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    evaluate(name, unit, &context.unwrap_or(Context::NONE)).0 == Evaluation::On
+    evaluate(name, unit, &context.unwrap_or(Context::none())).0 == Evaluation::On
 }
 
 /// Evaluates a flag for a unit with its attributes: the evaluation and what targeting decided.
@@ -249,7 +249,7 @@ fn explain_flag(name: Option<&str>, user_id: Option<&str>) -> &'static str {
 fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: Option<Context>) -> JsonB {
     let name = required(name, "flag name");
     let unit = required(user_id, "user_id");
-    let context = context.unwrap_or(Context::NONE);
+    let context = context.unwrap_or(Context::none());
     cache::accept_invalidations();
     let flag = cache::flag(name).unwrap_or_else(|| raise(unknown_flag(name)));
     let (evaluation, decided) = evaluate_flag(&flag, unit, &context);

@@ -27,7 +27,6 @@ use foldhash::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// A flag's overrides (unit → (value, expires_at in µs since the Unix epoch)) and ordered rules.
-#[derive(Default)]
 struct FlagTargeting {
     overrides: HashMap<String, (bool, Option<i64>)>,
     rules: Vec<Rule>,
@@ -188,17 +187,10 @@ fn flag_targeting(flag: &str) -> Rc<FlagTargeting> {
     })
 }
 
-// Asked on every targeted call: declared without pgrx's error guard (a sigsetjmp), which it does
-// not need — it reads the transaction state and cannot raise an error.
-unsafe extern "C" {
-    #[link_name = "GetCurrentTransactionStartTimestamp"]
-    fn transaction_start() -> pg_sys::TimestampTz;
-}
-
 /// The transaction's start in µs since the Unix epoch (rules and overrides are judged at it).
 pub(crate) fn now_micros() -> i64 {
     const UNIX_TO_POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-    unsafe { transaction_start() + UNIX_TO_POSTGRES_EPOCH_MICROS }
+    cache::transaction_start() + UNIX_TO_POSTGRES_EPOCH_MICROS
 }
 
 /// What targeting decides for `flag` and `unit`: an override of the unit that has not expired,

@@ -63,7 +63,7 @@ pub trait Attributes {
 
 impl Attributes for Map<String, Value> {
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
-        lookup(self, path).map(Attr::of)
+        by_path(path, |key| self.get(key).map(Attr::of))
     }
 }
 
@@ -76,15 +76,21 @@ impl Attributes for NoAttributes {
     }
 }
 
-/// The value at a dotted path in a JSON object (`Attributes::attribute`'s rule).
-pub fn lookup<'a>(attributes: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+/// `Attributes::attribute`'s rule over any object, given `get`, its lookup of one top-level
+/// key: the whole dotted name as one key first, then the path through nested objects.
+pub fn by_path<'a>(path: &[String], get: impl Fn(&str) -> Option<Attr<'a>>) -> Option<Attr<'a>> {
     if path.len() > 1 {
-        if let Some(v) = attributes.get(&path.join(".")) {
+        if let Some(v) = get(&path.join(".")) {
             return Some(v);
         }
     }
     let (first, rest) = path.split_first()?;
-    within(attributes.get(first)?, rest)
+    match get(first)? {
+        v if rest.is_empty() => Some(v),
+        Attr::Json(Cow::Borrowed(v)) => within(v, rest).map(Attr::of),
+        Attr::Json(Cow::Owned(v)) => within(&v, rest).cloned().map(Attr::owned),
+        _ => None,
+    }
 }
 
 /// The value at `rest` inside `v` (`v` itself for an empty path).
@@ -120,6 +126,20 @@ mod tests {
         assert_eq!(NoAttributes.attribute(&path("plan")), None);
         let nested = json!({"device": {"os": "ios"}});
         assert_eq!(nested.as_object().unwrap().attribute(&path("device.os")), Some(Attr::String("ios".into())));
+    }
+
+    #[test]
+    fn a_source_that_owns_its_values_follows_dotted_paths_too() {
+        // As the pgrx layer's jsonb context does: nested objects come back parsed, owned.
+        let get = |k: &str| match k {
+            "device" => Some(Attr::owned(json!({"os": {"name": "ios"}}))),
+            "device.model" => Some(Attr::String("x1".into())),
+            _ => None,
+        };
+        assert_eq!(by_path(&path("device.os.name"), get), Some(Attr::String("ios".into())));
+        assert_eq!(by_path(&path("device.model"), get), Some(Attr::String("x1".into())));
+        assert_eq!(by_path(&path("device.os.version"), get), None);
+        assert_eq!(by_path(&path("device"), get).map(|a| a.to_value()), Some(json!({"os": {"name": "ios"}})));
     }
 
     #[test]

@@ -253,7 +253,7 @@ impl TestTargeting {
         Ok(TestTargeting { audience, rules })
     }
 
-    /// The segments all its conditions refer to.
+    /// Its conditions: the audience's, then each rule's (for reference checks).
     pub fn conditions(&self) -> impl Iterator<Item = &Condition> {
         self.audience.iter().chain(self.rules.iter().map(|r| &r.when))
     }
