@@ -476,6 +476,36 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'extract_entities_in_context_wrapper';
 
+-- Peers' bucketing hashes (src/pg/hash.rs, core experiments::peer_hash): GrowthBook's,
+-- Unleash's and PostHog's, for experiments moved from those tools.
+CREATE FUNCTION "growthbook_hash"(
+	"seed" TEXT, /* Option < & str > */
+	"value" TEXT, /* Option < & str > */
+	"version" INT DEFAULT 2 /* Option < i32 > */
+) RETURNS double precision /* f64 */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'growthbook_hash_wrapper';
+
+CREATE FUNCTION "unleash_normalized_hash"(
+	"group_id" TEXT, /* Option < & str > */
+	"identifier" TEXT, /* Option < & str > */
+	"modulus" INT DEFAULT 100, /* Option < i32 > */
+	"seed" bigint DEFAULT 0 /* Option < i64 > */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unleash_normalized_hash_wrapper';
+
+CREATE FUNCTION "posthog_hash"(
+	"key" TEXT, /* Option < & str > */
+	"distinct_id" TEXT, /* Option < & str > */
+	"salt" TEXT DEFAULT '' /* Option < & str > */
+) RETURNS double precision /* f64 */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'posthog_hash_wrapper';
+
 -- Targeting (sql/targeting.sql, src/pg/targeting.rs): segments, id lists, flag rules,
 -- overrides and tests' targeting, with their audit rows (ab.audit_change above knows their
 -- keys) and cache triggers; scheduled changes (sql/schedules.sql).
@@ -976,6 +1006,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
+        'growthbook_hash', 'unleash_normalized_hash', 'posthog_hash',
         'get_flag_rules', 'get_test_targeting', 'get_payload', 'explain_assignment',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics

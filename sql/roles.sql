@@ -25,6 +25,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         -- assignment and flags
         'assign', 'assign_variant', 'get_assignment', 'get_champion_assignment',
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
+        'growthbook_hash', 'unleash_normalized_hash', 'posthog_hash',
         'get_flag_rules', 'get_test_targeting', 'get_payload', 'explain_assignment',
         'get_test', 'get_active_tests',
         -- entity post-processing without metrics

@@ -1,4 +1,5 @@
-//! Experiments: who gets what. Hashing units into buckets and variant points (`hash`), feature
+//! Experiments: who gets what. Hashing units into buckets and variant points (`hash`), the
+//! bucketing hashes of GrowthBook, Unleash and PostHog (`peer_hash`), feature
 //! flags and their dependencies (`flags`), a test's configuration and lifecycle (`lifecycle`),
 //! assignment with its reasons (`assign`), the outbox's event shapes (`events`) and positions in
 //! it (`resume`), and the per-backend configuration cache (`cache`). Depends only on `error`
@@ -11,4 +12,5 @@ pub mod flags;
 pub mod hash;
 pub mod lifecycle;
 pub mod payloads;
+pub mod peer_hash;
 pub mod resume;
