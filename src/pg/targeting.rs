@@ -17,7 +17,7 @@ use crate::experiments::assign::TestConfig;
 use crate::experiments::events::TEST_UPDATE;
 use crate::experiments::lifecycle::unknown_test;
 use crate::targeting::rules::{self, Rule, TestDecision, TestTargeting};
-use crate::targeting::segments;
+use crate::targeting::{overrides, segments};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
@@ -429,7 +429,7 @@ fn remove_from_id_list(list: Option<&str>, unit_ids: Option<Vec<Option<String>>>
 
 /// Forces a flag on or off for one unit (QA, support) until `expires_at` (NULL: until cleared);
 /// the switch still wins (a disabled flag is off for everyone). Audited; a `flag_override_set`
-/// event. Errors: an unknown flag (42704), an expiry already past (22023).
+/// event. Errors: an unknown flag (42704), an expiry already past or a reason over 1,000 characters (22023).
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_override(
     flag: Option<&str>,
@@ -441,6 +441,7 @@ fn set_override(
     require_primary("ab.set_override");
     let (flag, value) = (required(flag, "flag"), required(value, "value"));
     let unit = stored_unit(unit_id);
+    let reason = Some(overrides::check_reason(reason.unwrap_or("")).or_raise());
     if owning_test(flag).is_some() {
         raise(AbError::wrong_state(format!("flag \"{flag}\" belongs to a test: a test's own flag takes no overrides"))
             .with_hint("force a unit's variant with the test's targeting (ab.set_test_targeting)"));
@@ -459,7 +460,7 @@ fn set_override(
 /// Forces a test's variant for one unit (QA, support) until `expires_at` (NULL: until cleared):
 /// while the test is active and its switches let the unit in, `assign` gives that variant with
 /// reason `override` (before the test's rules and audience). Audited; a `test_override_set`
-/// event. Errors: an unknown test (42704) or variant (22023), an expiry already past (22023).
+/// event. Errors: an unknown test (42704) or variant (22023), an expiry already past or a reason over 1,000 characters (22023).
 #[pg_extern(volatile, parallel_unsafe, name = "set_override")]
 fn set_test_override(
     test_id: Option<&str>,
@@ -485,6 +486,7 @@ fn set_test_override(
         raise(unknown_test(test_id));
     }
     let unit = stored_unit(unit_id);
+    let reason = Some(overrides::check_reason(reason.unwrap_or("")).or_raise());
     if !is_variant {
         raise(crate::experiments::lifecycle::not_a_variant(variant, test_id));
     }

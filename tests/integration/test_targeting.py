@@ -211,10 +211,15 @@ def test_bad_calls(conn):
         ("SELECT ab.add_to_id_list('qa', ARRAY[NULL])", "22004"),
         ("SELECT ab.set_override('ff.t', 'u', NULL)", "22004"),
         ("SELECT ab.delete_segment('nope')", "42704"),
+        ("SELECT ab.set_override('ff.t', 'u', true, NULL, repeat('x', 1001))", "22023"),
     ]:
         with pytest.raises(psycopg.Error) as e:
             conn.execute(sql)
         assert e.value.sqlstate == state, sql
+    # A reason of 1,000 characters (not bytes) is taken; the refused one above left nothing.
+    assert one(conn, "SELECT count(*) FROM ab.overrides WHERE flag = 'ff.t'") == 0
+    conn.execute("SELECT ab.set_override('ff.t', 'u', true, NULL, repeat('é', 1000))")
+    assert one(conn, "SELECT length(reason) FROM ab.overrides WHERE flag = 'ff.t'") == 1000
 
 
 def test_changes_are_audited_and_announced(conn):
