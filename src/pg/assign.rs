@@ -336,8 +336,9 @@ fn get_payload(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::defa
 /// `{"test_id", "variant", "reason", "in_rollout", "payload", "status", "targeting"}`;
 /// `targeting` (null for a test without targeting) is the unit's override that applied, else
 /// the forced-variant rules looked at and the audience's verdict with the attribute values they
-/// read (`targeting::rules::TestTargeting::explain`). Targeting is asked only while the test is
-/// active and its switches let the unit in; it is shown for any status.
+/// read (`targeting::rules::TestTargeting::explain`), and `asked`: targeting is asked only while
+/// the test is active and its switches let the unit in, and is shown for any status (`asked`
+/// false: what it would decide, not what decided).
 #[pgrx::pg_extern(stable, parallel_safe)]
 fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgrx::default!(Option<Context>, "NULL")) -> pgrx::JsonB {
     let test_id = required(test_id, "test_id");
@@ -346,7 +347,13 @@ fn explain_assignment(test_id: Option<&str>, user_id: Option<&str>, context: pgr
     cache::accept_invalidations();
     let test = load_test(test_id);
     let a = decide_in(&test, unit, &attributes);
-    let targeting = if test.targeted { targeting::explain_test(&test, unit, &attributes) } else { serde_json::Value::Null };
+    let targeting = if test.targeted {
+        let mut t = targeting::explain_test(&test, unit, &attributes);
+        t["asked"] = serde_json::Value::Bool(a.reason.after_targeting());
+        t
+    } else {
+        serde_json::Value::Null
+    };
     pgrx::JsonB(serde_json::json!({
         "test_id": a.test_id, "variant": a.variant, "reason": a.reason.as_str(), "in_rollout": a.in_rollout,
         "payload": a.payload, "status": test.status.as_str(), "targeting": targeting,

@@ -105,8 +105,13 @@ def test_an_override_expires_at_its_time_and_never_outlives_the_test(connect):
     time.sleep(1.2)
     assert one(conn, "SELECT row((ab.assign('ox', %s)).variant, (ab.assign('ox', %s)).reason)::text", unit, unit) == "(rules,split)"
     conn.execute("SELECT ab.set_override('ox', %s, 'llm')", (unit,))
+    explained = one(conn, "SELECT ab.explain_assignment('ox', %s)", unit)
+    assert (explained["reason"], explained["targeting"]["asked"], explained["targeting"]["override"]["variant"]) == ("override", True, "llm")
     conn.execute("SELECT ab.pause_test('ox', 'checking')")
     assert one(conn, "SELECT (ab.assign('ox', %s)).reason", unit) == "test_paused"
+    # Paused, the override is still shown, as what targeting would decide, not what decided.
+    explained = one(conn, "SELECT ab.explain_assignment('ox', %s)", unit)
+    assert (explained["reason"], explained["targeting"]["asked"], explained["targeting"]["override"]["variant"]) == ("test_paused", False, "llm")
     conn.execute("SELECT ab.delete_test('ox')")
     assert one(conn, "SELECT count(*) FROM ab.test_overrides WHERE test_id = 'ox'") == 0
 

@@ -94,6 +94,13 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether a targeted test's targeting (override, forced rules, audience) was asked before
+    /// this reason was reached: the test active, its flag on, routing letting the unit in
+    /// (`assign_targeted`). Explanations say so, since their traces are shown for any status.
+    pub fn after_targeting(self) -> bool {
+        matches!(self, Reason::Split | Reason::Sticky | Reason::NotInRollout | Reason::Forced | Reason::NotInAudience | Reason::Override)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Split => "split",
@@ -436,5 +443,32 @@ mod tests {
         t.status = Status::Active;
         t.targeted = false;
         assert_eq!(assign_targeted(&t, "u", &no_flags, &forced).reason, Reason::NotInRollout, "untargeted tests skip decide");
+    }
+
+    #[test]
+    fn after_targeting_is_true_exactly_when_targeting_was_asked() {
+        let mut t = test_config(50, vec![variant("a", 1.0), variant("b", 1.0)]);
+        t.targeted = true;
+        let decisions = [None, Some(TestDecision::NotInAudience), Some(TestDecision::Override { variant: 1 }), Some(TestDecision::Forced { rule: 0, variant: 1 })];
+        let statuses = [Status::Draft, Status::Active, Status::Paused, Status::Completed, Status::RolledBack];
+        for status in statuses {
+            for flag_on in [true, false] {
+                for decision in &decisions {
+                    t.status = status;
+                    if let Some(f) = t.flag.as_mut() {
+                        f.enabled = flag_on;
+                    }
+                    for unit in ["u1", "u2", "u3", "u4"] {
+                        let asked = std::cell::Cell::new(false);
+                        let decide = |_: &TestConfig| {
+                            asked.set(true);
+                            decision.clone()
+                        };
+                        let a = assign_targeted(&t, unit, &no_flags, &decide);
+                        assert_eq!(a.reason.after_targeting(), asked.get(), "{status:?} {flag_on} {decision:?} {unit}: {:?}", a.reason);
+                    }
+                }
+            }
+        }
     }
 }
