@@ -476,6 +476,21 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'extract_entities_in_context_wrapper';
 
+-- Hashing schemes (core/src/experiments/bucketing.rs): a test or flag imported from GrowthBook,
+-- Unleash or PostHog buckets its units by that tool's hash and rules (sql/schema.sql).
+ALTER TABLE ab.flags
+    ADD COLUMN hashing text NOT NULL DEFAULT 'pg_ab'
+        CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+    ADD COLUMN hashing_seed text,
+    ADD CONSTRAINT flags_hashing_seed_check CHECK (hashing_seed IS NULL
+        OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200));
+ALTER TABLE ab.tests
+    ADD COLUMN hashing text NOT NULL DEFAULT 'pg_ab'
+        CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+    ADD COLUMN hashing_seed text,
+    ADD CONSTRAINT tests_hashing_seed_check CHECK (hashing_seed IS NULL
+        OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200));
+
 -- Peers' bucketing hashes (src/pg/hash.rs, core experiments::peer_hash): GrowthBook's,
 -- Unleash's and PostHog's, for experiments moved from those tools.
 CREATE FUNCTION "growthbook_hash"(
@@ -859,7 +874,7 @@ AS 'MODULE_PATHNAME', 'delete_segment_wrapper';
 CREATE FUNCTION "explain_flag"(
 	"name" TEXT, /* Option < & str > */
 	"user_id" TEXT, /* Option < & str > */
-	"context" jsonb /* Option < JsonArg > */
+	"context" jsonb /* Option < Context > */
 ) RETURNS jsonb /* JsonB */
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -947,7 +962,7 @@ AS 'MODULE_PATHNAME', 'set_test_override_wrapper';
 CREATE FUNCTION "get_payload"(
 	"test_id" TEXT, /* Option < & str > */
 	"user_id" TEXT, /* Option < & str > */
-	"context" jsonb DEFAULT NULL /* Option < JsonArg > */
+	"context" jsonb DEFAULT NULL /* Option < Context > */
 ) RETURNS jsonb /* Option < pgrx :: JsonB > */
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -956,7 +971,7 @@ AS 'MODULE_PATHNAME', 'get_payload_wrapper';
 CREATE FUNCTION "explain_assignment"(
 	"test_id" TEXT, /* Option < & str > */
 	"user_id" TEXT, /* Option < & str > */
-	"context" jsonb DEFAULT NULL /* Option < JsonArg > */
+	"context" jsonb DEFAULT NULL /* Option < Context > */
 ) RETURNS jsonb /* pgrx :: JsonB */
 STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -978,6 +993,24 @@ CREATE FUNCTION "set_payload_schema"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_payload_schema_wrapper';
+
+CREATE FUNCTION "set_test_hashing"(
+	"test_id" TEXT, /* Option < & str > */
+	"scheme" TEXT, /* Option < & str > */
+	"seed" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_test_hashing_wrapper';
+
+CREATE FUNCTION "set_flag_hashing"(
+	"name" TEXT, /* Option < & str > */
+	"scheme" TEXT, /* Option < & str > */
+	"seed" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_flag_hashing_wrapper';
 
 
 -- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without

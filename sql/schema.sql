@@ -1,7 +1,8 @@
 -- pg_ab schema: configuration, assignment state, the events outbox and the audit trail.
 -- Loaded by the extension (src/lib.rs, extension_sql_file!) before any function is created.
 
--- Feature flags. A unit is inside a flag when xxh3(flag, unit) % 10000 < rollout_percentage * 100.
+-- Feature flags. A unit is inside a flag when xxh3(flag, unit) % 10000 < rollout_percentage * 100
+-- (pg_ab's hashing; another tool's rule when `hashing` names it).
 CREATE TABLE ab.flags (
     name               text PRIMARY KEY
                        CHECK (name ~ '^[A-Za-z0-9_.:-]{1,200}$'),
@@ -11,7 +12,14 @@ CREATE TABLE ab.flags (
     enabled            boolean NOT NULL DEFAULT true,
     depends_on         text[] NOT NULL DEFAULT '{}',
     created_at         timestamptz NOT NULL DEFAULT now(),
-    updated_at         timestamptz NOT NULL DEFAULT now()
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- Which tool's hash buckets its units (core/src/experiments/bucketing.rs) and the key that
+    -- tool hashed with (NULL: the flag's name).
+    hashing            text NOT NULL DEFAULT 'pg_ab'
+                       CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+    hashing_seed       text,
+    CONSTRAINT flags_hashing_seed_check CHECK (hashing_seed IS NULL
+        OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200))
 );
 
 -- A/B tests. current_stage is the test's own rollout percentage (0 before it starts).
@@ -36,7 +44,14 @@ CREATE TABLE ab.tests (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     ended_at       timestamptz,
     -- JSON Schema every variant's payload meets (core/src/experiments/payloads.rs); NULL: none.
-    payload_schema jsonb
+    payload_schema jsonb,
+    -- Which tool's hash buckets its units (core/src/experiments/bucketing.rs) and the key that
+    -- tool hashed with (NULL: the test_id).
+    hashing        text NOT NULL DEFAULT 'pg_ab'
+                   CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+    hashing_seed   text,
+    CONSTRAINT tests_hashing_seed_check CHECK (hashing_seed IS NULL
+        OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200))
 );
 -- At most one default test: the one whose champion ab.get_champion_assignment() serves.
 CREATE UNIQUE INDEX tests_one_default ON ab.tests (is_default) WHERE is_default;

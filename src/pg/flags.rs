@@ -6,6 +6,7 @@ use super::context::Context;
 use super::{store, targeting};
 use crate::error::{AbError, Kind};
 use crate::experiments::assign::owning_test;
+use crate::experiments::bucketing::Hashing;
 use crate::experiments::events::FLAG_UPDATE;
 use crate::experiments::flags::{self, Evaluation, Flag, Targeted};
 use crate::targeting::attributes::{Attributes, NoAttributes};
@@ -23,7 +24,7 @@ const FLAG_ROW: &str = "to_jsonb(f) - 'created_at' - 'updated_at'";
 
 /// Applies `set` (an SQL assignment list over ab.flags) to one flag and emits the change.
 /// Returns the flag as it now is.
-fn change_flag(name: &str, set: &str, update_type: &str, extra: Option<pgrx::datum::DatumWithOid>) -> Value {
+fn change_flag(name: &str, set: &str, update_type: &str, extra: Vec<pgrx::datum::DatumWithOid>) -> Value {
     let before = store::json_one(
         &format!("SELECT {FLAG_ROW} FROM ab.flags f WHERE name = $1 FOR UPDATE"),
         &[name.into()],
@@ -108,7 +109,7 @@ fn set_flag_dependencies(name: Option<&str>, depends_on: Option<Vec<Option<Strin
         raise(unknown_flag(name));
     }
     flags::validate_dependencies(name, &deps, &|n| existing.get(n).cloned()).or_raise();
-    JsonB(change_flag(name, "depends_on = $2", "flag_dependencies_changed", Some(deps.into())))
+    JsonB(change_flag(name, "depends_on = $2", "flag_dependencies_changed", vec![deps.into()]))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
@@ -117,19 +118,43 @@ fn update_rollout_percentage(name: Option<&str>, rollout_percentage: Option<i32>
     let name = required(name, "flag name");
     let pct = required(rollout_percentage, "rollout_percentage");
     flags::validate_percentage(pct).or_raise();
-    JsonB(change_flag(name, "rollout_percentage = $2", "flag_rollout_changed", Some(pct.into())))
+    JsonB(change_flag(name, "rollout_percentage = $2", "flag_rollout_changed", vec![pct.into()]))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable_flag(name: Option<&str>) -> JsonB {
     require_primary("ab.enable_flag");
-    JsonB(change_flag(required(name, "flag name"), "enabled = true", "flag_enabled", None))
+    JsonB(change_flag(required(name, "flag name"), "enabled = true", "flag_enabled", vec![]))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn disable_flag(name: Option<&str>) -> JsonB {
     require_primary("ab.disable_flag");
-    JsonB(change_flag(required(name, "flag name"), "enabled = false", "flag_disabled", None))
+    JsonB(change_flag(required(name, "flag name"), "enabled = false", "flag_disabled", vec![]))
+}
+
+/// Chooses which tool's hash buckets a flag's units: `'pg_ab'` (pg_ab's own, the default),
+/// `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the key that tool hashed with (`seed`;
+/// NULL: the flag's name); its percentage and its rules' rollouts then follow that tool's rule
+/// (`core::experiments::bucketing`). Units move in or out as with a new percentage. Returns the
+/// flag. Errors: an unknown scheme or a seed for `pg_ab` (22023); unknown flag (42704); a
+/// test's own flag (55000: set the test's with `ab.set_test_hashing`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_flag_hashing(name: Option<&str>, scheme: Option<&str>, seed: default!(Option<&str>, "NULL")) -> JsonB {
+    require_primary("ab.set_flag_hashing");
+    let name = required(name, "flag name");
+    let hashing = Hashing::new(required(scheme, "scheme"), seed).or_raise();
+    if let Some(test) = owning_test(name) {
+        if store::test_exists(test) {
+            raise(AbError::wrong_state(format!("flag \"{name}\" belongs to test \"{test}\", whose hashing buckets it"))
+                .with_hint("set the test's with ab.set_test_hashing"));
+        }
+    }
+    if !targeting::tables_exist() {
+        raise(AbError::wrong_state("hashing schemes need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
+    }
+    let args = vec![hashing.scheme.as_str().into(), hashing.seed.as_deref().into()];
+    JsonB(change_flag(name, "hashing = $2, hashing_seed = $3", "flag_hashing_changed", args))
 }
 
 /// Disables several flags in one transaction; an unknown name fails the whole call.
@@ -144,7 +169,7 @@ fn disable_flags(names: Option<Vec<Option<String>>>) -> i32 {
             "SELECT to_jsonb(enabled) FROM ab.flags WHERE name = $1",
             &[name.as_str().into()],
         );
-        let after = change_flag(&name, "enabled = false", "flag_disabled", None);
+        let after = change_flag(&name, "enabled = false", "flag_disabled", vec![]);
         if before == Some(Value::Bool(true)) && after["enabled"] == Value::Bool(false) {
             switched += 1;
         }

@@ -8,6 +8,7 @@ use crate::experiments::assign::{test_flag_name, INTEGRATION_FLAGS, ROUTING_FLAG
 use crate::error::{AbError, Kind};
 use crate::experiments::events::{FLAG_UPDATE, TEST_UPDATE};
 use crate::experiments::lifecycle::{self, not_a_variant, unknown_test, Action, Status};
+use crate::experiments::bucketing::Hashing;
 use crate::experiments::payloads;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -112,6 +113,47 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
     if let Some(schema) = &def.payload_schema {
         store::exec("UPDATE ab.tests SET payload_schema = $2 WHERE test_id = $1", &[test_id.into(), JsonB(schema.clone()).into()]);
     }
+    if def.hashing != Hashing::default() {
+        write_hashing(test_id, &def.hashing);
+    }
+}
+
+/// Stores a test's hashing; a 0.1.0 schema has none to store (55000).
+fn write_hashing(test_id: &str, hashing: &Hashing) {
+    if !super::targeting::tables_exist() {
+        raise(AbError::wrong_state("hashing schemes need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
+    }
+    store::exec(
+        "UPDATE ab.tests SET hashing = $2, hashing_seed = $3, updated_at = now() WHERE test_id = $1",
+        &[test_id.into(), hashing.scheme.as_str().into(), hashing.seed.as_deref().into()],
+    );
+}
+
+/// Chooses which tool's hash buckets a draft test's units into its rollout and variants:
+/// `'pg_ab'` (pg_ab's own, the default), `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the
+/// key that tool hashed with (`seed`; NULL: the test_id). Returns `{"test_id", "hashing",
+/// "hashing_seed"}`. Errors: an unknown scheme, a seed for `pg_ab`, weights that tool would not
+/// use as given (22023: `core::experiments::bucketing::Hashing::check_weights`); a test that is
+/// no longer a draft (55000: a new hash would move its units between variants).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_test_hashing(test_id: Option<&str>, scheme: Option<&str>, seed: default!(Option<&str>, "NULL")) -> JsonB {
+    require_primary("ab.set_test_hashing");
+    let test_id = required(test_id, "test_id");
+    let hashing = Hashing::new(required(scheme, "scheme"), seed).or_raise();
+    let (row, status) = lock_test(test_id);
+    if status != Status::Draft {
+        raise(AbError::wrong_state(format!("test \"{test_id}\" is {}; its hashing is fixed once it has started", status.as_str()))
+            .with_hint("another hash would move units between variants: create a new test with \"hashing\" in its config"));
+    }
+    hashing.check_weights(&row.variants.iter().map(|(_, w)| *w).collect::<Vec<_>>()).or_raise();
+    let old = store::test_hashing(test_id);
+    if old != hashing {
+        write_hashing(test_id, &hashing);
+        emit(test_id, "hashing_changed", json!({"old": old.to_json(), "new": hashing.to_json()}));
+    }
+    let mut out = hashing.to_json();
+    out["test_id"] = json!(test_id);
+    JsonB(out)
 }
 
 /// The test's variants' payloads and its payload schema, the test locked: `(variant, payload)`
@@ -304,7 +346,7 @@ fn update_weights(test_id: Option<&str>, weights: Option<JsonArg>) -> JsonB {
     if matches!(status, Status::RolledBack | Status::Completed) {
         raise(AbError::wrong_state(format!("test \"{test_id}\" is {}; its weights are final", status.as_str())));
     }
-    let new = lifecycle::merge_weights(test_id, &row.variants, &weights).or_raise();
+    let new = lifecycle::merge_weights(test_id, &row.variants, &weights, &store::test_hashing(test_id)).or_raise();
     let current = row.variants;
     for (name, w) in &new {
         store::exec(

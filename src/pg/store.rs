@@ -7,6 +7,7 @@ use super::error::OrRaise;
 use crate::experiments::assign::{test_flag_name, TestConfig, Variant, TEST_FLAG_PREFIX};
 use crate::error::AbError;
 use crate::experiments::events;
+use crate::experiments::bucketing::{Hashing, Scheme};
 use crate::experiments::flags::Flag;
 use crate::experiments::lifecycle::Status;
 use pgrx::datum::DatumWithOid;
@@ -129,13 +130,24 @@ struct FlagRow {
     enabled: bool,
     depends_on: Vec<String>,
     targeted: bool,
+    hashing: String,
+    hashing_seed: Option<String>,
 }
 
 impl From<FlagRow> for Flag {
     fn from(r: FlagRow) -> Flag {
-        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on, targeted: r.targeted }
+        let hashing = hashing_of(&r.hashing, r.hashing_seed);
+        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on, targeted: r.targeted, hashing }
     }
 }
+
+/// A stored scheme and seed (the tables' CHECKs hold them to `Hashing::new`'s rules).
+fn hashing_of(scheme: &str, seed: Option<String>) -> Hashing {
+    Hashing { scheme: Scheme::parse(scheme).or_raise(), seed }
+}
+
+/// What a 0.1.0 schema (no hashing columns) reads instead of them.
+const HASHING_0_1_0: &str = "'hashing', 'pg_ab', 'hashing_seed', NULL";
 
 /// `sql` as this database can run it: one still at 0.1.0's schema (before `ALTER EXTENSION pg_ab
 /// UPDATE`) has no targeting tables and no payloads, so the expressions that read them become
@@ -156,7 +168,10 @@ pub(crate) fn for_schema(sql: &'static str, replacements: &[(&str, &str)]) -> st
 pub fn load_flag(name: &str) -> Option<Flag> {
     let sql = for_schema(
         include_str!("queries/flag.sql"),
-        &[("(EXISTS (SELECT 1 FROM ab.flag_rules r WHERE r.flag = f.name) OR EXISTS (SELECT 1 FROM ab.overrides o WHERE o.flag = f.name))", "false")],
+        &[
+            ("(EXISTS (SELECT 1 FROM ab.flag_rules r WHERE r.flag = f.name) OR EXISTS (SELECT 1 FROM ab.overrides o WHERE o.flag = f.name))", "false"),
+            ("'hashing', f.hashing, 'hashing_seed', f.hashing_seed", HASHING_0_1_0),
+        ],
     );
     json_one_ro(&sql, &[name.into()]).map(|v| deserialize::<FlagRow>(v, "flag").into())
 }
@@ -181,6 +196,8 @@ struct ConfigRow {
     variants: Vec<(String, f64, f64, Option<Value>)>,
     flag: Option<(i32, bool)>,
     targeted: bool,
+    hashing: String,
+    hashing_seed: Option<String>,
 }
 
 /// What assignment needs about a test, or `None` for an unknown test.
@@ -191,6 +208,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
             ("(EXISTS (SELECT 1 FROM ab.test_targeting g WHERE g.test_id = t.test_id)
                  OR EXISTS (SELECT 1 FROM ab.test_overrides o WHERE o.test_id = t.test_id))", "false"),
             ("v.payload", "NULL::jsonb"),
+            ("'hashing', t.hashing, 'hashing_seed', t.hashing_seed", HASHING_0_1_0),
         ],
     );
     let row: ConfigRow = deserialize(json_one_ro(&sql, &[test_id.into(), TEST_FLAG_PREFIX.into()])?, "test");
@@ -208,14 +226,27 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
         log_exposures: row.log_exposures,
         bucket_version: row.bucket_version,
         targeted: row.targeted,
+        hashing: hashing_of(&row.hashing, row.hashing_seed),
+        // The test's flag is read for its switch and percentage: the test's hashing buckets.
         flag: row.flag.map(|(pct, enabled)| Flag {
             name: flag_name,
             rollout_percentage: pct,
             enabled,
             depends_on: vec![],
             targeted: false,
+            hashing: Hashing::default(),
         }),
     })
+}
+
+/// A test's hashing (a fresh snapshot: for the writing functions, after the test's lock).
+pub fn test_hashing(test_id: &str) -> Hashing {
+    let sql = for_schema(
+        "SELECT jsonb_build_array(t.hashing, t.hashing_seed) FROM ab.tests t WHERE t.test_id = $1",
+        &[("jsonb_build_array(t.hashing, t.hashing_seed)", "jsonb_build_array('pg_ab', NULL)")],
+    );
+    let (scheme, seed): (String, Option<String>) = deserialize(json_one(&sql, &[test_id.into()]).unwrap_or(Value::Null), "test hashing");
+    hashing_of(&scheme, seed)
 }
 
 /// Whether a test with this id exists (a fresh snapshot: for the writing functions).

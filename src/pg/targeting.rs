@@ -205,7 +205,7 @@ pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
     if t.rules.is_empty() {
         return None;
     }
-    rules::first_match(&flag.name, &t.rules, unit, &Lookups::default()).map(|(index, on)| Targeted::Rule { index, on })
+    rules::first_match(flag, &t.rules, unit, &Lookups::default()).map(|(index, on)| Targeted::Rule { index, on })
 }
 
 fn load_test_targeting(test: &TestConfig) -> TestTargeting {
@@ -272,7 +272,7 @@ pub(crate) fn explain_flag(flag: &Flag, unit: &Unit) -> Value {
     if let Some((value, expires)) = over {
         return json!({"override": {"value": value, "expires_at_micros": expires}, "rules": []});
     }
-    json!({"override": null, "rules": rules::explain_rules(&flag.name, &t.rules, unit, &Lookups::default())})
+    json!({"override": null, "rules": rules::explain_rules(flag, &t.rules, unit, &Lookups::default())})
 }
 
 fn locked_flag(name: &str) {

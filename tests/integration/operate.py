@@ -306,6 +306,8 @@ CALLS = [
     ("clear_override", ADMIN, True, False, "SELECT ab.clear_override('t_active', 'user_6')"),
     ("set_variant_payload", ADMIN, True, False, """SELECT ab.set_variant_payload('t_active', 'baseline_rule_based', '{"model": "rules"}')"""),
     ("set_payload_schema", ADMIN, True, False, "SELECT ab.set_payload_schema('t_active', NULL)"),
+    ("set_test_hashing", ADMIN, True, False, "SELECT ab.set_test_hashing('t_draft', 'growthbook_v2')"),
+    ("set_flag_hashing", ADMIN, True, False, "SELECT ab.set_flag_hashing('ff.beta', 'unleash', 'beta')"),
     ("schedule", ADMIN, True, False, """SELECT ab.schedule(now() + interval '1 hour', '{"do": "pause_test", "test_id": "t_active"}')"""),
     ("cancel_schedule", ADMIN, True, False, "SELECT ab.cancel_schedule((SELECT min(id) FROM ab.schedules))"),
     ("_schedule_statement", ADMIN, False, False, """SELECT ab._schedule_statement('{"do": "start_test", "test_id": "t_draft"}')"""),

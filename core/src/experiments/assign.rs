@@ -2,6 +2,7 @@
 //! way to look flags up; the same inputs always give the same answer.
 
 use crate::experiments::flags::{self, Evaluation, Flag};
+use crate::experiments::bucketing::Hashing;
 use crate::experiments::hash;
 use crate::error::{AbError, AbResult};
 use crate::experiments::lifecycle::{self, Status};
@@ -53,6 +54,8 @@ pub struct TestConfig {
     /// The test has an audience or forced-variant rules (`targeting::rules::TestTargeting`):
     /// assignment asks them before the rollout. False keeps the plain path free of that lookup.
     pub targeted: bool,
+    /// Which hash buckets its units into the rollout and the variants (`bucketing`).
+    pub hashing: Hashing,
 }
 
 impl TestConfig {
@@ -269,11 +272,10 @@ fn assign_inner<'a, D: Fn(&TestConfig) -> Option<TestDecision> + ?Sized>(
         }
     }
     let pct = effective_rollout(test, routing.as_deref());
-    if !hash::in_rollout(&flag.name, unit, pct) {
-        return champion(Reason::NotInRollout);
+    match test.hashing.split(&flag.name, &test.test_id, unit, pct, &test.variants) {
+        Some(v) => Assignment::of(test, v, true, Reason::Split),
+        None => champion(Reason::NotInRollout),
     }
-    let v = pick_variant(&test.variants, hash::variant_point(&test.test_id, unit));
-    Assignment::of(test, v, true, Reason::Split)
 }
 
 /// The active test a unit belongs to when tests share traffic as mutually exclusive slices:
@@ -306,12 +308,14 @@ mod tests {
             log_exposures: false,
             bucket_version: 1,
             targeted: false,
+            hashing: Hashing::default(),
             flag: Some(Flag {
                 name: test_flag_name("t1"),
                 rollout_percentage: pct,
                 enabled: true,
                 depends_on: vec![],
                 targeted: false,
+                hashing: Hashing::default(),
             }),
         }
     }
@@ -369,10 +373,11 @@ mod tests {
             enabled,
             depends_on: vec!["ff.entity_extraction_v1".into()],
             targeted: false,
+            hashing: Hashing::default(),
         };
         flags.insert(
             "ff.entity_extraction_v1".into(),
-            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![], targeted: false },
+            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![], targeted: false, hashing: Hashing::default() },
         );
         flags.insert(ROUTING_FLAG.into(), routing(25, true));
         let n = 20_000;

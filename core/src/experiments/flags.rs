@@ -1,7 +1,7 @@
 //! Feature flags: validation, dependency rules and per-unit evaluation.
 
 use crate::error::{AbError, AbResult, Kind};
-use crate::experiments::hash;
+use crate::experiments::bucketing::Hashing;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -15,6 +15,16 @@ pub struct Flag {
     /// The flag has targeting rules or overrides (`targeting`): evaluation asks them before its
     /// percentage. False keeps the plain path free of that lookup.
     pub targeted: bool,
+    /// Which hash buckets its units (`bucketing`): pg_ab's own unless imported from another tool.
+    pub hashing: Hashing,
+}
+
+impl Flag {
+    /// Whether `unit` is inside a rollout of `pct` percent of this flag, by its hashing.
+    #[inline]
+    pub fn in_rollout(&self, unit: &str, pct: i32) -> bool {
+        self.hashing.flag_in_rollout(&self.name, unit, pct)
+    }
 }
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -184,7 +194,7 @@ fn evaluate_inner<D: Fn(&Flag) -> Option<Targeted>>(
             Some(Targeted::Override(false)) => return Evaluation::OverrideOff,
             Some(Targeted::Rule { on: false, .. }) => return Evaluation::RuleOff,
             Some(_) => {}
-            None if !hash::in_rollout(&flag.name, unit, flag.rollout_percentage) => return Evaluation::NotInRollout,
+            None if !flag.in_rollout(unit, flag.rollout_percentage) => return Evaluation::NotInRollout,
             None => {}
         }
     }
@@ -217,6 +227,7 @@ mod tests {
             enabled,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             targeted: false,
+            hashing: Hashing::default(),
         }
     }
 

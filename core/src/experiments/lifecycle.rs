@@ -2,6 +2,7 @@
 //! rollout stage machine.
 
 use crate::error::{AbError, AbResult, Kind};
+use super::bucketing::Hashing;
 use super::payloads;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -32,6 +33,8 @@ pub struct TestDef {
     pub log_exposures: bool,
     /// The JSON Schema every variant's payload must meet (`payloads::Schema`).
     pub payload_schema: Option<Value>,
+    /// `"hashing"` and `"hashing_seed"`: which tool's hash buckets the units (`bucketing`).
+    pub hashing: Hashing,
 }
 
 impl TestDef {
@@ -43,6 +46,8 @@ impl TestDef {
             "variants": self.variants.iter().map(|v| serde_json::json!({"name": v.name, "weight": v.weight,
                 "confidence_threshold": v.confidence_threshold, "payload": v.payload})).collect::<Vec<_>>(),
             "rollout_stages": self.rollout_stages,
+            "hashing": self.hashing.scheme.as_str(),
+            "hashing_seed": self.hashing.seed,
         })
     }
 
@@ -65,6 +70,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log_exposures",
     "confidence_threshold",
     "payload_schema",
+    "hashing",
+    "hashing_seed",
 ];
 
 /// Test ids become part of a flag name (`ff.ab_test_<id>`) and Redis keys, so they are kept to
@@ -240,7 +247,10 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
         }
         variants.push(VariantDef { name, weight, confidence_threshold: threshold, payload });
     }
-    validate_weights(&variants.iter().map(|v| v.weight).collect::<Vec<_>>())?;
+    let weights: Vec<f64> = variants.iter().map(|v| v.weight).collect();
+    validate_weights(&weights)?;
+    let hashing = Hashing::new(get_str(obj, "hashing")?.unwrap_or("pg_ab"), get_str(obj, "hashing_seed")?)?;
+    hashing.check_weights(&weights)?;
 
     let rollout_stages = match obj.get("rollout_stages") {
         None | Some(Value::Null) => DEFAULT_STAGES.to_vec(),
@@ -267,6 +277,7 @@ pub fn parse_test_config(config: &Value) -> AbResult<TestDef> {
         sticky: get_bool(obj, "sticky")?,
         log_exposures: get_bool(obj, "log_exposures")?,
         payload_schema,
+        hashing,
     })
 }
 
@@ -282,16 +293,18 @@ pub fn not_a_variant(variant: &str, test_id: &str) -> AbError {
 
 /// `ab.update_weights`: the test's `current` (variant, weight) pairs, in configuration order,
 /// with the weights `given` as `{variant: weight}` put in; variants not named keep theirs. The
-/// result is validated as a whole (`validate_weights`). Errors (22023): not an object, an
+/// result is validated as a whole (`validate_weights`, and for the test's `hashing`). Errors (22023): not an object, an
 /// unknown variant, a weight that is not a number, weights that fail validation.
-pub fn merge_weights(test_id: &str, current: &[(String, f64)], given: &Value) -> AbResult<Vec<(String, f64)>> {
+pub fn merge_weights(test_id: &str, current: &[(String, f64)], given: &Value, hashing: &Hashing) -> AbResult<Vec<(String, f64)>> {
     let obj = given.as_object().ok_or_else(|| AbError::invalid("weights must be a JSON object {variant: weight}"))?;
     let mut merged = current.to_vec();
     for (name, w) in obj {
         let slot = merged.iter_mut().find(|(n, _)| n == name).ok_or_else(|| not_a_variant(name, test_id))?;
         slot.1 = w.as_f64().ok_or_else(|| AbError::invalid(format!("weight of \"{name}\" must be a number")))?;
     }
-    validate_weights(&merged.iter().map(|(_, w)| *w).collect::<Vec<_>>())?;
+    let weights: Vec<f64> = merged.iter().map(|(_, w)| *w).collect();
+    validate_weights(&weights)?;
+    hashing.check_weights(&weights)?;
     Ok(merged)
 }
 
@@ -503,12 +516,31 @@ mod tests {
     #[test]
     fn weights_merge_into_the_current_ones() {
         let current = vec![("a".to_string(), 50.0), ("b".to_string(), 50.0), ("c".to_string(), 0.0)];
-        let merged = merge_weights("t", &current, &serde_json::json!({"c": 20, "a": 80})).unwrap();
+        let merged = merge_weights("t", &current, &serde_json::json!({"c": 20, "a": 80}), &Hashing::default()).unwrap();
         assert_eq!(merged, vec![("a".to_string(), 80.0), ("b".to_string(), 50.0), ("c".to_string(), 20.0)]);
         for bad in [serde_json::json!([1]), serde_json::json!({"z": 1}), serde_json::json!({"a": "1"}),
                     serde_json::json!({"a": 0, "b": 0}), serde_json::json!({"a": -1})] {
-            assert_eq!(merge_weights("t", &current, &bad).unwrap_err().kind, Kind::InvalidParameter, "{bad}");
+            assert_eq!(merge_weights("t", &current, &bad, &Hashing::default()).unwrap_err().kind, Kind::InvalidParameter, "{bad}");
         }
-        assert_eq!(merge_weights("t", &current, &serde_json::json!({"z": 1})).unwrap_err().message, "\"z\" is not a variant of test \"t\"");
+        assert_eq!(merge_weights("t", &current, &serde_json::json!({"z": 1}), &Hashing::default()).unwrap_err().message, "\"z\" is not a variant of test \"t\"");
+        let posthog = Hashing::new("posthog", None).unwrap();
+        assert!(merge_weights("t", &current, &serde_json::json!({"a": 50, "b": 50}), &posthog).is_ok());
+        assert!(merge_weights("t", &current, &serde_json::json!({"c": 20}), &posthog).is_err(), "PostHog's percentages sum to 100");
+    }
+
+    #[test]
+    fn hashing_is_read_from_the_config_and_checked_against_the_weights() {
+        let base = serde_json::json!({"test_name": "x", "champion": {"name": "a", "weight": 0.5}, "challengers": [{"name": "b", "weight": 0.5}]});
+        assert_eq!(parse_test_config(&base).unwrap().hashing, Hashing::default());
+        let mut gb = base.clone();
+        gb["hashing"] = "growthbook_v2".into();
+        gb["hashing_seed"] = "exp-key".into();
+        assert_eq!(parse_test_config(&gb).unwrap().hashing, Hashing::new("growthbook_v2", Some("exp-key")).unwrap());
+        let mut ph = base.clone();
+        ph["hashing"] = "posthog".into();
+        assert!(parse_test_config(&ph).is_err(), "0.5 + 0.5 is not PostHog's 100");
+        let mut bad = base;
+        bad["hashing"] = "statsig".into();
+        assert!(parse_test_config(&bad).unwrap_err().message.contains("unknown hashing scheme"));
     }
 }

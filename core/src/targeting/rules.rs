@@ -13,7 +13,7 @@
 //! rule applying, the flag's own percentage decides.
 
 use crate::error::{AbError, AbResult};
-use crate::experiments::hash;
+use crate::experiments::flags::Flag;
 use crate::targeting::condition::{parse_time, Condition, Resolver, Unit};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -142,12 +142,12 @@ pub fn parse_rules(v: &Value) -> AbResult<Vec<Rule>> {
 }
 
 /// The first rule that applies to `unit` now: its index and whether it serves the flag on. The
-/// rollout of a rule uses the flag's bucket (`hash::in_rollout(flag, unit, pct)`).
-pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Option<(usize, bool)> {
+/// rollout of a rule uses the flag's bucket and hashing (`Flag::in_rollout`).
+pub fn first_match(flag: &Flag, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Option<(usize, bool)> {
     rules.iter().enumerate().find(|(_, r)| r.in_window(unit.now_micros) && r.when.matches(unit, resolver)).map(|(i, r)| {
         let on = match r.serve {
             Serve::Fixed(b) => b,
-            Serve::Rollout(pct) => hash::in_rollout(flag, unit.id, pct),
+            Serve::Rollout(pct) => flag.in_rollout(unit.id, pct),
         };
         (i, on)
     })
@@ -157,7 +157,7 @@ pub fn first_match(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resol
 /// first that applies — `{"id", "index", "in_window", "matched", "condition"}` (`condition`:
 /// `Condition::explain`'s trace, absent outside the window), and for the applying rule
 /// `"serves"` (`true`/`false`, or `{"rollout_percentage": p, "in_rollout": b}`).
-pub fn explain_rules(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Vec<Value> {
+pub fn explain_rules(flag: &Flag, rules: &[Rule], unit: &Unit, resolver: &dyn Resolver) -> Vec<Value> {
     let mut out = Vec::new();
     for (index, r) in rules.iter().enumerate() {
         let mut entry = json!({"id": r.id, "index": index, "in_window": r.in_window(unit.now_micros)});
@@ -170,7 +170,7 @@ pub fn explain_rules(flag: &str, rules: &[Rule], unit: &Unit, resolver: &dyn Res
         if matched {
             entry["serves"] = match r.serve {
                 Serve::Fixed(b) => Value::Bool(b),
-                Serve::Rollout(pct) => json!({"rollout_percentage": pct, "in_rollout": hash::in_rollout(flag, unit.id, pct)}),
+                Serve::Rollout(pct) => json!({"rollout_percentage": pct, "in_rollout": flag.in_rollout(unit.id, pct)}),
             };
         }
         out.push(entry);
@@ -309,6 +309,10 @@ mod tests {
 
     const DEC_2026: i64 = 1_796_083_200_000_000; // 2026-12-01T00:00:00Z
 
+    fn flag(name: &str) -> Flag {
+        Flag { name: name.into(), rollout_percentage: 0, enabled: true, depends_on: vec![], targeted: true, hashing: Default::default() }
+    }
+
     #[test]
     fn first_match_wins_and_rollouts_use_the_flags_bucket() {
         let rules = parse_rules(&json!([
@@ -322,16 +326,16 @@ mod tests {
         fn unit(a: &Value) -> Unit<'_> {
             Unit { id: "u1", attributes: a.as_object().unwrap(), now_micros: DEC_2026 }
         }
-        assert_eq!(first_match("ff.x", &rules, &unit(&de), &NoResolver), Some((0, false)));
-        assert_eq!(first_match("ff.x", &rules, &unit(&ent), &NoResolver), Some((1, true)));
+        assert_eq!(first_match(&flag("ff.x"), &rules, &unit(&de), &NoResolver), Some((0, false)));
+        assert_eq!(first_match(&flag("ff.x"), &rules, &unit(&ent), &NoResolver), Some((1, true)));
         let other = json!({});
         let mut on = 0;
         for i in 0..2000 {
             let id = format!("user-{i}");
             let u = Unit { id: &id, attributes: other.as_object().unwrap(), now_micros: DEC_2026 };
-            let (index, served) = first_match("ff.x", &rules, &u, &NoResolver).unwrap();
+            let (index, served) = first_match(&flag("ff.x"), &rules, &u, &NoResolver).unwrap();
             assert_eq!(index, 2);
-            assert_eq!(served, hash::in_rollout("ff.x", &id, 50));
+            assert_eq!(served, crate::experiments::hash::in_rollout("ff.x", &id, 50));
             on += usize::from(served);
         }
         assert!((900..1100).contains(&on), "{on}");
@@ -343,7 +347,7 @@ mod tests {
                                          "valid": {"from": "2026-12-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"}}]))
         .unwrap();
         let a = json!({});
-        let at = |t: i64| first_match("f", &rules, &Unit { id: "u", attributes: a.as_object().unwrap(), now_micros: t }, &NoResolver);
+        let at = |t: i64| first_match(&flag("f"), &rules, &Unit { id: "u", attributes: a.as_object().unwrap(), now_micros: t }, &NoResolver);
         assert_eq!(at(DEC_2026), Some((0, true)));
         assert_eq!(at(DEC_2026 - 1), None);
         assert_eq!(at(DEC_2026 + 31 * 86_400_000_000 - 1), Some((0, true)));
@@ -361,12 +365,12 @@ mod tests {
         .unwrap();
         let a = json!({"country": "FR"});
         let unit = Unit { id: "u1", attributes: a.as_object().unwrap(), now_micros: DEC_2026 };
-        let out = explain_rules("ff.x", &rules, &unit, &NoResolver);
+        let out = explain_rules(&flag("ff.x"), &rules, &unit, &NoResolver);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0], json!({"id": "later", "index": 0, "in_window": false, "matched": false}));
         assert_eq!(out[1]["condition"], json!({"attribute": "country", "op": "eq", "read": "FR", "matched": false}));
-        assert_eq!(out[2]["serves"]["in_rollout"], json!(hash::in_rollout("ff.x", "u1", 50)));
-        assert_eq!(first_match("ff.x", &rules, &unit, &NoResolver).map(|(i, _)| i), Some(2));
+        assert_eq!(out[2]["serves"]["in_rollout"], json!(crate::experiments::hash::in_rollout("ff.x", "u1", 50)));
+        assert_eq!(first_match(&flag("ff.x"), &rules, &unit, &NoResolver).map(|(i, _)| i), Some(2));
         let t = TestTargeting::parse(
             &json!({"audience": {"attribute": "plan", "op": "eq", "value": "enterprise"},
                     "rules": [{"id": "qa", "when": {"in_list": "qa"}, "variant": "b"}]}),

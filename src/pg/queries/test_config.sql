@@ -2,7 +2,7 @@
 -- and whether it has targeting (an audience, forced-variant rules or per-unit overrides).
 SELECT jsonb_build_object(
     'status', t.status, 'winner', t.winner, 'sticky', t.sticky, 'log_exposures', t.log_exposures,
-    'bucket_version', t.bucket_version,
+    'bucket_version', t.bucket_version, 'hashing', t.hashing, 'hashing_seed', t.hashing_seed,
     'variants', (SELECT jsonb_agg(jsonb_build_array(v.variant, v.weight, v.confidence_threshold, v.payload)
                                   ORDER BY v.ordinal)
                  FROM ab.variants v WHERE v.test_id = t.test_id),
