@@ -145,6 +145,8 @@ python_env() {
     # GrowthBook's engine, the independent source of the always-valid interval in the verdict
     # tests; its pins (numpy<2, pandas<2) are for its notebooks, not the modules the tests use.
     "$venv/bin/pip" install -q --no-deps "gbstats==0.8.0"
+    # pg_ab's Python client as a user installs it: with pip, from the repo, with every extra.
+    "$venv/bin/pip" install -q "$ROOT/clients/python[pool,asyncpg,events,openfeature]"
     PY="$venv/bin/python"
 }
 

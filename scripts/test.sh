@@ -33,4 +33,7 @@ regress
 
 log "integration tests (pytest, real sessions)"
 python_env
+log "Python client: mypy --strict (the package and the example app), the sync client up to date"
+(cd "$ROOT/clients/python" && "$PY" -m mypy --strict src tools "$ROOT/examples/fastapi_app/app.py")
+"$PY" "$ROOT/clients/python/tools/gen_sync.py" --check
 "$PY" -m pytest -q "$ROOT/tests/integration"
