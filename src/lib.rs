@@ -21,6 +21,7 @@ pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires =
 pgrx::extension_sql_file!("../sql/defaults.sql", name = "defaults", requires = ["entities", "stats"]);
 pgrx::extension_sql_file!("../sql/targeting.sql", name = "targeting", requires = ["schema", "assign", "cache_triggers"]);
 pgrx::extension_sql_file!("../sql/schedules.sql", name = "schedules", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/remote.sql", name = "remote", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", finalize);
 
 #[pgrx::pg_guard]

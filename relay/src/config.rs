@@ -99,6 +99,10 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_SCHEDULE_SECONDS", default_value_t = 10.0)]
     pub schedule_seconds: f64,
 
+    /// OFREP evaluations that may run at once; a request beyond gets 429 with Retry-After.
+    #[arg(long, env = "PG_AB_RELAY_OFREP_MAX_CONCURRENT", default_value_t = 64)]
+    pub ofrep_max_concurrent: usize,
+
     /// Log format: text or json.
     #[arg(long, env = "PG_AB_RELAY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -116,6 +120,9 @@ impl Config {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.ofrep_max_concurrent == 0 {
+            return Err("--ofrep-max-concurrent must be at least 1".into());
         }
         if self.queue_bound == 0 {
             return Err("--queue-bound must be at least 1".into());

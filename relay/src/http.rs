@@ -51,6 +51,7 @@ mod tests {
             verifier: crate::auth::Verifier::new(&config.token_secret, &config.token_policy()),
             metrics,
             shutdown: tokio::sync::watch::channel(false).1,
+            ofrep: tokio::sync::Semaphore::new(config.ofrep_max_concurrent),
             config,
         })
     }

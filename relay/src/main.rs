@@ -3,7 +3,7 @@
 //! Tasks: the PostgreSQL supervisors (the feed's connection, LISTEN pg_ab_events; the clients'
 //! connection for replays and test state), the Redis sink (its
 //! cursor stored in ab.relay_cursors), the WebSocket feed (the hub's own read position), the
-//! HTTP server, and the maintenance timer. SIGTERM stops them after in-flight deliveries.
+//! HTTP server (`/ws`, `/healthz`, `/metrics`, OFREP's `/ofrep/v1/...`), and the maintenance timer. SIGTERM stops them after in-flight deliveries.
 
 mod admission;
 mod auth;
@@ -13,6 +13,7 @@ mod db;
 mod http;
 mod hub;
 mod metrics;
+mod ofrep;
 mod outbox;
 mod redis_sink;
 mod ws;
@@ -20,7 +21,7 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use clap::Parser;
 use tokio::sync::watch;
@@ -35,6 +36,8 @@ pub struct App {
     pub verifier: auth::Verifier,
     pub metrics: Arc<metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// OFREP evaluations running at once, at most `--ofrep-max-concurrent` (429 beyond).
+    pub ofrep: tokio::sync::Semaphore,
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +85,7 @@ async fn run(config: config::Config) -> Result<(), String> {
         verifier: auth::Verifier::new(&config.token_secret, &config.token_policy()),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        ofrep: tokio::sync::Semaphore::new(config.ofrep_max_concurrent),
         config: config.clone(),
     });
 
@@ -127,6 +131,8 @@ async fn run(config: config::Config) -> Result<(), String> {
         .route("/ws", get(ws::handler))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_flag))
         .with_state(app.clone());
     info!(listen = %config.listen, relay = %config.relay_name, "pg_ab_relay started");
     let mut server_shutdown = shutdown.clone();
