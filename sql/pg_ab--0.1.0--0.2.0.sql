@@ -480,13 +480,13 @@ AS 'MODULE_PATHNAME', 'extract_entities_in_context_wrapper';
 -- Unleash or PostHog buckets its units by that tool's hash and rules (sql/schema.sql).
 ALTER TABLE ab.flags
     ADD COLUMN hashing text NOT NULL DEFAULT 'pg_ab'
-        CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+        CHECK (hashing IN ('pg_ab', 'growthbook_v1', 'growthbook_v2', 'unleash', 'posthog')),
     ADD COLUMN hashing_seed text,
     ADD CONSTRAINT flags_hashing_seed_check CHECK (hashing_seed IS NULL
         OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200));
 ALTER TABLE ab.tests
     ADD COLUMN hashing text NOT NULL DEFAULT 'pg_ab'
-        CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+        CHECK (hashing IN ('pg_ab', 'growthbook_v1', 'growthbook_v2', 'unleash', 'posthog')),
     ADD COLUMN hashing_seed text,
     ADD CONSTRAINT tests_hashing_seed_check CHECK (hashing_seed IS NULL
         OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200));
@@ -500,7 +500,7 @@ ALTER TABLE ab.tests
 --   {"key", "kind": "flag", "flag": <ab.explain_flag(key, unit_id, context)>}
 --   {"key", "kind": "test", "assignment": <ab.assign(key, unit_id, NULL, context) as JSON>}
 --   {"key", "kind": "unknown"}                 (neither a flag nor a test of that name)
--- A name that is both a flag and a test answers as the flag. Read-only. SECURITY DEFINER, so a
+-- A name that is both a flag and a test answers (once) as the flag. Read-only. SECURITY DEFINER, so a
 -- role with EXECUTE on this function alone (ab_relay) evaluates without reading the
 -- configuration tables; it runs the same functions a reader calls, nothing else.
 CREATE FUNCTION ab.evaluate_for_unit(unit_id text, context jsonb DEFAULT NULL, keys text[] DEFAULT NULL)
@@ -512,7 +512,8 @@ BEGIN
     END IF;
     IF keys IS NULL THEN
         keys := ARRAY(SELECT name FROM ab.flags WHERE name NOT LIKE 'ff.ab\_test\_%' ORDER BY name)
-             || ARRAY(SELECT test_id FROM ab.tests ORDER BY test_id);
+             || ARRAY(SELECT test_id FROM ab.tests t
+                      WHERE NOT EXISTS (SELECT 1 FROM ab.flags f WHERE f.name = t.test_id) ORDER BY test_id);
     END IF;
     RETURN coalesce((
         SELECT jsonb_agg(CASE

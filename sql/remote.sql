@@ -7,7 +7,7 @@
 --   {"key", "kind": "flag", "flag": <ab.explain_flag(key, unit_id, context)>}
 --   {"key", "kind": "test", "assignment": <ab.assign(key, unit_id, NULL, context) as JSON>}
 --   {"key", "kind": "unknown"}                 (neither a flag nor a test of that name)
--- A name that is both a flag and a test answers as the flag. Read-only. SECURITY DEFINER, so a
+-- A name that is both a flag and a test answers (once) as the flag. Read-only. SECURITY DEFINER, so a
 -- role with EXECUTE on this function alone (ab_relay) evaluates without reading the
 -- configuration tables; it runs the same functions a reader calls, nothing else.
 CREATE FUNCTION ab.evaluate_for_unit(unit_id text, context jsonb DEFAULT NULL, keys text[] DEFAULT NULL)
@@ -19,7 +19,8 @@ BEGIN
     END IF;
     IF keys IS NULL THEN
         keys := ARRAY(SELECT name FROM ab.flags WHERE name NOT LIKE 'ff.ab\_test\_%' ORDER BY name)
-             || ARRAY(SELECT test_id FROM ab.tests ORDER BY test_id);
+             || ARRAY(SELECT test_id FROM ab.tests t
+                      WHERE NOT EXISTS (SELECT 1 FROM ab.flags f WHERE f.name = t.test_id) ORDER BY test_id);
     END IF;
     RETURN coalesce((
         SELECT jsonb_agg(CASE

@@ -16,7 +16,7 @@ CREATE TABLE ab.flags (
     -- Which tool's hash buckets its units (core/src/experiments/bucketing.rs) and the key that
     -- tool hashed with (NULL: the flag's name).
     hashing            text NOT NULL DEFAULT 'pg_ab'
-                       CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+                       CHECK (hashing IN ('pg_ab', 'growthbook_v1', 'growthbook_v2', 'unleash', 'posthog')),
     hashing_seed       text,
     CONSTRAINT flags_hashing_seed_check CHECK (hashing_seed IS NULL
         OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200))
@@ -48,7 +48,7 @@ CREATE TABLE ab.tests (
     -- Which tool's hash buckets its units (core/src/experiments/bucketing.rs) and the key that
     -- tool hashed with (NULL: the test_id).
     hashing        text NOT NULL DEFAULT 'pg_ab'
-                   CHECK (hashing IN ('pg_ab', 'growthbook_v2', 'unleash', 'posthog')),
+                   CHECK (hashing IN ('pg_ab', 'growthbook_v1', 'growthbook_v2', 'unleash', 'posthog')),
     hashing_seed   text,
     CONSTRAINT tests_hashing_seed_check CHECK (hashing_seed IS NULL
         OR (hashing <> 'pg_ab' AND octet_length(hashing_seed) BETWEEN 1 AND 200))

@@ -26,6 +26,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.provider.no_op_provider import NoOpProvider
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
@@ -54,7 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ab = pg_ab.AsyncClient(pool)
         api.set_provider_and_wait(PgAbProvider(async_client=app.state.ab), "example_app")
         yield
-        api.clear_providers()
+        api.set_provider(NoOpProvider(), "example_app")  # this app's domain only
 
 
 app = FastAPI(title="pg_ab example", lifespan=lifespan)

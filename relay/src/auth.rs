@@ -26,6 +26,18 @@ impl Grant {
     pub fn allows_all(&self) -> bool {
         self.all
     }
+
+    /// The names the token lists, or `None` when it grants all (`"*"`).
+    pub fn names(&self) -> Option<&[String]> {
+        (!self.all).then_some(self.test_ids.as_slice())
+    }
+}
+
+/// The token of an `Authorization` header's value: the `Bearer` scheme, its name matched
+/// without regard to case (RFC 7235 2.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 /// What a token must satisfy beyond its signature and `exp`/`nbf`, from the command line.
@@ -110,6 +122,15 @@ mod tests {
         assert!(g.allows("a") && !g.allows("b") && !g.allows_all());
         let g = v.verify(Some(&token("0123456789abcdef", serde_json::json!({"test_ids": ["*"], "exp": later()})))).unwrap();
         assert!(g.allows("anything") && g.allows_all());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct App {
     pub verifier: auth::Verifier,
     pub metrics: Arc<metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// OFREP's connection: evaluations, apart from the feed and the clients' replays.
+    pub ofrep_db: Arc<db::Db>,
     /// OFREP evaluations running at once, at most `--ofrep-max-concurrent` (429 beyond).
     pub ofrep: tokio::sync::Semaphore,
 }
@@ -72,6 +74,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::default());
     let db = db::Db::new(&config.database_url, metrics.clone(), true, config.query_timeout())?;
     let client_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
+    let ofrep_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
     let redis = redis::Client::open(config.redis_url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -81,6 +84,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let app = Arc::new(App {
         db: db.clone(),
         client_db: client_db.clone(),
+        ofrep_db: ofrep_db.clone(),
         hub: hub::Hub::new(metrics.clone()),
         verifier: auth::Verifier::new(&config.token_secret, &config.token_policy()),
         metrics: metrics.clone(),
@@ -91,6 +95,7 @@ async fn run(config: config::Config) -> Result<(), String> {
 
     let supervisor = tokio::spawn(db.clone().supervise(config.max_backoff(), shutdown.clone()));
     let client_supervisor = tokio::spawn(client_db.clone().supervise(config.max_backoff(), shutdown.clone()));
+    let ofrep_supervisor = tokio::spawn(ofrep_db.clone().supervise(config.max_backoff(), shutdown.clone()));
     let sink = redis_sink::RedisSink {
         db: db.clone(),
         client: redis,
@@ -152,12 +157,19 @@ async fn run(config: config::Config) -> Result<(), String> {
     let _ = redis_task.await;
     let _ = feed.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // WebSocket connections live outside the server's graceful shutdown: let each send its close
+    // frame (1001) and see it answered before the process ends, for up to 2 s.
+    let drained = tokio::time::Instant::now() + Duration::from_secs(2);
+    while metrics.clients.load(std::sync::atomic::Ordering::Relaxed) > 0 && tokio::time::Instant::now() < drained {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     maintenance.abort();
     risk.abort();
     schedules.abort();
     lag.abort();
     let _ = supervisor.await;
     let _ = client_supervisor.await;
+    let _ = ofrep_supervisor.await;
     info!("stopped");
     Ok(())
 }

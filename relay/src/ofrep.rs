@@ -1,7 +1,8 @@
 //! The OpenFeature Remote Evaluation Protocol, v1 (OFREP: open-feature/protocol,
 //! `service/openapi.yaml`): `POST /ofrep/v1/evaluate/flags/{key}` and the bulk
 //! `POST /ofrep/v1/evaluate/flags`, answered by pg_ab in the database
-//! (`ab.evaluate_for_unit`, sql/remote.sql) on the clients' connection.
+//! (`ab.evaluate_for_unit`, sql/remote.sql) on a connection of its own, so evaluations never
+//! delay the WebSocket clients' replays.
 //!
 //! A request is `{"context": {"targetingKey": unit id, ...attributes}}` with `Authorization:
 //! Bearer <jwt>` (the tokens of `/ws`; their `test_ids` claim lists the flags and tests the token
@@ -9,7 +10,8 @@
 //! (a flag's value is a boolean, a test's the name of the unit's variant); 400 `{"key",
 //! "errorCode": TARGETING_KEY_MISSING | INVALID_CONTEXT | PARSE_ERROR, "errorDetails"}`; 401; 403;
 //! 404 `FLAG_NOT_FOUND`; 429 with `Retry-After` when `--ofrep-max-concurrent` evaluations are
-//! already running; 503 when the database does not answer within `--query-timeout-seconds`. The
+//! already running; 503 when the database does not answer within `--query-timeout-seconds` (the
+//! query is cancelled; the connection stays). The
 //! bulk answer `{"flags": [...]}` carries an `ETag` (a hash of the answer) and a request whose
 //! `If-None-Match` holds it gets 304 with no body.
 //!
@@ -115,7 +117,7 @@ async fn evaluate(app: &App, key: Option<&str>, unit: &str, context: &Map<String
         return Err(r);
     };
     let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, key, "GENERAL", "the database is not reachable now");
-    let Some(client) = app.client_db.client_soon().await else { return Err(unavailable()) };
+    let Some(client) = app.ofrep_db.client_soon().await else { return Err(unavailable()) };
     let context_text = Value::Object(context.clone()).to_string();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&unit, &context_text, &keys];
     let query = client.query_one("SELECT ab.evaluate_for_unit($1, $2::text::jsonb, $3)::text", &params);
@@ -131,19 +133,26 @@ async fn evaluate(app: &App, key: Option<&str>, unit: &str, context: &Map<String
             }
             Some(db) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, key, "GENERAL", db.message())),
             None => {
-                app.client_db.report_failure("OFREP evaluation", &e);
+                app.ofrep_db.report_failure("OFREP evaluation", &e);
                 Err(unavailable())
             }
         },
         Err(_) => {
-            app.client_db.report_failure("OFREP evaluation", &"timed out");
-            Err(unavailable())
+            // Cancel the query rather than drop the connection: the next evaluation needs it,
+            // and a slow query (a lock, a long plan) is no sign that the connection is lost.
+            let cancel = client.cancel_token();
+            tokio::spawn(async move {
+                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::warn!(error = %e, "cancelling a timed-out OFREP evaluation failed");
+                }
+            });
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, key, "GENERAL", "the evaluation timed out (--query-timeout-seconds)"))
         }
     }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer)
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
@@ -179,7 +188,9 @@ pub async fn evaluate_all(State(app): State<Arc<App>>, headers: HeaderMap, body:
         Ok(v) => v,
         Err((code, details)) => return error(StatusCode::BAD_REQUEST, None, code, details),
     };
-    let items = match evaluate(&app, None, &unit, &context, None).await {
+    // A token that names its keys gets those evaluated, not everything then filtered.
+    let keys = grant.names().map(<[String]>::to_vec);
+    let items = match evaluate(&app, None, &unit, &context, keys).await {
         Ok(items) => items,
         Err(response) => return response,
     };

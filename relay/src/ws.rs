@@ -82,7 +82,8 @@ pub async fn handler(
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+        .and_then(crate::auth::bearer)
+        .map(str::to_owned);
     let token = bearer.or(q.token);
     // Clients only send small commands; refuse anything large before buffering it. What the
     // relay writes (events, replies, pongs to the client's pings) is bounded per client: a peer

@@ -134,7 +134,7 @@ fn disable_flag(name: Option<&str>) -> JsonB {
 }
 
 /// Chooses which tool's hash buckets a flag's units: `'pg_ab'` (pg_ab's own, the default),
-/// `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the key that tool hashed with (`seed`;
+/// `'growthbook_v1'`, `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the key that tool hashed with (`seed`;
 /// NULL: the flag's name); its percentage and its rules' rollouts then follow that tool's rule
 /// (`core::experiments::bucketing`). Units move in or out as with a new percentage. Returns the
 /// flag. Errors: an unknown scheme or a seed for `pg_ab` (22023); unknown flag (42704); a

@@ -130,7 +130,7 @@ fn write_hashing(test_id: &str, hashing: &Hashing) {
 }
 
 /// Chooses which tool's hash buckets a draft test's units into its rollout and variants:
-/// `'pg_ab'` (pg_ab's own, the default), `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the
+/// `'pg_ab'` (pg_ab's own, the default), `'growthbook_v1'`, `'growthbook_v2'`, `'unleash'` or `'posthog'`, with the
 /// key that tool hashed with (`seed`; NULL: the test_id). Returns `{"test_id", "hashing",
 /// "hashing_seed"}`. Errors: an unknown scheme, a seed for `pg_ab`, weights that tool would not
 /// use as given (22023: `core::experiments::bucketing::Hashing::check_weights`); a test that is

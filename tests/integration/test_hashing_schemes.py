@@ -1,4 +1,4 @@
-"""A test or flag imported from GrowthBook, Unleash or PostHog ("hashing": "growthbook_v2" |
+"""A test or flag imported from GrowthBook, Unleash or PostHog ("hashing": "growthbook_v1" | "growthbook_v2" |
 "unleash" | "posthog") puts every unit where that tool's own SDK puts it: the rollout and the
 variant, compared unit by unit with GrowthBook's Python SDK, Unleash's engine (yggdrasil, through
 its Python binding) and PostHog's Python SDK evaluating the same experiment or flag locally. Also
@@ -64,7 +64,12 @@ def assert_same(got, expected, what):
     assert kinds == {True, False} or kinds == set(VARIANTS) | {None}, f"{what}: only {kinds}"
 
 
-def test_growthbook_experiment_and_rollout(conn):
+def growthbook_flag(features, u):
+    return GrowthBook(attributes={"id": u}, features=features).is_on("ff.gb")
+
+
+def test_growthbook_experiments_and_rollouts(conn):
+    # A linked experiment: GrowthBook's backend sends its seed and "hashVersion": 2.
     create(conn, "gb", "growthbook_v2", "gb-seed", [0.5, 0.3, 0.2], 40)
     got = pg_ab_variants(conn, "gb", IDS + [""])
     expected = {}
@@ -73,17 +78,32 @@ def test_growthbook_experiment_and_rollout(conn):
             key="gb-key", variations=VARIANTS, weights=[0.5, 0.3, 0.2], coverage=0.4, hashVersion=2, seed="gb-seed"))
         expected[u] = r.value if r.inExperiment else None
     assert expected[""] is None, "GrowthBook never includes an empty id"
-    assert_same(got, expected, "GrowthBook experiment")
+    assert_same(got, expected, "GrowthBook linked experiment")
     assert sum(v is not None for v in expected.values()) > len(IDS) * 0.3
-
-    conn.execute("SELECT ab.create_flag('ff.gb', 'imported', 30)")
-    conn.execute("SELECT ab.set_flag_hashing('ff.gb', 'growthbook_v2', 'gb-feature')")
+    # An inline experiment rule: sent without hashVersion (read as 1) nor seed (the key).
+    create(conn, "gb1", "growthbook_v1", "gb1-key", [0.5, 0.3, 0.2], 40)
     expected = {}
     for u in IDS:
-        gb = GrowthBook(attributes={"id": u}, features={"ff.gb": {"defaultValue": False, "rules": [
-            {"force": True, "coverage": 0.3, "hashVersion": 2, "seed": "gb-feature"}]}})
-        expected[u] = gb.is_on("ff.gb")
-    assert_same(pg_ab_flag(conn, "ff.gb", IDS), expected, "GrowthBook rollout rule")
+        r = GrowthBook(attributes={"id": u}).run(Experiment(key="gb1-key", variations=VARIANTS, weights=[0.5, 0.3, 0.2], coverage=0.4))
+        expected[u] = r.value if r.inExperiment else None
+    assert_same(pg_ab_variants(conn, "gb1", IDS), expected, "GrowthBook inline experiment (hash version 1)")
+
+    # A rollout rule as GrowthBook's backend sends it: coverage, hashAttribute and seed only.
+    conn.execute("SELECT ab.create_flag('ff.gb', 'imported', 30)")
+    conn.execute("SELECT ab.set_flag_hashing('ff.gb', 'growthbook_v1', 'gb-feature')")
+    rule = {"force": True, "coverage": 0.3, "hashAttribute": "id", "seed": "gb-feature"}
+    expected = {u: growthbook_flag({"ff.gb": {"defaultValue": False, "rules": [rule]}}, u) for u in IDS + [""]}
+    assert_same(pg_ab_flag(conn, "ff.gb", IDS + [""]), expected, "GrowthBook rollout rule")
+    # At 100 % the backend drops the coverage: everyone, the empty id too.
+    conn.execute("SELECT ab.update_rollout_percentage('ff.gb', 100)")
+    everyone = {"force": True, "hashAttribute": "id", "seed": "gb-feature"}
+    assert growthbook_flag({"ff.gb": {"defaultValue": False, "rules": [everyone]}}, "") is True
+    assert pg_ab_flag(conn, "ff.gb", IDS + [""]) == {u: True for u in IDS + [""]}
+    # A rule that carries "hashVersion": 2 (safe rollouts): growthbook_v2.
+    conn.execute("SELECT ab.update_rollout_percentage('ff.gb', 30)")
+    conn.execute("SELECT ab.set_flag_hashing('ff.gb', 'growthbook_v2', 'gb-feature')")
+    expected = {u: growthbook_flag({"ff.gb": {"defaultValue": False, "rules": [{**rule, "hashVersion": 2}]}}, u) for u in IDS}
+    assert_same(pg_ab_flag(conn, "ff.gb", IDS), expected, "GrowthBook rollout rule, hash version 2")
 
 
 def unleash_engine(feature, group_id, rollout, variants=None):
@@ -100,16 +120,16 @@ def test_unleash_experiment_and_rollout(conn):
     create(conn, "un", "unleash", "checkout-model", [500, 300, 200], 40)
     engine = unleash_engine("checkout-model", "checkout-model", 40, zip(VARIANTS, [500, 300, 200]))
     expected = {}
-    for u in IDS:
+    for u in IDS + [""]:  # an empty userId is hashed like any other (a missing one is not)
         v = engine.get_variant("checkout-model", {"userId": u}).variant
         expected[u] = v.name if v.enabled else None
-    assert_same(pg_ab_variants(conn, "un", IDS), expected, "Unleash experiment")
+    assert_same(pg_ab_variants(conn, "un", IDS + [""]), expected, "Unleash experiment")
 
     conn.execute("SELECT ab.create_flag('ff.un', 'imported', 30)")
     conn.execute("SELECT ab.set_flag_hashing('ff.un', 'unleash', 'new-search')")
     engine = unleash_engine("ff.un", "new-search", 30)
-    expected = {u: engine.is_enabled("ff.un", {"userId": u}).is_enabled for u in IDS}
-    assert_same(pg_ab_flag(conn, "ff.un", IDS), expected, "Unleash gradual rollout")
+    expected = {u: engine.is_enabled("ff.un", {"userId": u}).is_enabled for u in IDS + [""]}
+    assert_same(pg_ab_flag(conn, "ff.un", IDS + [""]), expected, "Unleash gradual rollout")
 
 
 def test_posthog_experiment_rollout_and_rule(conn):

@@ -81,6 +81,12 @@ def test_the_ofrep_provider_answers_as_the_in_process_one(relay, dsn):
             ("ff.half", True, "SPLIT"), ("ff.half", False, "SPLIT"), ("ff.off", False, "DISABLED"),
             ("ff.rules", True, "TARGETING_MATCH"), ("ff.rules", False, "SPLIT"), ("t_of", "llm_v2", "SPLIT"),
             ("t_of", "baseline", "DEFAULT")}
+        # The failures too: a key of the other kind, an unknown key, no targeting key.
+        u = EvaluationContext(targeting_key="u")
+        for call, key, default in [("get_boolean_details", "t_of", True), ("get_string_details", "ff.half", "d"),
+                                   ("get_boolean_details", "ff.nope", True)]:
+            r, l = getattr(remote, call)(key, default, u), getattr(local, call)(key, default, u)
+            assert (r.value, r.error_code) == (l.value, l.error_code) and r.error_code is not None, (call, key, r, l)
         missing = remote.get_boolean_details("ff.nope", True, EvaluationContext(targeting_key="u"))
         assert (missing.value, str(missing.error_code)) == (True, "FLAG_NOT_FOUND")
         no_key = remote.get_boolean_details("ff.half", True, EvaluationContext(attributes={"plan": "pro"}))
@@ -135,9 +141,11 @@ def test_the_specifications_request_sequence(relay, connect):
 
 def test_evaluations_are_bounded_and_timed_out(relay, connect):
     """One evaluation at a time (--ofrep-max-concurrent 1), each at most 1 s: a table lock holds
-    the first; a second meanwhile gets 429 at once; the first gets 503 after the timeout."""
+    the first; a second meanwhile gets 429 at once; the first gets 503 after the timeout, its
+    query cancelled, and the next evaluation runs on the same connection."""
     tok = token(["*"])
     ctx = {"context": {"targetingKey": "user-1"}}
+    watcher = connect()
     locker = connect(autocommit=False)
     locker.execute("LOCK TABLE ab.flags IN ACCESS EXCLUSIVE MODE")
     first = {}
@@ -147,16 +155,24 @@ def test_evaluations_are_bounded_and_timed_out(relay, connect):
         first["status"] = post(relay, "/ofrep/v1/evaluate/flags/ff.half", ctx, tok)[0]
         first["took"] = time.time() - started
 
+    def waiting():
+        return one(watcher, "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position('evaluate_for_unit' in query) > 0")
+
     t = threading.Thread(target=run_first)
     t.start()
-    time.sleep(0.4)
+    deadline = time.time() + 10
+    while time.time() < deadline and not waiting() and t.is_alive():
+        time.sleep(0.02)
+    pid = waiting()
+    assert pid, "the first evaluation waits on the lock"
     status, headers, body = post(relay, "/ofrep/v1/evaluate/flags/ff.half", ctx, tok)
-    assert (status, headers.get("Retry-After")) == (429, "1")
+    assert (status, headers.get("Retry-After"), body["errorCode"]) == (429, "1", "GENERAL")
     t.join(15)
+    assert not t.is_alive() and first.get("status") == 503 and 0.9 <= first["took"] < 5, first
+    deadline = time.time() + 5
+    while time.time() < deadline and waiting():
+        time.sleep(0.02)
+    assert not waiting(), "the timed-out query was cancelled while the lock still stood"
     locker.rollback()
-    assert first["status"] == 503 and 0.9 <= first["took"] < 5, first
-    # The relay reconnects its clients' connection and answers again.
-    deadline = time.time() + 20
-    while time.time() < deadline and post(relay, "/ofrep/v1/evaluate/flags/ff.half", ctx, tok)[0] != 200:
-        time.sleep(0.2)
     assert post(relay, "/ofrep/v1/evaluate/flags/ff.half", ctx, tok)[0] == 200
+    assert one(watcher, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid) == 1, "the same connection answers"

@@ -4,6 +4,7 @@ mapping; evaluation never raises (unknown flags, a missing targeting key, number
 connection, a provider without the client a call needs); hooks see every evaluation; track()
 writes a metrics row and an exposure; the asynchronous API works through AsyncClient."""
 import asyncio
+import json
 import uuid
 
 import psycopg
@@ -90,6 +91,10 @@ def test_failures_return_the_default_and_never_raise(conn, flags, dsn):
         (flags.get_integer_details, "t_of", 7, ctx("u"), ErrorCode.TYPE_MISMATCH),
         (flags.get_float_details, "t_of", 0.5, ctx("u"), ErrorCode.TYPE_MISMATCH),
         (flags.get_boolean_details, "ff.rules", False, ctx("u", plan={"deep": [1] * 3}), None),
+        (flags.get_boolean_details, "t_of", True, ctx("u"), ErrorCode.TYPE_MISMATCH),
+        (flags.get_string_details, "ff.half", "d", ctx("u"), ErrorCode.TYPE_MISMATCH),
+        (flags.get_object_details, "ff.half", {}, ctx("u"), ErrorCode.TYPE_MISMATCH),
+        (flags.get_boolean_details, "ff.rules", True, ctx("u", plan=json.loads("[" * 200 + "]" * 200)), ErrorCode.INVALID_CONTEXT),
     ]
     for call, key, default, c, code in cases:
         d = call(key, default, c)
@@ -102,9 +107,9 @@ def test_failures_return_the_default_and_never_raise(conn, flags, dsn):
     dead.close()
     d = api.get_client("dead").get_boolean_details("ff.half", True, ctx("u"))
     assert (d.value, d.error_code) == (True, ErrorCode.GENERAL)
-    # Asynchronous evaluation with only a synchronous client: PROVIDER_NOT_READY.
-    d = asyncio.run(flags.get_boolean_details_async("ff.half", True, ctx("u")))
-    assert (d.value, d.error_code) == (True, ErrorCode.PROVIDER_NOT_READY)
+    # Asynchronous evaluation with only a synchronous client: the client, on a worker thread.
+    d = asyncio.run(flags.get_boolean_details_async("ff.half", True, ctx("user-3")))
+    assert (d.value, d.error_code) == (one(conn, "SELECT ab.is_enabled('ff.half', 'user-3')"), None)
 
 
 def test_hooks_see_every_evaluation(conn, flags):
@@ -139,7 +144,8 @@ def test_track_records_metrics_and_exposures(conn, flags):
     variant = one(conn, "SELECT variant FROM ab.assign('t_of', 'user-7')")
     row = one(conn, "SELECT jsonb_build_array(variant, latency_ms, entities_processed) FROM ab.metrics WHERE test_id = 't_of'")
     assert row == [variant, 412.5, 4]
-    assert one(conn, "SELECT array_agg(unit_id ORDER BY unit_id) FROM ab.exposures WHERE test_id = 't_of'") == ["user-7", "user-8"]
+    assert one(conn, "SELECT array_agg(unit_id ORDER BY unit_id) FROM ab.exposures WHERE test_id = 't_of'") == ["user-8"], \
+        "a measured request is a metrics row; a bare one an exposure"
     flags.track("t_nope", ctx("user-9"), TrackingEventDetails(value=1.0))  # logged, never raised
     assert one(conn, "SELECT count(*) FROM ab.metrics") == 1
 
@@ -160,4 +166,4 @@ def test_asynchronous_evaluation(conn, dsn):
     assert values == [one(conn, "SELECT ab.is_enabled('ff.half', %s)", u) for u in UNITS]
     assert variant == one(conn, "SELECT ab.assign_variant('t_of', 'user-1')")
     assert (missing.value, missing.error_code) == (True, ErrorCode.FLAG_NOT_FOUND)
-    assert sync_only.error_code == ErrorCode.PROVIDER_NOT_READY
+    assert sync_only.error_code == ErrorCode.GENERAL and "pg_ab.Client" in sync_only.error_message

@@ -6,11 +6,15 @@
 //! feature name, PostHog's flag key), by default the test's id or the flag's name.
 //!
 //! The rules, each from the tool's own SDK:
-//! - **GrowthBook** (`growthbook_v2`; JS SDK `util.ts` `getBucketRanges`, `chooseVariation`,
-//!   `inRange`, and `GrowthBook._isIncludedInRollout`): `n = hash(seed, unit, 2)`. A test's
-//!   variant i owns `[c_i, c_i + coverage·w_i)` where `c_i` is the sum of the weights before it
-//!   and coverage the rollout / 100; a unit in no range is outside the rollout. A flag is on when
-//!   the coverage is not 0 and `n ≤ coverage`. An empty unit id is never included.
+//! - **GrowthBook** (`growthbook_v1`, `growthbook_v2`: its hash versions; JS SDK `util.ts`
+//!   `getBucketRanges`, `chooseVariation`, `inRange`, and `GrowthBook._isIncludedInRollout`):
+//!   `n = hash(seed, unit, version)`. A test's variant i owns `[c_i, c_i + coverage·w_i)` where
+//!   `c_i` is the sum of the weights before it and coverage the rollout / 100; a unit in no range
+//!   is outside the rollout. A flag (a rollout rule) is on when the coverage is not 0 and
+//!   `n ≤ coverage`; at 100 % everyone is, since GrowthBook's backend then sends no coverage at
+//!   all. An empty unit id is otherwise never included. GrowthBook's backend sends rollout rules
+//!   and inline experiment rules without `hashVersion`, which its SDKs read as 1; linked
+//!   experiments carry 2.
 //! - **Unleash** (`unleash`; yggdrasil's `flexibleRollout` and `variants` selection):
 //!   inside when `rollout > 0` and `normalized_hash(seed, unit, 100, 0) ≤ rollout`; variant:
 //!   `target = normalized_hash(seed, unit, Σw, 86028157)`, the first variant of non-zero weight
@@ -31,19 +35,21 @@ pub enum Scheme {
     /// pg_ab's own: xxh3-64 (`hash`).
     #[default]
     PgAb,
+    GrowthBookV1,
     GrowthBookV2,
     Unleash,
     PostHog,
 }
 
-/// The scheme names, as `"hashing"` takes them.
-pub const SCHEMES: [&str; 4] = ["pg_ab", "growthbook_v2", "unleash", "posthog"];
+/// The scheme names, as `"hashing"` takes them (in `Scheme`'s order).
+pub const SCHEMES: [&str; 5] = ["pg_ab", "growthbook_v1", "growthbook_v2", "unleash", "posthog"];
 
 impl Scheme {
     /// A scheme by name (`SCHEMES`); anything else: 22023.
     pub fn parse(s: &str) -> AbResult<Scheme> {
         match s {
             "pg_ab" => Ok(Scheme::PgAb),
+            "growthbook_v1" => Ok(Scheme::GrowthBookV1),
             "growthbook_v2" => Ok(Scheme::GrowthBookV2),
             "unleash" => Ok(Scheme::Unleash),
             "posthog" => Ok(Scheme::PostHog),
@@ -98,9 +104,9 @@ impl Hashing {
         let seed = self.seed(flag);
         match self.scheme {
             Scheme::PgAb => hash::in_rollout(flag, unit, pct),
-            Scheme::GrowthBookV2 => {
+            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 => {
                 let coverage = f64::from(pct) / 100.0;
-                pct != 0 && !unit.is_empty() && growthbook_v2(seed, unit) <= coverage
+                pct >= 100 || (pct != 0 && !unit.is_empty() && growthbook(self.scheme, seed, unit) <= coverage)
             }
             Scheme::Unleash => pct > 0 && unleash_rollout(seed, unit) <= i64::from(pct),
             Scheme::PostHog => peer_hash::posthog(seed, unit, "") <= f64::from(pct) / 100.0,
@@ -114,11 +120,11 @@ impl Hashing {
         let seed = self.seed(test_id);
         match self.scheme {
             Scheme::PgAb => hash::in_rollout(rollout_key, unit, pct).then(|| pick_variant(variants, hash::variant_point(test_id, unit))),
-            Scheme::GrowthBookV2 => {
+            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 => {
                 if unit.is_empty() {
                     return None;
                 }
-                let n = growthbook_v2(seed, unit);
+                let n = growthbook(self.scheme, seed, unit);
                 let coverage = f64::from(pct) / 100.0;
                 let weights = growthbook_weights(variants);
                 let mut cumulative = 0.0;
@@ -171,8 +177,8 @@ impl Hashing {
         let total: f64 = weights.iter().sum();
         match self.scheme {
             Scheme::PgAb => Ok(()),
-            Scheme::GrowthBookV2 if (0.99..=1.01).contains(&total) || weights.windows(2).all(|w| w[0] == w[1]) => Ok(()),
-            Scheme::GrowthBookV2 => Err(AbError::invalid(format!("GrowthBook weights sum to 1, these sum to {total}"))
+            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 if (0.99..=1.01).contains(&total) || weights.windows(2).all(|w| w[0] == w[1]) => Ok(()),
+            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 => Err(AbError::invalid(format!("GrowthBook weights sum to 1, these sum to {total}"))
                 .with_hint("give the experiment's weights as GrowthBook has them, e.g. 0.5 and 0.5")),
             Scheme::Unleash if weights.iter().all(|w| w.fract() == 0.0) && total <= f64::from(i32::MAX) => Ok(()),
             Scheme::Unleash => Err(AbError::invalid("Unleash weights are whole numbers")
@@ -184,9 +190,10 @@ impl Hashing {
     }
 }
 
-fn growthbook_v2(seed: &str, unit: &str) -> f64 {
-    // Version 2 exists, so this cannot fail.
-    peer_hash::growthbook(seed, unit, 2).unwrap_or(1.0)
+fn growthbook(scheme: Scheme, seed: &str, unit: &str) -> f64 {
+    let version = if scheme == Scheme::GrowthBookV1 { 1 } else { 2 };
+    // Versions 1 and 2 exist, so this cannot fail.
+    peer_hash::growthbook(seed, unit, version).unwrap_or(1.0)
 }
 
 /// The weights GrowthBook uses: as given when they sum to 1 (±0.01), else its even split
@@ -239,7 +246,7 @@ mod tests {
 
     #[test]
     fn every_scheme_splits_by_its_weights_and_rollout() {
-        let cases = [("pg_ab", vec![3.0, 1.0]), ("growthbook_v2", vec![0.75, 0.25]), ("unleash", vec![750.0, 250.0]), ("posthog", vec![75.0, 25.0])];
+        let cases = [("pg_ab", vec![3.0, 1.0]), ("growthbook_v1", vec![0.75, 0.25]), ("growthbook_v2", vec![0.75, 0.25]), ("unleash", vec![750.0, 250.0]), ("posthog", vec![75.0, 25.0])];
         for (scheme, weights) in cases {
             let h = Hashing::new(scheme, None).unwrap();
             h.check_weights(&weights).unwrap();
@@ -283,7 +290,8 @@ mod tests {
     #[test]
     fn growthbook_skips_empty_units_and_zero_coverage() {
         let h = Hashing::new("growthbook_v2", None).unwrap();
-        assert!(!h.flag_in_rollout("f", "", 100));
+        assert!(h.flag_in_rollout("f", "", 100), "at 100 % GrowthBook sends no coverage: everyone");
+        assert!(!h.flag_in_rollout("f", "", 99));
         assert!(!h.flag_in_rollout("f", "u", 0));
         assert!(h.split("k", "t", "", 100, &variants(&[0.5, 0.5])).is_none());
     }

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar, cast
 
 import psycopg
 
-from .errors import PgAbError, error_for
+from .errors import PgAbError, error_for, is_pg_ab_error
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ class PsycopgAsync:
                 cur = await conn.execute(sql, params)
                 return _first(await cur.fetchone())
         except psycopg.Error as e:
-            if e.sqlstate is None:
+            if not is_pg_ab_error(e.sqlstate):
                 raise
             raise _from_psycopg(e) from e
 
@@ -71,7 +71,7 @@ class PsycopgSync:
             with cast("AbstractContextManager[psycopg.Connection[Any]]", self._pool.connection()) as conn:
                 return _first(conn.execute(sql, params).fetchone())
         except psycopg.Error as e:
-            if e.sqlstate is None:
+            if not is_pg_ab_error(e.sqlstate):
                 raise
             raise _from_psycopg(e) from e
 
@@ -110,6 +110,8 @@ class Asyncpg:
             fetch = cast(Callable[..., Awaitable[Any]], self._source.fetchval)
             return cast("str | None", await fetch(query, *params))
         except asyncpg.PostgresError as e:
+            if not is_pg_ab_error(e.sqlstate):
+                raise
             raise error_for(e.sqlstate, e.message, getattr(e, "hint", None), getattr(e, "detail", None)) from e
 
 

@@ -233,6 +233,15 @@ class Client:
     def explain_assignment(self, test_id: str, user_id: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return dict(self._json("SELECT ab.explain_assignment(%s::text, %s::text, %s::jsonb)::text", test_id, user_id, _json(context)))
 
+    def evaluate_for_unit(self, unit_id: str, context: Mapping[str, Any] | None = None,
+                                keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One unit's answers for several flags and tests in one call (`ab.evaluate_for_unit`):
+        per key ``{"key", "kind": "flag", "flag": explain_flag}``, ``{"key", "kind": "test",
+        "assignment": assign}`` or ``{"key", "kind": "unknown"}``; ``keys`` None: all."""
+        items = self._json("SELECT ab.evaluate_for_unit(%s::text, %s::jsonb, %s::text[])::text",
+                                 unit_id, _json(context), None if keys is None else list(keys))
+        return [dict(i) for i in items]
+
     # Extraction and metrics
 
     def extract_entities(self, content: str, user_id: str | None, session_id: str | None = None, *,

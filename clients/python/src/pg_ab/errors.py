@@ -100,6 +100,13 @@ _BY_SQLSTATE: dict[str, type[PgAbError]] = {
 }
 
 
+def is_pg_ab_error(sqlstate: str | None) -> bool:
+    """Whether a SQLSTATE is one pg_ab's calls end with (the README's "Errors": class 22 and the
+    codes above). Others — a lost or terminated connection (08, 57P01), resources (53), an
+    internal error — stay the driver's own exceptions, for the caller's reconnect logic."""
+    return sqlstate is not None and (sqlstate.startswith("22") or sqlstate in _BY_SQLSTATE or sqlstate == "42704")
+
+
 def error_for(sqlstate: str | None, message: str, hint: str | None = None, detail: str | None = None) -> PgAbError:
     """The exception for a server error. 42704 is told apart by pg_ab's message, which names
     the kind of object first (`test "x" does not exist`, `flag "x" …`, `segment "x" …`)."""

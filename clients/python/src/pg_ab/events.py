@@ -22,11 +22,17 @@ TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 
 # Close codes after which the same subscription cannot succeed (README, "The relay").
 _FORBIDDEN = 4403
-_TOKEN_CLOSES = {4401, 4410}
+_UNAUTHORIZED = 4401
+_EXPIRED = 4410
 
 
 class Forbidden(Exception):
     """The relay refused the subscription (4403): the token's ``test_ids`` do not cover it."""
+
+
+class Unauthorized(Exception):
+    """The relay refused the token (4401): a fixed token at once, a token function after
+    ``RelayEvents.MAX_REFUSED`` refusals in a row."""
 
 
 class _Seen:
@@ -64,7 +70,11 @@ class RelayEvents:
     ``test_ids`` None follows every test (the token needs ``"*"``). ``token`` is asked again on
     every connect, so a refreshing function keeps a long-lived stream authorised (the relay
     closes with 4410 when a token expires). ``resume_token`` starts after that point (else live
-    from the connect, with each test's current state first). Raises ``Forbidden`` on 4403."""
+    from the connect, with each test's current state first). Raises ``Forbidden`` on 4403 and
+    ``Unauthorized`` when tokens are refused (4401): a fixed one at once, a function's after
+    three refusals in a row."""
+
+    MAX_REFUSED = 3
 
     def __init__(self, url: str, token: TokenSource, test_ids: Sequence[str] | None = None,
                  resume_token: str | None = None, max_backoff: float = 5.0) -> None:
@@ -90,6 +100,7 @@ class RelayEvents:
         import websockets
 
         backoff = 0.1
+        refused = 0
         while True:
             try:
                 token = await _token(self._token)
@@ -102,7 +113,7 @@ class RelayEvents:
                         if msg.get("resume_token") is not None and kind in ("subscribed", "replayed", "error"):
                             self.resume_token = msg["resume_token"]
                         if kind in ("subscribed", "replayed", "unsubscribed"):
-                            backoff = 0.1
+                            backoff, refused = 0.1, 0
                             continue
                         if kind == "error":
                             log.warning("relay error: %s", msg)
@@ -114,10 +125,15 @@ class RelayEvents:
                             yield event
             except websockets.ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd is not None else None
+                reason = e.rcvd.reason if e.rcvd is not None else ""
                 if code == _FORBIDDEN:
-                    raise Forbidden(e.rcvd.reason if e.rcvd is not None else "forbidden") from e
+                    raise Forbidden(reason) from e
+                if code == _UNAUTHORIZED:
+                    refused += 1
+                    if isinstance(self._token, str) or refused >= self.MAX_REFUSED:
+                        raise Unauthorized(reason) from e
                 log.info("relay closed the stream (%s); resuming from %s", code, self.resume_token)
-                if code in _TOKEN_CLOSES:
+                if code == _EXPIRED:
                     backoff = 0.1  # a fresh token is all it takes
             except (OSError, websockets.InvalidHandshake) as e:
                 log.info("relay unreachable (%s); retrying", e)
@@ -134,7 +150,8 @@ class RedisEvents:
             saved = event.resume_token
 
     Without a ``resume_token`` it starts live. A lost Redis connection is made again and caught
-    up the same way."""
+    up the same way. ``client``'s connection should be in autocommit mode (or be a pool): the
+    catch-up takes a transaction id that must not be held."""
 
     def __init__(self, redis_url: str, client: Any, test_id: str | None = None, resume_token: str | None = None,
                  page: int = 1000, max_backoff: float = 5.0) -> None:
@@ -152,32 +169,45 @@ class RedisEvents:
             self.resume_token = event.resume_token
         return self._seen.first_time(event.event_id)
 
+    async def _missed(self) -> AsyncIterator[Event]:
+        """What was stored after ``resume_token``, page by page."""
+        while self.resume_token is not None:
+            missed = await self._client.events_since(self.resume_token, self._page)
+            for event in missed:
+                if self._take(event) and self._test_id in (None, event.test_id):
+                    yield event
+            if len(missed) < self._page:
+                return
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
 
         backoff = 0.1
         while True:
-            conn = redis.Redis.from_url(self.redis_url)
+            # No retries inside redis-py: a reconnect it made on its own would resubscribe
+            # without the catch-up, and what was published meanwhile would be lost.
+            conn = redis.Redis.from_url(self.redis_url, retry=Retry(NoBackoff(), 0))
             try:
                 async with conn.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
-                    while self.resume_token is not None:
-                        missed = await self._client.events_since(self.resume_token, self._page)
-                        for event in missed:
-                            if self._take(event) and self._test_id in (None, event.test_id):
-                                yield event
-                        if len(missed) < self._page:
-                            break
-                    backoff = 0.1
                     async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        event = Event.from_json(json.loads(message["data"]))
-                        if self._take(event):
-                            yield event
+                        if message.get("type") == "subscribe":
+                            # Subscribed: whatever is published from now on arrives here; read
+                            # what came before through SQL (repeats are dropped by event_id).
+                            async for event in self._missed():
+                                yield event
+                            backoff = 0.1
+                        elif message.get("type") == "message":
+                            event = Event.from_json(json.loads(message["data"]))
+                            if self._take(event):
+                                yield event
             except (RedisConnectionError, OSError) as e:
                 log.info("redis connection lost (%s); catching up from %s", e, self.resume_token)
+            except Exception as e:  # the catch-up's query: the database may be away for a while
+                log.warning("catching up through ab.events_since failed (%s); retrying", e)
             finally:
                 await conn.aclose()
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))

@@ -24,9 +24,18 @@ error code. The mapping from pg_ab's reasons (``REASONS`` below, also in the REA
   ``test_not_active``, ``test_paused``, ``rolled_back`` → DISABLED. The value is the variant
   pg_ab serves (the champion when disabled); ``variant`` is its name.
 - errors: an unknown flag or test → FLAG_NOT_FOUND; no targeting key → TARGETING_KEY_MISSING;
-  an integer or float asked of pg_ab, or a payload that is not an object or list →
-  TYPE_MISMATCH; a provider built without the client the call needs → PROVIDER_NOT_READY;
-  anything else → GENERAL, with the message.
+  attributes pg_ab refuses → INVALID_CONTEXT; a boolean asked of a test, a string or object of
+  a flag, an integer or float of anything, a payload that is not an object or list →
+  TYPE_MISMATCH; anything else (a lost connection; a synchronous call to a provider with only
+  an ``AsyncClient``) → GENERAL, with the message.
+
+Every evaluation is one call of ``ab.evaluate_for_unit``, the function the relay's OFREP
+endpoint calls, so this provider and any OFREP provider answer alike (a test's payload is this
+provider's alone: OFREP has one value per key). A DISABLED flag or test resolves to what pg_ab
+serves (False, the champion), not to the caller's default: pg_ab's answer is authoritative; the
+default is for errors. An asynchronous evaluation with only a ``Client`` runs it on a worker
+thread. The clients' connections should be in autocommit mode (or be a pool): evaluations do
+not commit.
 
 ``track(test_id, context, details)`` records the unit's request in the test: with a ``value``
 a metrics row for the unit's variant (the value is ``latency_ms``, the details' attributes the
@@ -34,6 +43,7 @@ other metrics: ``ab.submit_extraction_metrics``); without one an exposure (``ass
 logged when the test logs exposures)."""
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, Mapping, Sequence, TypeVar, cast
 
@@ -45,7 +55,7 @@ from openfeature.track import TrackingEventDetails
 
 from ._client import AsyncClient
 from ._sync import Client
-from .errors import NotFound, PgAbError
+from .errors import InvalidInput, NotFound, PgAbError, TooLarge
 from .models import Assignment
 
 T = TypeVar("T")
@@ -81,15 +91,29 @@ def _unit_and_context(ctx: EvaluationContext | None) -> tuple[str, dict[str, Any
 def _error(default: T, e: BaseException) -> FlagResolutionDetails[T]:
     if isinstance(e, _Failure):
         code = e.code
-    elif isinstance(e, NotFound):  # FlagNotFound, TestNotFound
+    elif isinstance(e, NotFound):
         code = ErrorCode.FLAG_NOT_FOUND
+    elif isinstance(e, (InvalidInput, TooLarge)):
+        code = ErrorCode.INVALID_CONTEXT  # the attributes were refused, as the relay's OFREP says
     else:
         code = ErrorCode.GENERAL
     message = e.message if isinstance(e, PgAbError) else str(e)
     return FlagResolutionDetails(value=default, error_code=code, error_message=message, reason=Reason.ERROR)
 
 
-def _flag_details(explanation: Mapping[str, Any]) -> FlagResolutionDetails[bool]:
+def _item(items: list[dict[str, Any]], flag_key: str, kind: str, asked: str) -> dict[str, Any]:
+    """The one answer of ``ab.evaluate_for_unit`` for ``flag_key``, of ``kind`` (flag or test)."""
+    item = items[0] if items else {"kind": "unknown"}
+    if item["kind"] == "unknown":
+        raise _Failure(ErrorCode.FLAG_NOT_FOUND, f"no flag or test is named {flag_key!r}")
+    if item["kind"] != kind:
+        raise _Failure(ErrorCode.TYPE_MISMATCH, f"{flag_key!r} is a {item['kind']}: pg_ab serves flags as booleans, "
+                                                f"a test's variant as a string and its payload as an object, not {asked}")
+    return item
+
+
+def _flag_details(items: list[dict[str, Any]], flag_key: str) -> FlagResolutionDetails[bool]:
+    explanation = _item(items, flag_key, "flag", "a boolean")["flag"]
     reason: str = explanation["reason"]
     decided_by = explanation.get("decided_by") or {}
     of_reason = Reason.TARGETING_MATCH if decided_by else REASONS.get(reason, Reason.UNKNOWN)
@@ -100,16 +124,22 @@ def _flag_details(explanation: Mapping[str, Any]) -> FlagResolutionDetails[bool]
     return FlagResolutionDetails(value=enabled, reason=of_reason, variant="on" if enabled else "off", flag_metadata=metadata)
 
 
+def _assignment(items: list[dict[str, Any]], flag_key: str, asked: str) -> Assignment:
+    return Assignment.from_json(_item(items, flag_key, "test", asked)["assignment"])
+
+
 def _test_reason(a: Assignment) -> Reason:
     return Reason.DEFAULT if a.reason == "not_in_rollout" else REASONS.get(a.reason, Reason.UNKNOWN)
 
 
-def _variant_details(a: Assignment) -> FlagResolutionDetails[str]:
+def _variant_details(items: list[dict[str, Any]], flag_key: str) -> FlagResolutionDetails[str]:
+    a = _assignment(items, flag_key, "a string")
     return FlagResolutionDetails(value=a.variant or "", reason=_test_reason(a), variant=a.variant,
                                  flag_metadata={"pg_ab_reason": a.reason, "in_rollout": a.in_rollout})
 
 
-def _payload_details(a: Assignment, default: ObjectValue) -> FlagResolutionDetails[ObjectValue]:
+def _payload_details(items: list[dict[str, Any]], flag_key: str, default: ObjectValue) -> FlagResolutionDetails[ObjectValue]:
+    a = _assignment(items, flag_key, "an object")
     meta: dict[str, str | int | float | bool] = {"pg_ab_reason": a.reason, "in_rollout": a.in_rollout}
     if a.payload is None:
         return FlagResolutionDetails(value=default, reason=Reason.DEFAULT, variant=a.variant, flag_metadata=meta)
@@ -138,13 +168,20 @@ class PgAbProvider(AbstractProvider):
 
     def _sync(self) -> Client:
         if self._client is None:
-            raise _Failure(ErrorCode.PROVIDER_NOT_READY, "this PgAbProvider has no pg_ab.Client for synchronous evaluation")
+            raise _Failure(ErrorCode.GENERAL, "this PgAbProvider has no pg_ab.Client for synchronous evaluation: give it one")
         return self._client
 
-    def _asynchronous(self) -> AsyncClient:
-        if self._async is None:
-            raise _Failure(ErrorCode.PROVIDER_NOT_READY, "this PgAbProvider has no pg_ab.AsyncClient for asynchronous evaluation")
-        return self._async
+    def _evaluate(self, flag_key: str, ctx: EvaluationContext | None) -> list[dict[str, Any]]:
+        unit, attrs = _unit_and_context(ctx)
+        return self._sync().evaluate_for_unit(unit, attrs, [flag_key])
+
+    async def _evaluate_async(self, flag_key: str, ctx: EvaluationContext | None) -> list[dict[str, Any]]:
+        unit, attrs = _unit_and_context(ctx)
+        if self._async is not None:
+            return await self._async.evaluate_for_unit(unit, attrs, [flag_key])
+        # Only a synchronous client: its call on a worker thread, not on the event loop.
+        client = self._sync()
+        return await asyncio.to_thread(client.evaluate_for_unit, unit, attrs, [flag_key])
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         if self._client is not None:
@@ -155,24 +192,21 @@ class PgAbProvider(AbstractProvider):
     def resolve_boolean_details(self, flag_key: str, default_value: bool,
                                 evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[bool]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _flag_details(self._sync().explain_flag(flag_key, unit, attrs))
+            return _flag_details(self._evaluate(flag_key, evaluation_context), flag_key)
         except Exception as e:
             return _error(default_value, e)
 
     def resolve_string_details(self, flag_key: str, default_value: str,
                                evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[str]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _variant_details(self._sync().assign(flag_key, unit, None, attrs))
+            return _variant_details(self._evaluate(flag_key, evaluation_context), flag_key)
         except Exception as e:
             return _error(default_value, e)
 
     def resolve_object_details(self, flag_key: str, default_value: ObjectValue,
                                evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[ObjectValue]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _payload_details(self._sync().assign(flag_key, unit, None, attrs), default_value)
+            return _payload_details(self._evaluate(flag_key, evaluation_context), flag_key, default_value)
         except Exception as e:
             return _error(default_value, e)
 
@@ -189,24 +223,21 @@ class PgAbProvider(AbstractProvider):
     async def resolve_boolean_details_async(self, flag_key: str, default_value: bool,
                                             evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[bool]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _flag_details(await self._asynchronous().explain_flag(flag_key, unit, attrs))
+            return _flag_details(await self._evaluate_async(flag_key, evaluation_context), flag_key)
         except Exception as e:
             return _error(default_value, e)
 
     async def resolve_string_details_async(self, flag_key: str, default_value: str,
                                            evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[str]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _variant_details(await self._asynchronous().assign(flag_key, unit, None, attrs))
+            return _variant_details(await self._evaluate_async(flag_key, evaluation_context), flag_key)
         except Exception as e:
             return _error(default_value, e)
 
     async def resolve_object_details_async(self, flag_key: str, default_value: ObjectValue,
                                            evaluation_context: EvaluationContext | None = None) -> FlagResolutionDetails[ObjectValue]:
         try:
-            unit, attrs = _unit_and_context(evaluation_context)
-            return _payload_details(await self._asynchronous().assign(flag_key, unit, None, attrs), default_value)
+            return _payload_details(await self._evaluate_async(flag_key, evaluation_context), flag_key, default_value)
         except Exception as e:
             return _error(default_value, e)
 
@@ -221,8 +252,11 @@ class PgAbProvider(AbstractProvider):
         try:
             unit, attrs = _unit_and_context(evaluation_context)
             client = self._sync()
-            assignment = client.assign_and_log(tracking_event_name, unit, None, attrs)
-            if tracking_event_details is not None and tracking_event_details.value is not None and assignment.variant:
+            if tracking_event_details is None or tracking_event_details.value is None:
+                client.assign_and_log(tracking_event_name, unit, None, attrs)
+                return
+            assignment = client.assign(tracking_event_name, unit, None, attrs)
+            if assignment.variant:
                 metrics: dict[str, Any] = dict(tracking_event_details.attributes)
                 metrics["latency_ms"] = tracking_event_details.value
                 client.submit_extraction_metrics(tracking_event_name, assignment.variant, metrics)
