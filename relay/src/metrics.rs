@@ -27,6 +27,30 @@ pub struct Metrics {
     pub lag_events: AtomicI64,
     pub pg_up: AtomicBool,
     pub redis_up: AtomicBool,
+    /// OFREP answers, per outcome (`OFREP_OUTCOMES`' order).
+    pub ofrep: [AtomicU64; OFREP_OUTCOMES.len()],
+}
+
+/// The outcomes of an OFREP request, by HTTP status: 200, 304, 404, 400, 401, 403, 429, 503, and
+/// anything else.
+pub const OFREP_OUTCOMES: [&str; 9] = ["ok", "not_modified", "not_found", "bad_request", "unauthorized", "forbidden", "busy", "unavailable", "error"];
+
+impl Metrics {
+    /// Counts one OFREP answer by its status.
+    pub fn count_ofrep(&self, status: u16) {
+        let i = match status {
+            200 => 0,
+            304 => 1,
+            404 => 2,
+            400 => 3,
+            401 => 4,
+            403 => 5,
+            429 => 6,
+            503 => 7,
+            _ => 8,
+        };
+        self.ofrep[i].fetch_add(1, Relaxed);
+    }
 }
 
 impl Metrics {
@@ -61,6 +85,9 @@ impl Metrics {
         line("pg_ab_relay_lag_events", "gauge", "Highest event id minus the cursor.", &[("", self.lag_events.load(Relaxed))]);
         line("pg_ab_relay_up", "gauge", "Whether the connection is up.",
              &[("{target=\"postgres\"}", self.pg_up.load(Relaxed) as i64), ("{target=\"redis\"}", self.redis_up.load(Relaxed) as i64)]);
+        let outcomes: Vec<(String, i64)> = OFREP_OUTCOMES.iter().zip(&self.ofrep).map(|(o, n)| (format!("{{outcome=\"{o}\"}}"), g(n))).collect();
+        line("pg_ab_relay_ofrep_requests_total", "counter", "OFREP evaluation requests, per outcome.",
+             &outcomes.iter().map(|(l, n)| (l.as_str(), *n)).collect::<Vec<_>>());
         s
     }
 }
@@ -79,6 +106,9 @@ mod tests {
         m.cursor.store(42, Relaxed);
         m.pg_up.store(true, Relaxed);
         m.replay_failures.store(4, Relaxed);
+        m.count_ofrep(429);
+        m.count_ofrep(200);
+        m.count_ofrep(200);
         let text = m.render();
         for line in [
             "pg_ab_relay_events_relayed_total{destination=\"redis\"} 7",
@@ -96,6 +126,9 @@ mod tests {
             "pg_ab_relay_up{target=\"redis\"} 0",
             "# TYPE pg_ab_relay_lag_events gauge",
             "# TYPE pg_ab_relay_reconnects_total counter",
+            "pg_ab_relay_ofrep_requests_total{outcome=\"ok\"} 2",
+            "pg_ab_relay_ofrep_requests_total{outcome=\"busy\"} 1",
+            "pg_ab_relay_ofrep_requests_total{outcome=\"error\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -155,20 +155,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer)
 }
 
-/// `POST /ofrep/v1/evaluate/flags/{key}`.
+/// `POST /ofrep/v1/evaluate/flags/{key}`, counted in `/metrics` by outcome.
 pub async fn evaluate_flag(State(app): State<Arc<App>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let grant = match app.verifier.verify(bearer(&headers)) {
+    let response = evaluate_flag_inner(&app, key, &headers, &body).await;
+    app.metrics.count_ofrep(response.status().as_u16());
+    response
+}
+
+async fn evaluate_flag_inner(app: &App, key: String, headers: &HeaderMap, body: &[u8]) -> Response {
+    let grant = match app.verifier.verify(bearer(headers)) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::UNAUTHORIZED, Some(&key), "GENERAL", e),
     };
     if !grant.allows(&key) {
         return error(StatusCode::FORBIDDEN, Some(&key), "GENERAL", format!("'{key}' is not in the token's test_ids"));
     }
-    let (unit, context) = match parse_context(&body) {
+    let (unit, context) = match parse_context(body) {
         Ok(v) => v,
         Err((code, details)) => return error(StatusCode::BAD_REQUEST, Some(&key), code, details),
     };
-    let items = match evaluate(&app, Some(&key), &unit, &context, Some(vec![key.clone()])).await {
+    let items = match evaluate(app, Some(&key), &unit, &context, Some(vec![key.clone()])).await {
         Ok(items) => items,
         Err(response) => return response,
     };
@@ -178,19 +184,26 @@ pub async fn evaluate_flag(State(app): State<Arc<App>>, Path(key): Path<String>,
     }
 }
 
-/// `POST /ofrep/v1/evaluate/flags`: every flag and test the token may evaluate.
+/// `POST /ofrep/v1/evaluate/flags`: every flag and test the token may evaluate; counted in
+/// `/metrics` by outcome.
 pub async fn evaluate_all(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let grant = match app.verifier.verify(bearer(&headers)) {
+    let response = evaluate_all_inner(&app, &headers, &body).await;
+    app.metrics.count_ofrep(response.status().as_u16());
+    response
+}
+
+async fn evaluate_all_inner(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    let grant = match app.verifier.verify(bearer(headers)) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::UNAUTHORIZED, None, "GENERAL", e),
     };
-    let (unit, context) = match parse_context(&body) {
+    let (unit, context) = match parse_context(body) {
         Ok(v) => v,
         Err((code, details)) => return error(StatusCode::BAD_REQUEST, None, code, details),
     };
     // A token that names its keys gets those evaluated, not everything then filtered.
     let keys = grant.names().map(<[String]>::to_vec);
-    let items = match evaluate(&app, None, &unit, &context, keys).await {
+    let items = match evaluate(app, None, &unit, &context, keys).await {
         Ok(items) => items,
         Err(response) => return response,
     };

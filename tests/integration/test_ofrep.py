@@ -176,3 +176,5 @@ def test_evaluations_are_bounded_and_timed_out(relay, connect):
     locker.rollback()
     assert post(relay, "/ofrep/v1/evaluate/flags/ff.half", ctx, tok)[0] == 200
     assert one(watcher, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid) == 1, "the same connection answers"
+    counted = {o: relay.metric("pg_ab_relay_ofrep_requests_total", f'{{outcome="{o}"}}') for o in ("ok", "busy", "unavailable", "error")}
+    assert counted == {"ok": 1, "busy": 1, "unavailable": 1, "error": 0}, counted
