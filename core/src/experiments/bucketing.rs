@@ -126,9 +126,11 @@ impl Hashing {
                 }
                 let n = growthbook(self.scheme, seed, unit);
                 let coverage = f64::from(pct) / 100.0;
-                let weights = growthbook_weights(variants);
+                let total: f64 = variants.iter().map(|v| v.weight).sum();
+                let as_given = growthbook_takes_as_given(total);
                 let mut cumulative = 0.0;
-                for (v, w) in variants.iter().zip(weights) {
+                for v in variants {
+                    let w = if as_given { v.weight } else { 1.0 / variants.len() as f64 };
                     let start = cumulative;
                     cumulative += w;
                     if n >= start && n < start + coverage * w {
@@ -177,7 +179,7 @@ impl Hashing {
         let total: f64 = weights.iter().sum();
         match self.scheme {
             Scheme::PgAb => Ok(()),
-            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 if (0.99..=1.01).contains(&total) || weights.windows(2).all(|w| w[0] == w[1]) => Ok(()),
+            Scheme::GrowthBookV1 | Scheme::GrowthBookV2 if growthbook_takes_as_given(total) || weights.windows(2).all(|w| w[0] == w[1]) => Ok(()),
             Scheme::GrowthBookV1 | Scheme::GrowthBookV2 => Err(AbError::invalid(format!("GrowthBook weights sum to 1, these sum to {total}"))
                 .with_hint("give the experiment's weights as GrowthBook has them, e.g. 0.5 and 0.5")),
             Scheme::Unleash if weights.iter().all(|w| w.fract() == 0.0) && total <= f64::from(i32::MAX) => Ok(()),
@@ -196,15 +198,10 @@ fn growthbook(scheme: Scheme, seed: &str, unit: &str) -> f64 {
     peer_hash::growthbook(seed, unit, version).unwrap_or(1.0)
 }
 
-/// The weights GrowthBook uses: as given when they sum to 1 (±0.01), else its even split
-/// `1/n` (`getEqualWeights`).
-fn growthbook_weights(variants: &[Variant]) -> Vec<f64> {
-    let total: f64 = variants.iter().map(|v| v.weight).sum();
-    if (0.99..=1.01).contains(&total) {
-        variants.iter().map(|v| v.weight).collect()
-    } else {
-        vec![1.0 / variants.len() as f64; variants.len()]
-    }
+/// Whether GrowthBook uses weights of this sum as given (±0.01 of 1); otherwise its even split
+/// `1/n` (`getBucketRanges`, `getEqualWeights`).
+fn growthbook_takes_as_given(total: f64) -> bool {
+    (0.99..=1.01).contains(&total)
 }
 
 fn unleash_rollout(seed: &str, unit: &str) -> i64 {
