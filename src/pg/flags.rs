@@ -150,9 +150,7 @@ fn set_flag_hashing(name: Option<&str>, scheme: Option<&str>, seed: default!(Opt
                 .with_hint("set the test's with ab.set_test_hashing"));
         }
     }
-    if !targeting::tables_exist() {
-        raise(AbError::wrong_state("hashing schemes need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
-    }
+    targeting::require_schema_0_2_0("hashing schemes");
     let args = vec![hashing.scheme.as_str().into(), hashing.seed.as_deref().into()];
     JsonB(change_flag(name, "hashing = $2, hashing_seed = $3", "flag_hashing_changed", args))
 }

@@ -94,8 +94,8 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
     );
     // A 0.1.0 schema (the new library before ALTER EXTENSION pg_ab UPDATE) has no payloads.
     let payloads = super::targeting::tables_exist();
-    if !payloads && (def.payload_schema.is_some() || def.variants.iter().any(|v| v.payload.is_some())) {
-        raise(AbError::wrong_state("variant payloads need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
+    if def.payload_schema.is_some() || def.variants.iter().any(|v| v.payload.is_some()) {
+        super::targeting::require_schema_0_2_0("variant payloads");
     }
     let insert = store::for_schema(
         "INSERT INTO ab.variants (test_id, variant, ordinal, weight, confidence_threshold, payload)
@@ -120,9 +120,7 @@ fn insert_test(test_id: &str, def: &lifecycle::TestDef, config: Value) {
 
 /// Stores a test's hashing; a 0.1.0 schema has none to store (55000).
 fn write_hashing(test_id: &str, hashing: &Hashing) {
-    if !super::targeting::tables_exist() {
-        raise(AbError::wrong_state("hashing schemes need pg_ab 0.2.0's schema").with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
-    }
+    super::targeting::require_schema_0_2_0("hashing schemes");
     store::exec(
         "UPDATE ab.tests SET hashing = $2, hashing_seed = $3, updated_at = now() WHERE test_id = $1",
         &[test_id.into(), hashing.scheme.as_str().into(), hashing.seed.as_deref().into()],

@@ -115,6 +115,13 @@ pub(crate) fn tables_exist() -> bool {
     })
 }
 
+/// Refuses (55000) `what` on a database still at 0.1.0's schema, which has no place for it.
+pub(crate) fn require_schema_0_2_0(what: &str) {
+    if !tables_exist() {
+        raise(AbError::wrong_state(format!("{what} need pg_ab 0.2.0's schema")).with_hint("run ALTER EXTENSION pg_ab UPDATE first"));
+    }
+}
+
 /// Segments as `{name: conditions}` (what the queries below return), parsed.
 fn segments_from(v: Option<Value>) -> HashMap<String, Condition> {
     let m: Map<String, Value> = store::deserialize(v.unwrap_or(json!({})), "segments");
