@@ -27,7 +27,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'is_enabled', 'explain_flag', 'get_rollout_percentage', 'rollout_bucket', 'variant_point',
         'growthbook_hash', 'unleash_normalized_hash', 'posthog_hash',
         'get_flag_rules', 'get_test_targeting', 'get_payload', 'explain_assignment',
-        'get_test', 'get_active_tests', 'evaluate_for_unit',
+        'get_test', 'get_active_tests', 'evaluate_for_unit', 'dashboard',
         -- entity post-processing without metrics
         'classify_5w', 'apply_5w_framework', 'calibrate_confidence', 'apply_confidence_calibration',
         'apply_deduplication', 'entity_similarity', 'extract_entities_rule_based', 'place_keys',
@@ -43,7 +43,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
         'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks',
-        'apply_due_schedules', 'evaluate_for_unit']
+        'apply_due_schedules', 'evaluate_for_unit', 'dashboard']
     END
 $$;
 

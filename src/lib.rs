@@ -22,6 +22,7 @@ pgrx::extension_sql_file!("../sql/defaults.sql", name = "defaults", requires = [
 pgrx::extension_sql_file!("../sql/targeting.sql", name = "targeting", requires = ["schema", "assign", "cache_triggers"]);
 pgrx::extension_sql_file!("../sql/schedules.sql", name = "schedules", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/remote.sql", name = "remote", requires = ["schema"]);
+pgrx::extension_sql_file!("../sql/dashboard.sql", name = "dashboard", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", finalize);
 
 #[pgrx::pg_guard]

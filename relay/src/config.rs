@@ -99,7 +99,8 @@ pub struct Config {
     #[arg(long, env = "PG_AB_RELAY_SCHEDULE_SECONDS", default_value_t = 10.0)]
     pub schedule_seconds: f64,
 
-    /// OFREP evaluations that may run at once; a request beyond gets 429 with Retry-After.
+    /// Reads that may run at once on the read connection (OFREP evaluations and the dashboard's
+    /// snapshots); a request beyond gets 429 with Retry-After.
     #[arg(long, env = "PG_AB_RELAY_OFREP_MAX_CONCURRENT", default_value_t = 64)]
     pub ofrep_max_concurrent: usize,
 

@@ -44,11 +44,11 @@ mod tests {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let db = crate::db::Db::new(&config.database_url, metrics.clone(), true, config.query_timeout()).expect("db");
         let client_db = crate::db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout()).expect("db");
-        let ofrep_db = crate::db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout()).expect("db");
+        let read_db = crate::db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout()).expect("db");
         Arc::new(App {
             db,
             client_db,
-            ofrep_db,
+            read_db,
             hub: crate::hub::Hub::new(metrics.clone()),
             verifier: crate::auth::Verifier::new(&config.token_secret, &config.token_policy()),
             metrics,

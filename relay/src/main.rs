@@ -3,18 +3,21 @@
 //! Tasks: the PostgreSQL supervisors (the feed's connection, LISTEN pg_ab_events; the clients'
 //! connection for replays and test state), the Redis sink (its
 //! cursor stored in ab.relay_cursors), the WebSocket feed (the hub's own read position), the
-//! HTTP server (`/ws`, `/healthz`, `/metrics`, OFREP's `/ofrep/v1/...`), and the maintenance timer. SIGTERM stops them after in-flight deliveries.
+//! HTTP server (`/ws`, `/healthz`, `/metrics`, OFREP's `/ofrep/v1/...`, the dashboard at `/` and
+//! `/api/dashboard`), and the maintenance timer. SIGTERM stops them after in-flight deliveries.
 
 mod admission;
 mod auth;
 mod backoff;
 mod config;
+mod dashboard;
 mod db;
 mod http;
 mod hub;
 mod metrics;
 mod ofrep;
 mod outbox;
+mod reads;
 mod redis_sink;
 mod ws;
 
@@ -36,9 +39,10 @@ pub struct App {
     pub verifier: auth::Verifier,
     pub metrics: Arc<metrics::Metrics>,
     pub shutdown: watch::Receiver<bool>,
-    /// OFREP's connection: evaluations, apart from the feed and the clients' replays.
-    pub ofrep_db: Arc<db::Db>,
-    /// OFREP evaluations running at once, at most `--ofrep-max-concurrent` (429 beyond).
+    /// The read connection: OFREP evaluations and the dashboard's snapshots, apart from the feed
+    /// and the clients' replays.
+    pub read_db: Arc<db::Db>,
+    /// Reads (OFREP, dashboard) running at once, at most `--ofrep-max-concurrent` (429 beyond).
     pub ofrep: tokio::sync::Semaphore,
 }
 
@@ -74,7 +78,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::default());
     let db = db::Db::new(&config.database_url, metrics.clone(), true, config.query_timeout())?;
     let client_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
-    let ofrep_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
+    let read_db = db::Db::new(&config.database_url, metrics.clone(), false, config.query_timeout())?;
     let redis = redis::Client::open(config.redis_url.as_str()).map_err(|e| format!("--redis-url: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -84,7 +88,7 @@ async fn run(config: config::Config) -> Result<(), String> {
     let app = Arc::new(App {
         db: db.clone(),
         client_db: client_db.clone(),
-        ofrep_db: ofrep_db.clone(),
+        read_db: read_db.clone(),
         hub: hub::Hub::new(metrics.clone()),
         verifier: auth::Verifier::new(&config.token_secret, &config.token_policy()),
         metrics: metrics.clone(),
@@ -95,7 +99,7 @@ async fn run(config: config::Config) -> Result<(), String> {
 
     let supervisor = tokio::spawn(db.clone().supervise(config.max_backoff(), shutdown.clone()));
     let client_supervisor = tokio::spawn(client_db.clone().supervise(config.max_backoff(), shutdown.clone()));
-    let ofrep_supervisor = tokio::spawn(ofrep_db.clone().supervise(config.max_backoff(), shutdown.clone()));
+    let ofrep_supervisor = tokio::spawn(read_db.clone().supervise(config.max_backoff(), shutdown.clone()));
     let sink = redis_sink::RedisSink {
         db: db.clone(),
         client: redis,
@@ -133,6 +137,10 @@ async fn run(config: config::Config) -> Result<(), String> {
     let lag = tokio::spawn(measure_lag(db.clone(), metrics.clone(), shutdown.clone()));
 
     let router = Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/api/dashboard", get(dashboard::snapshot))
         .route("/ws", get(ws::handler))
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))

@@ -27,6 +27,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use crate::reads::{read_text, ReadError};
 use crate::App;
 
 /// pg_ab's reason for a flag (`ab.explain_flag`) as an OpenFeature reason; a flag decided by a
@@ -111,43 +112,25 @@ pub fn parse_context(body: &[u8]) -> Result<(String, Map<String, Value>), (&'sta
 
 /// Asks the database; the error response when it cannot answer.
 async fn evaluate(app: &App, key: Option<&str>, unit: &str, context: &Map<String, Value>, keys: Option<Vec<String>>) -> Result<Vec<Value>, Response> {
-    let Ok(_permit) = app.ofrep.try_acquire() else {
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, key, "GENERAL", "too many evaluations at once");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Err(r);
-    };
-    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, key, "GENERAL", "the database is not reachable now");
-    let Some(client) = app.ofrep_db.client_soon().await else { return Err(unavailable()) };
     let context_text = Value::Object(context.clone()).to_string();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&unit, &context_text, &keys];
-    let query = client.query_one("SELECT ab.evaluate_for_unit($1, $2::text::jsonb, $3)::text", &params);
-    match tokio::time::timeout(app.config.query_timeout(), query).await {
-        Ok(Ok(row)) => {
-            let text: String = row.get(0);
-            serde_json::from_str::<Vec<Value>>(&text).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, key, "GENERAL", e.to_string()))
+    let sql = "SELECT ab.evaluate_for_unit($1, $2::text::jsonb, $3)::text";
+    match read_text(app, "OFREP evaluation", sql, &params).await {
+        Ok(text) => serde_json::from_str::<Vec<Value>>(&text).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, key, "GENERAL", e.to_string())),
+        Err(ReadError::Busy) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, key, "GENERAL", "too many evaluations at once");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
         }
-        Ok(Err(e)) => match e.as_db_error() {
-            // The context was refused (class 22: a value pg_ab cannot take; 54000: too deep).
-            Some(db) if db.code().code().starts_with("22") || db.code().code() == "54000" => {
-                Err(error(StatusCode::BAD_REQUEST, key, "INVALID_CONTEXT", db.message()))
-            }
-            Some(db) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, key, "GENERAL", db.message())),
-            None => {
-                app.ofrep_db.report_failure("OFREP evaluation", &e);
-                Err(unavailable())
-            }
-        },
-        Err(_) => {
-            // Cancel the query rather than drop the connection: the next evaluation needs it,
-            // and a slow query (a lock, a long plan) is no sign that the connection is lost.
-            let cancel = client.cancel_token();
-            tokio::spawn(async move {
-                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
-                    tracing::warn!(error = %e, "cancelling a timed-out OFREP evaluation failed");
-                }
-            });
+        Err(ReadError::Unavailable) => Err(error(StatusCode::SERVICE_UNAVAILABLE, key, "GENERAL", "the database is not reachable now")),
+        Err(ReadError::TimedOut) => {
             Err(error(StatusCode::SERVICE_UNAVAILABLE, key, "GENERAL", "the evaluation timed out (--query-timeout-seconds)"))
         }
+        // The context was refused (class 22: a value pg_ab cannot take; 54000: too deep).
+        Err(ReadError::Refused(db)) if db.code().code().starts_with("22") || db.code().code() == "54000" => {
+            Err(error(StatusCode::BAD_REQUEST, key, "INVALID_CONTEXT", db.message()))
+        }
+        Err(ReadError::Refused(db)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, key, "GENERAL", db.message())),
     }
 }
 

@@ -241,6 +241,8 @@ CALLS = [
     ("get_test", READER, False, True, "SELECT ab.get_test('t_active')"),
     ("get_active_tests", READER, False, False, "SELECT * FROM ab.get_active_tests()"),
     ("evaluate_for_unit", READER, False, True, """SELECT ab.evaluate_for_unit('u1', '{"plan": "pro"}')"""),
+    ("dashboard", READER, False, True, "SELECT ab.dashboard()"),
+    ("dashboard", READER, False, True, "SELECT ab.dashboard(ARRAY['t_active'], 5)"),
     ("classify_5w", READER, False, False, "SELECT ab.classify_5w('person')"),
     ("apply_5w_framework", READER, False, False,
      """SELECT ab.apply_5w_framework('[{"text": "Berlin", "type": "city", "confidence": 0.9}]')"""),
