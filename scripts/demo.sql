@@ -22,7 +22,7 @@ SELECT ab.is_enabled('ff.ab_routing', 'user-1') AS routing_for_user_1_again;
 
 \echo
 \echo '== 2. A test: baseline_rule_based (champion) vs llm_v2 ================================'
-SELECT ab.create_test('{"test_name": "extraction llm_v2", "test_id": "extraction_llm_v2",
+SELECT ab.create_test('{"test_name": "assignment demo", "test_id": "assignment_demo",
                         "champion": {"name": "baseline_rule_based", "weight": 50, "confidence_threshold": 0.7},
                         "challengers": [{"name": "llm_v2", "weight": 50, "confidence_threshold": 0.8}]}')
        AS test_id \gset
@@ -108,8 +108,8 @@ SELECT m ->> 'variant' AS variant, m -> 'requests' AS requests, m -> 'errors' AS
 FROM jsonb_array_elements(ab.get_test_metrics(:'test_id') -> 'metrics') m;
 
 \echo
-\echo '== 6. Rollback ========================================================================'
-SELECT ab.rollback_test(:'test_id', 'p95 latency above 1.25 ms budget') AS rollback;
+\echo '== 6. Completing a test ==============================================================='
+SELECT ab.complete_test(:'test_id', 'baseline_rule_based') AS completed;
 SELECT variant, reason, count(*) AS users
 FROM generate_series(1, 100000) i, ab.assign(:'test_id', 'user-' || i) GROUP BY 1, 2;
 

@@ -53,6 +53,16 @@ setup() {
     install_pgrx
 }
 
+# Debian's Chromium, for the dashboard's browser test (Playwright drives it; it never downloads
+# a browser of its own).
+install_browser() {
+    if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+        log "installing Debian's chromium (the dashboard's browser test)"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+}
+
 # Builds the extension and installs it into Debian's PostgreSQL 15.
 install_extension() {
     local profile=()

@@ -4,6 +4,7 @@
 # Safe to run again; stops what it started.
 source "$(dirname "$0")/lib.sh"
 setup
+install_browser
 
 log "cargo pgrx test (unit tests and #[pg_test] inside PostgreSQL 15)"
 cd "$ROOT"

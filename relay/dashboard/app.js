@@ -269,7 +269,7 @@ function trafficTable(t, ev) {
     srm.mismatch ? badge(`SRM: mismatch (p = ${pval(srm.p_value)})`, "bad") : badge(`SRM: ok (p = ${pval(srm.p_value)})`, "good");
   return el("div", { class: "scroll" }, el("table", {},
     el("caption", {}, "Traffic against the weights ", el("span", { "data-role": "srm" }, verdict)),
-    el("thead", {}, el("tr", {}, ...["variant", "weight", "expected", "requests", "observed", "SRM units"].map((h) => el("th", { scope: "col", text: h })))),
+    el("thead", {}, el("tr", {}, ...["variant", "weight", "expected share", "requests", "share of requests", "share of SRM units"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, ...rows)));
 }
 
