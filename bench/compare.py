@@ -1,4 +1,5 @@
-"""Same-run comparison of two builds of pg_ab's library on the hot path.
+"""Same-run comparison of two builds of pg_ab's library: the hot path and the whole extraction
+pipeline (1 KB and 10 KB texts).
 
 Usage: compare.py BEFORE.so AFTER.so (run through `bench/run.sh compare REV`, which builds REV's
 library and starts the private cluster). Both builds must have the same SQL functions: only the
@@ -24,9 +25,11 @@ import run  # noqa: E402  (pgbench() and prepare() of the hot-path benchmark)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 SCRIPTS = [
-    ("assign", "assign.sql", "ab.assign"),
-    ("assign_variant", "assign_variant.sql", "ab.assign_variant"),
-    ("is_enabled", "is_enabled.sql", "ab.is_enabled"),
+    ("assign", "assign.sql", "ab.assign", ()),
+    ("assign_variant", "assign_variant.sql", "ab.assign_variant", ()),
+    ("is_enabled", "is_enabled.sql", "ab.is_enabled", ()),
+    ("pipeline_1kb", "pipeline.sql", "pipeline, 1 KB text", (f"text={run.TEXT_1KB}",)),
+    ("pipeline_10kb", "pipeline.sql", "pipeline, 10 KB text", (f"text={run.text_of(10_000)}",)),
 ]
 
 
@@ -52,14 +55,14 @@ def main() -> None:
             install(builds[b])
             floor = run.pgbench("select1.sql")
             line = [f"round {r + 1} {b:6}: SELECT 1 {floor:9,.0f} tps"]
-            for key, script, _ in SCRIPTS:
-                tps = run.pgbench(script)
+            for key, script, _, defines in SCRIPTS:
+                tps = run.pgbench(script, defines=defines)
                 ratios[b][key].append(tps / floor)
                 line.append(f"{key} {tps / floor:6.1%}")
             print(", ".join(line), flush=True)
     install(builds["after"])
     print("\nratio to SELECT 1 of the same build and round: mean (min–max)")
-    for key, _, name in SCRIPTS:
+    for key, _, name, _ in SCRIPTS:
         mb, ma = statistics.mean(ratios["before"][key]), statistics.mean(ratios["after"][key])
         spread = lambda xs: f"{min(xs):.1%}–{max(xs):.1%}"  # noqa: E731
         print(f"  {name:20} before {mb:6.1%} ({spread(ratios['before'][key])}), "

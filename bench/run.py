@@ -184,6 +184,25 @@ TEXT_1KB = (
 )
 
 
+NAMES = ["Biden", "Sunak", "Scholz", "Macron", "Warren", "Newsom", "Meloni", "Trudeau", "Modi", "Lula", "Albanese", "Kishida"]
+CITIES = ["Paris", "Berlin", "London", "Tokyo", "Brussels", "Frankfurt", "Sacramento", "Singapore", "Nairobi", "Madrid",
+          "Rome", "Vienna", "Lisbon"]
+ORGS = ["NATO", "the World Bank", "the United Nations", "the European Commission", "the Federal Reserve", "the Bank of Japan"]
+
+
+def text_of(size):
+    """About `size` bytes of news-like text; names, places and dates recur as text grows, as in
+    real documents (so the entity count grows with the size, the distinct texts more slowly)."""
+    out, k, n = [], 0, 0
+    while n < size:
+        s = (f"President {NAMES[k % 12]} met officials of {ORGS[k % 6]} in {CITIES[(k * 5) % 13]} "
+             f"on {1 + k % 28} March {2000 + k % 25} because of rising costs. ")
+        out.append(s)
+        n += len(s)
+        k += 1
+    return "".join(out)
+
+
 def entity_array(n):
     kinds = ["person", "organization", "city", "date", "event", "cause", "country", "action"]
     names = ["Joe Biden", "Joe Bidenn", "European Commission", "Washington DC", "yesterday", "climate summit",
@@ -223,6 +242,20 @@ def extraction_benchmarks():
     print(f"  apply_deduplication, 20 entities          {dd20 * 1e6:9.1f} us")
     print(f"  apply_deduplication, 200 entities         {dd200 * 1e6:9.1f} us")
     print(f"  extract_entities_rule_based, {len(TEXT_1KB.encode())} B text    {extract * 1e6:9.1f} us")
+
+    print("\nthe whole pipeline by text size (rule-based champion; per call from a client, best of 3)", flush=True)
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        base = None
+        for size, calls in ((1_000, 200), (10_000, 40), (100_000, 4)):
+            text = text_of(size)
+            found = len(conn.execute("SELECT ab.extract_entities_rule_based(%s)", (text,)).fetchone()[0])
+            kept = conn.execute("SELECT ab.extract_entities_with_ab_testing(%s, 'u1', NULL, NULL, 'bench', 'baseline_rule_based')",
+                                (text,)).fetchone()[0]["processing_metrics"]["entities_processed"]
+            t = per_call(conn, "SELECT ab.extract_entities_with_ab_testing(%s, 'u1', NULL, NULL, 'bench', 'baseline_rule_based')",
+                         (text,), calls)
+            base = base or t / len(text)
+            print(f"  {len(text.encode()) / 1000:6.1f} KB: {found:5d} entities found, {kept:4d} kept  {t * 1e3:9.3f} ms/call  "
+                  f"{t / len(text) * 1e9:7.1f} ns/byte  ({t / len(text) / base:4.2f} x the 1 KB cost per byte)")
 
     print(f"\npipeline and metrics, pgbench -M prepared -T {SECONDS}", flush=True)
     sel_tps, sel_lat = pgbench("select1.sql", clients=1, latency=True)

@@ -3,11 +3,11 @@
 
 use super::error::{raise, require_primary, required, OrRaise};
 use super::extraction::record_extraction;
-use super::ffi::{FLOAT8, INT4, TEXT};
+use super::ffi::{BOOL_ARRAY, FLOAT8, FLOAT8_ARRAY, INT4, INT4_ARRAY, TEXT, TEXT_ARRAY};
 use super::json::JsonArg;
 use super::{cache, store};
 use crate::experiments::lifecycle::{not_a_variant, unknown_test};
-use crate::extraction::metrics::{ErrorMetrics, ExtractionMetrics};
+use crate::extraction::metrics::{batch_from_json, ErrorMetrics, ExtractionMetrics};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -32,6 +32,49 @@ fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metri
     let m = ExtractionMetrics::from_json(&required(metrics, "metrics").0).or_raise();
     check_variant(test_id, variant);
     record_extraction(test_id, variant, &m)
+}
+
+/// Records a batch of requests of one test in one statement (the statistics fold runs once for
+/// the batch): `metrics` is a JSON array of `{"variant", ...the keys of
+/// submit_extraction_metrics}` — what `ab.submit_extraction_metrics_batch(test_id, jsonb[])`
+/// (sql/ingest.sql) passes as `to_jsonb` of its array. Returns the rows stored. Every item is
+/// checked before anything is stored (an error names the item); an unknown test is 42704, a
+/// name that is not one of its variants 22023.
+#[pg_extern(volatile, parallel_unsafe)]
+pub fn _submit_extraction_metrics_batch(test_id: Option<&str>, metrics: Option<JsonArg>) -> i64 {
+    require_primary("ab.submit_extraction_metrics_batch");
+    let test_id = required(test_id, "test_id");
+    let items = batch_from_json(&required(metrics, "metrics").0).or_raise();
+    let mut checked: Vec<&str> = Vec::new();
+    for item in &items {
+        if !checked.contains(&item.variant.as_str()) {
+            check_variant(test_id, &item.variant);
+            checked.push(&item.variant);
+        }
+    }
+    if items.is_empty() {
+        return 0;
+    }
+    // Columns, unnested by one INSERT … SELECT.
+    let variants: Vec<&str> = items.iter().map(|i| i.variant.as_str()).collect();
+    let latency: Vec<f64> = items.iter().map(|i| i.metrics.latency_ms).collect();
+    let entities: Vec<i32> = items.iter().map(|i| i.metrics.entities_processed).collect();
+    let confidence: Vec<Option<f64>> = items.iter().map(|i| i.metrics.average_confidence).collect();
+    let dedup: Vec<Option<f64>> = items.iter().map(|i| i.metrics.deduplication_rate).collect();
+    let success: Vec<bool> = items.iter().map(|i| i.metrics.extraction_success).collect();
+    let stored = store::kept_one::<i64>(
+        include_str!("queries/insert_extraction_batch.sql"),
+        &[TEXT, TEXT_ARRAY, FLOAT8_ARRAY, INT4_ARRAY, FLOAT8_ARRAY, FLOAT8_ARRAY, BOOL_ARRAY],
+        true,
+        &[test_id.into(), variants.into(), latency.into(), entities.into(), confidence.into(), dedup.into(), success.into()],
+    );
+    let stored = store::inserted(stored, "ab.metrics");
+    if stored != items.len() as i64 {
+        // A BEFORE INSERT trigger dropped rows: as for one row, an error, never a short count.
+        raise(crate::error::AbError::wrong_state(format!("{} of {} rows were inserted into ab.metrics", stored, items.len()))
+            .with_hint("a BEFORE INSERT trigger on ab.metrics returned NULL: pg_ab needs every row it writes there"));
+    }
+    stored
 }
 
 /// Records a failed request. Keys: error_type (required), error_message, extraction_time_ms,

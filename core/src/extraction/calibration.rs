@@ -165,7 +165,176 @@ impl Prepared {
 /// - agreement: among the other entities that cover the same words (overlapping spans, or the
 ///   same normalised text when spans are missing), the share that give it the same 5-W type;
 ///   1 when no other entity covers the same words.
-fn contextual_consistency(i: usize, all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> f64 {
+///
+/// Computed for all entities at once in O(n log n + content length): presence by one
+/// Aho–Corasick pass over the content for every entity text, agreement by counting instead of
+/// comparing pairs — equal texts through a hash map, overlapping spans as 2-D dominance counts
+/// (span (b0, b1) overlaps (a0, a1) when b0 < a1 and b1 > a0) with Fenwick trees in a sweep over
+/// the starts. [`contextual_consistency_pairwise`] is the rule spelled pair by pair; the tests
+/// check the two agree.
+fn contextual_consistency(all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> Vec<f64> {
+    let n = all.len();
+    let presence = presence(all, content_lower);
+    // Kinds as small integers: per-kind counts in arrays.
+    let mut kind_ids: Vec<&'static str> = Vec::new();
+    let kind: Vec<usize> = p
+        .kinds
+        .iter()
+        .map(|&k| match kind_ids.iter().position(|&x| x == k) {
+            Some(id) => id,
+            None => {
+                kind_ids.push(k);
+                kind_ids.len() - 1
+            }
+        })
+        .collect();
+    let kinds = kind_ids.len().max(1);
+    // Same normalised text: among all entities (for a spanless i), among the spanless ones (for i with a span).
+    let mut by_norm_all: HashMap<&str, Vec<u32>> = HashMap::new();
+    let mut by_norm_spanless: HashMap<&str, Vec<u32>> = HashMap::new();
+    for i in 0..n {
+        let c = by_norm_all.entry(p.norms[i].as_str()).or_insert_with(|| vec![0; kinds + 1]);
+        c[0] += 1;
+        c[kind[i] + 1] += 1;
+        if p.spans[i].is_none() {
+            let c = by_norm_spanless.entry(p.norms[i].as_str()).or_insert_with(|| vec![0; kinds + 1]);
+            c[0] += 1;
+            c[kind[i] + 1] += 1;
+        }
+    }
+    let spans = span_overlaps(p, &kind, kinds);
+    (0..n)
+        .map(|i| {
+            let (overlapping, agreeing) = match p.spans[i] {
+                None => {
+                    let c = &by_norm_all[p.norms[i].as_str()];
+                    (c[0] - 1, c[kind[i] + 1] - 1) // less itself
+                }
+                Some(_) => {
+                    let (o, a) = spans[i];
+                    match by_norm_spanless.get(p.norms[i].as_str()) {
+                        Some(c) => (o + c[0], a + c[kind[i] + 1]),
+                        None => (o, a),
+                    }
+                }
+            };
+            let agreement = if overlapping == 0 { 1.0 } else { f64::from(agreeing) / f64::from(overlapping) };
+            presence[i] * agreement
+        })
+        .collect()
+}
+
+/// Whether each entity's lower-cased text occurs in the lower-cased content (1.0 or 0.0); all
+/// 1.0 without content. One Aho–Corasick automaton over the distinct texts, one pass.
+fn presence(all: &[Entity], content_lower: Option<&str>) -> Vec<f64> {
+    let Some(content) = content_lower else { return vec![1.0; all.len()] };
+    let texts: Vec<String> = all.iter().map(|e| entities::text_of(e).to_lowercase()).collect();
+    let mut distinct: Vec<&str> = texts.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut found = vec![false; distinct.len()];
+    // The empty text occurs in every content (as str::contains says).
+    if let Some(empty) = distinct.iter().position(|t| t.is_empty()) {
+        found[empty] = true;
+    }
+    let patterns: Vec<&str> = distinct.iter().copied().filter(|t| !t.is_empty()).collect();
+    if let Ok(ac) = aho_corasick::AhoCorasick::new(&patterns) {
+        for m in ac.find_overlapping_iter(content) {
+            let text = patterns[m.pattern().as_usize()];
+            if let Ok(k) = distinct.binary_search(&text) {
+                found[k] = true;
+            }
+        }
+    } else {
+        // The automaton could not be built (beyond its size limits): the plain search.
+        for (k, t) in distinct.iter().enumerate() {
+            found[k] = content.contains(t);
+        }
+    }
+    texts
+        .iter()
+        .map(|t| distinct.binary_search(&t.as_str()).map_or(0.0, |k| f64::from(u8::from(found[k]))))
+        .collect()
+}
+
+/// For each entity with a span: how many other entities with spans overlap it, and how many of
+/// those share its 5-W kind; (0, 0) for an entity without a span. O(n log n).
+fn span_overlaps(p: &Prepared, kind: &[usize], kinds: usize) -> Vec<(u32, u32)> {
+    let n = p.spans.len();
+    let with_span: Vec<usize> = (0..n).filter(|&i| p.spans[i].is_some()).collect();
+    let span = |i: usize| p.spans[i].unwrap_or((0, 0));
+    // Ends, compressed to ranks, index the Fenwick trees (one for all kinds, one per kind).
+    let mut ends: Vec<u64> = with_span.iter().map(|&i| span(i).1).collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let mut trees = vec![Fenwick::new(ends.len()); kinds + 1];
+    let mut points = with_span.clone(); // added in order of start
+    points.sort_unstable_by_key(|&i| span(i).0);
+    let mut queries = with_span.clone(); // answered in order of end
+    queries.sort_unstable_by_key(|&i| span(i).1);
+    let mut out = vec![(0u32, 0u32); n];
+    let mut next = 0;
+    for &i in &queries {
+        let (a0, a1) = span(i);
+        // Every span starting before a1 is in the trees.
+        while next < points.len() && span(points[next]).0 < a1 {
+            let j = points[next];
+            let rank = ends.partition_point(|&e| e < span(j).1);
+            trees[0].add(rank);
+            trees[kind[j] + 1].add(rank);
+            next += 1;
+        }
+        // Of those, the ones ending after a0.
+        let above = ends.partition_point(|&e| e <= a0);
+        let mut overlapping = trees[0].count_from(above);
+        let mut agreeing = trees[kind[i] + 1].count_from(above);
+        if a0 < a1 {
+            // It overlaps itself: not another entity.
+            overlapping -= 1;
+            agreeing -= 1;
+        }
+        out[i] = (overlapping, agreeing);
+    }
+    out
+}
+
+/// A Fenwick (binary indexed) tree of counts over ranks 0..n.
+#[derive(Clone)]
+struct Fenwick(Vec<u32>);
+
+impl Fenwick {
+    fn new(n: usize) -> Self {
+        Fenwick(vec![0; n + 1])
+    }
+
+    fn add(&mut self, rank: usize) {
+        let mut k = rank + 1;
+        while k < self.0.len() {
+            self.0[k] += 1;
+            k += k & k.wrapping_neg();
+        }
+    }
+
+    /// Counts at ranks < `rank`.
+    fn below(&self, rank: usize) -> u32 {
+        let (mut k, mut sum) = (rank, 0);
+        while k > 0 {
+            sum += self.0[k];
+            k -= k & k.wrapping_neg();
+        }
+        sum
+    }
+
+    /// Counts at ranks ≥ `rank`.
+    fn count_from(&self, rank: usize) -> u32 {
+        self.below(self.0.len() - 1) - self.below(rank)
+    }
+}
+
+/// The rule of [`contextual_consistency`] pair by pair, O(n²): the reference the tests hold the
+/// counting version to.
+#[cfg(test)]
+fn contextual_consistency_pairwise(i: usize, all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> f64 {
     let presence = match content_lower {
         None => 1.0,
         Some(c) => f64::from(u8::from(c.contains(&entities::text_of(&all[i]).to_lowercase()))),
@@ -191,7 +360,7 @@ fn contextual_consistency(i: usize, all: &[Entity], p: &Prepared, content_lower:
 }
 
 /// The factors of entity `i` by the rules (README, "Confidence calibration").
-fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower: Option<&str>) -> Factors {
+fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, contextual_consistency: f64) -> Factors {
     let e = &all[i];
     let base = e
         .get("metadata")
@@ -214,7 +383,7 @@ fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower:
     Factors {
         base,
         source_reliability,
-        contextual_consistency: contextual_consistency(i, all, p, content_lower),
+        contextual_consistency,
         temporal_coherence,
         geographic_plausibility,
     }
@@ -226,8 +395,8 @@ fn factors(i: usize, all: &[Entity], p: &Prepared, ctx: &Context, content_lower:
 pub fn apply(all: &mut [Entity], ctx: &Context, w: &Weights) {
     let content_lower = ctx.content.map(str::to_lowercase);
     let prepared = Prepared::new(all);
-    let computed: Vec<Factors> =
-        (0..all.len()).map(|i| factors(i, all, &prepared, ctx, content_lower.as_deref())).collect();
+    let consistency = contextual_consistency(all, &prepared, content_lower.as_deref());
+    let computed: Vec<Factors> = (0..all.len()).map(|i| factors(i, all, &prepared, ctx, consistency[i])).collect();
     for (e, f) in all.iter_mut().zip(computed) {
         let calibrated = calibrate(&f, w);
         e.insert("confidence".into(), json!(calibrated));
@@ -288,7 +457,8 @@ mod tests {
         let ctx = Context { content: Some(content), source_id: None, sources: &sources, places: &places };
         let lower = content.to_lowercase();
         let prepared = Prepared::new(&es);
-        let f = |i| factors(i, &es, &prepared, &ctx, Some(&lower));
+        let consistency = contextual_consistency(&es, &prepared, Some(&lower));
+        let f = |i: usize| factors(i, &es, &prepared, &ctx, consistency[i]);
         assert_eq!(f(0).source_reliability, 0.95);
         assert_eq!(f(1).source_reliability, DEFAULT_SOURCE_RELIABILITY);
         assert_eq!(f(1).geographic_plausibility, 1.0);
@@ -299,6 +469,33 @@ mod tests {
         assert_eq!(f(0).temporal_coherence, 1.0, "not a when: rule does not apply");
         // "Biden" [10,15) is covered by two others: one agrees (who), one does not (what).
         assert_eq!(f(0).contextual_consistency, 0.5);
+    }
+
+    proptest::proptest! {
+        /// The counting version of contextual consistency equals the rule applied pair by pair:
+        /// spans overlapping, touching, empty and missing; texts repeated, absent from
+        /// the content, empty; every 5-W kind.
+        #[test]
+        fn consistency_by_counting_is_the_pairwise_rule(
+            items in proptest::collection::vec((0usize..6, 0usize..5, proptest::option::of((0u64..30, 0u64..6))), 0..60),
+            with_content in proptest::bool::ANY,
+        ) {
+            const TEXTS: [&str; 6] = ["Paris", "paris", "Biden", "p", "Atlantis", "March 5"];
+            const TYPES: [&str; 5] = ["person", "action", "city", "date", "reason"];
+            let es = ents(Value::Array(items.iter().map(|&(t, k, span)| {
+                let mut e = json!({"text": TEXTS[t], "entity_type": TYPES[k], "confidence": 0.5});
+                if let Some((start, len)) = span {
+                    e["span"] = json!([start, start + len]);
+                }
+                e
+            }).collect()));
+            let content = with_content.then_some("biden visited paris on march 5");
+            let p = Prepared::new(&es);
+            let counted = contextual_consistency(&es, &p, content);
+            for i in 0..es.len() {
+                proptest::prop_assert_eq!(counted[i], contextual_consistency_pairwise(i, &es, &p, content), "entity {}", i);
+            }
+        }
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //!   the threshold joins them.
 //! - Canonical member: the highest confidence; ties go to the longer text, then to the earlier
 //!   entity. Its key is `<5-W type>:<normalised text>`.
+//! - Cost: equal texts of a type join through a hash map; Jaro–Winkler compares distinct texts
+//!   of a type pairwise, so the cost grows with the square of the distinct texts per type, not
+//!   of the mentions.
 
 use crate::places::keys::normalize;
 use crate::extraction::entities::{self, Entity};
 use crate::error::{AbError, AbResult, Kind};
 use serde_json::{json, Value};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 pub const DEFAULT_THRESHOLD: f64 = 0.8;
 
@@ -65,27 +70,47 @@ pub fn deduplicate(all: Vec<Entity>, threshold: f64) -> Deduplicated {
     let kinds: Vec<&'static str> = all.iter().map(entities::five_w_of).collect();
     let norms: Vec<String> = all.iter().map(|e| normalize(entities::text_of(e))).collect();
     let mut parent: Vec<usize> = (0..n).collect();
+    let union = |parent: &mut Vec<usize>, i: usize, j: usize| {
+        let (ri, rj) = (find(parent, i), find(parent, j));
+        if ri != rj {
+            parent[rj.max(ri)] = ri.min(rj);
+        }
+    };
+    // Entities of one type with the same normalised text are one group (their similarity is 1,
+    // at or above any threshold): Jaro–Winkler runs only over pairs of distinct texts of a type,
+    // so repeated mentions cost a hash lookup, not a comparison with every other entity.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut distinct_by_kind: HashMap<&str, Vec<usize>> = HashMap::new();
     for i in 0..n {
-        for j in (i + 1)..n {
-            if kinds[i] != kinds[j] {
-                continue;
+        match first_of.entry((kinds[i], norms[i].as_str())) {
+            Entry::Occupied(first) => union(&mut parent, *first.get(), i),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                distinct_by_kind.entry(kinds[i]).or_default().push(i);
             }
-            let sim = if norms[i] == norms[j] { 1.0 } else { strsim::jaro_winkler(&norms[i], &norms[j]) };
-            if sim >= threshold {
-                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
-                if ri != rj {
-                    parent[rj.max(ri)] = ri.min(rj);
+        }
+    }
+    for reps in distinct_by_kind.values() {
+        for (a, &i) in reps.iter().enumerate() {
+            for &j in &reps[a + 1..] {
+                if strsim::jaro_winkler(&norms[i], &norms[j]) >= threshold {
+                    union(&mut parent, i, j);
                 }
             }
         }
     }
     let conf = |i: usize| all[i].get("confidence").and_then(Value::as_f64).unwrap_or(0.0);
+    // Groups in the order of their first member.
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut group_of_root: HashMap<usize, usize> = HashMap::new();
     for i in 0..n {
         let r = find(&mut parent, i);
-        match groups.iter_mut().find(|(root, _)| *root == r) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((r, vec![i])),
+        match group_of_root.entry(r) {
+            Entry::Occupied(g) => groups[*g.get()].1.push(i),
+            Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push((r, vec![i]));
+            }
         }
     }
     let mut kept = Vec::with_capacity(groups.len());
@@ -150,6 +175,56 @@ mod tests {
         assert_eq!(first["metadata"]["canonical_key"], "who:joe bidenn");
         assert_eq!(first["metadata"]["merged_count"], 3);
         assert_eq!(d.entities[1]["metadata"]["canonical_key"], "where:joe biden");
+    }
+
+    /// The groups by the rule applied to every pair (the reference): entity indexes, in order.
+    fn groups_pairwise(all: &[Entity], threshold: f64) -> Vec<Vec<usize>> {
+        let n = all.len();
+        let kinds: Vec<&str> = all.iter().map(entities::five_w_of).collect();
+        let norms: Vec<String> = all.iter().map(|e| normalize(entities::text_of(e))).collect();
+        let mut parent: Vec<usize> = (0..n).collect();
+        for i in 0..n {
+            for j in (i + 1)..n {
+                let sim = if norms[i] == norms[j] { 1.0 } else { strsim::jaro_winkler(&norms[i], &norms[j]) };
+                if kinds[i] == kinds[j] && sim >= threshold {
+                    let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[rj.max(ri)] = ri.min(rj);
+                }
+            }
+        }
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for i in 0..n {
+            let r = find(&mut parent, i);
+            match groups.iter_mut().find(|(root, _)| *root == r) {
+                Some((_, m)) => m.push(i),
+                None => groups.push((r, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, m)| m).collect()
+    }
+
+    proptest::proptest! {
+        /// Grouping by equal texts first, then comparing distinct texts, gives the groups of
+        /// the pairwise rule; the kept entities are each group's canonical member.
+        #[test]
+        fn grouping_is_the_pairwise_rule(
+            items in proptest::collection::vec((0usize..8, 0usize..3, 0u32..10), 0..50),
+            threshold in proptest::sample::select(vec![0.7, 0.8, 0.9, 1.0]),
+        ) {
+            const TEXTS: [&str; 8] = ["Paris", "PARIS!", "Pariss", "Parish", "Biden", "Joe Biden", "B.", "Bidden"];
+            const TYPES: [&str; 3] = ["city", "person", "date"];
+            let es = ents(Value::Array(items.iter().enumerate().map(|(i, &(t, k, c))| {
+                json!({"text": TEXTS[t], "entity_type": TYPES[k], "confidence": f64::from(c) / 10.0, "id": i})
+            }).collect()));
+            let groups = groups_pairwise(&es, threshold);
+            let d = deduplicate(es.clone(), threshold);
+            proptest::prop_assert_eq!(d.entities.len(), groups.len());
+            for (kept, members) in d.entities.iter().zip(&groups) {
+                let id = kept["id"].as_u64().unwrap_or(u64::MAX) as usize;
+                proptest::prop_assert!(members.contains(&id), "{} not in {:?}", id, members);
+                proptest::prop_assert_eq!(kept["metadata"]["merged_count"].as_u64(), Some(members.len() as u64));
+            }
+        }
     }
 
     #[test]

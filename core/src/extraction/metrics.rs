@@ -31,6 +31,13 @@ pub struct ErrorMetrics {
 
 const EXTRACTION_KEYS: [&str; 6] =
     ["latency_ms", "entities_processed", "average_confidence", "deduplication_rate", "extraction_success", "extraction_success_rate"];
+/// An item of a batch: the keys of one request plus its variant.
+const BATCH_KEYS: [&str; 7] = [
+    "variant", "latency_ms", "entities_processed", "average_confidence", "deduplication_rate", "extraction_success",
+    "extraction_success_rate",
+];
+/// Items one batch may carry: a bound on what one call holds in memory (its JSON, its columns).
+pub const MAX_BATCH: usize = 100_000;
 const ERROR_KEYS: [&str; 4] = ["error_type", "error_message", "extraction_time_ms", "content_length"];
 const MAX_ERROR_MESSAGE_CHARS: usize = 10_000;
 
@@ -78,7 +85,10 @@ impl ExtractionMetrics {
     /// (0–1, the seed's name; ≥ 0.5 is a success)}`. Without either success key a request that
     /// processed an entity succeeded.
     pub fn from_json(metrics: &Value) -> AbResult<Self> {
-        let obj = object(metrics, "metrics", &EXTRACTION_KEYS)?;
+        Self::from_object(object(metrics, "metrics", &EXTRACTION_KEYS)?)
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> AbResult<Self> {
         let entities_processed = whole(obj, "entities_processed")?.unwrap_or(0);
         let extraction_success = match (obj.get("extraction_success"), number(obj, "extraction_success_rate", 0.0, Some(1.0), false)?) {
             (Some(Value::Bool(b)), None) => *b,
@@ -111,6 +121,39 @@ impl ExtractionMetrics {
     }
 }
 
+/// One item of a batch of requests (`ab.submit_extraction_metrics_batch`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    pub variant: String,
+    pub metrics: ExtractionMetrics,
+}
+
+/// Reads a batch: a JSON array of at most [`MAX_BATCH`] objects, each the keys of
+/// [`ExtractionMetrics::from_json`] plus `"variant"` (a non-blank string). An error names the
+/// item (`metrics[3]: …`, counted from 1 as SQL arrays are) with that item's SQLSTATE class; a
+/// batch over the limit is 54000. Nothing is stored unless every item reads.
+pub fn batch_from_json(batch: &Value) -> AbResult<Vec<BatchItem>> {
+    let items = batch.as_array().ok_or_else(|| AbError::invalid("metrics must be an array of JSON objects"))?;
+    if items.len() > MAX_BATCH {
+        return Err(AbError::new(Kind::TooLarge, format!("a batch holds at most {MAX_BATCH} items, got {}", items.len()))
+            .with_hint("split it into several calls"));
+    }
+    let at = |i: usize, e: AbError| AbError { message: format!("metrics[{}]: {}", i + 1, e.message), ..e };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let obj = object(item, "an item", &BATCH_KEYS).map_err(|e| at(i, e))?;
+            let variant = match obj.get("variant") {
+                Some(Value::String(v)) if !v.trim().is_empty() => v.clone(),
+                None | Some(Value::Null) => return Err(at(i, AbError::new(Kind::NullValue, "an item needs \"variant\""))),
+                Some(v) => return Err(at(i, AbError::invalid(format!("\"variant\" must be a non-blank string, got {v}")))),
+            };
+            Ok(BatchItem { variant, metrics: ExtractionMetrics::from_object(obj).map_err(|e| at(i, e))? })
+        })
+        .collect()
+}
+
 impl ErrorMetrics {
     /// Reads `{error_type (required, not blank), error_message, extraction_time_ms (≥ 0),
     /// content_length (whole, ≥ 0)}`.
@@ -141,6 +184,30 @@ mod tests {
 
     fn kind(v: Value) -> Kind {
         ExtractionMetrics::from_json(&v).unwrap_err().kind
+    }
+
+    #[test]
+    fn batches_read_every_item_or_name_the_bad_one() {
+        let items = batch_from_json(&json!([
+            {"variant": "a", "latency_ms": 1.5, "entities_processed": 2},
+            {"variant": "b", "latency_ms": 0, "extraction_success": false, "average_confidence": 0.7},
+        ]))
+        .unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0].variant.as_str(), items[0].metrics.latency_ms, items[0].metrics.extraction_success), ("a", 1.5, true));
+        assert_eq!((items[1].variant.as_str(), items[1].metrics.average_confidence, items[1].metrics.extraction_success), ("b", Some(0.7), false));
+        // The same rules as one request, each error naming its item (from 1).
+        let single = ExtractionMetrics::from_json(&json!({"latency_ms": -1})).unwrap_err();
+        let e = batch_from_json(&json!([{"variant": "a", "latency_ms": 1}, {"variant": "a", "latency_ms": -1}])).unwrap_err();
+        assert_eq!((e.kind, e.message), (single.kind, format!("metrics[2]: {}", single.message)));
+        assert_eq!(batch_from_json(&json!([{"latency_ms": 1}])).unwrap_err().kind, Kind::NullValue);
+        assert_eq!(batch_from_json(&json!([{"variant": " ", "latency_ms": 1}])).unwrap_err().kind, Kind::InvalidParameter);
+        assert!(batch_from_json(&json!([{"variant": "a", "latency_ms": 1, "nope": 1}])).unwrap_err().message.starts_with("metrics[1]: an item has unknown key"));
+        assert_eq!(batch_from_json(&json!([7])).unwrap_err().message, "metrics[1]: an item must be a JSON object");
+        assert_eq!(batch_from_json(&json!({"variant": "a"})).unwrap_err().kind, Kind::InvalidParameter);
+        assert_eq!(batch_from_json(&json!([])).unwrap(), vec![]);
+        let big = Value::Array(vec![json!({"variant": "a", "latency_ms": 1}); MAX_BATCH + 1]);
+        assert_eq!(batch_from_json(&big).unwrap_err().kind, Kind::TooLarge);
     }
 
     #[test]

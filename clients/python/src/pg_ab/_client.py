@@ -263,6 +263,13 @@ class AsyncClient:
         """Records one request measured outside the database; ``latency_ms`` is required."""
         return UUID(await self._text("SELECT ab.submit_extraction_metrics(%s::text, %s::text, %s::jsonb)::text", test_id, variant, json.dumps(metrics)))
 
+    async def submit_extraction_metrics_batch(self, test_id: str, items: Sequence[Mapping[str, Any]]) -> int:
+        """Records many requests in one call and one statement; each item is ``variant`` plus the
+        keys of :meth:`submit_extraction_metrics`. Returns the rows stored; a bad item stores
+        nothing (the error names it, ``metrics[3]: …``)."""
+        batch = [json.dumps(i) for i in items]
+        return int(await self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::text[]::jsonb[])::text", test_id, batch))
+
     async def submit_error_metrics(self, test_id: str, variant: str, error: Mapping[str, Any]) -> UUID:
         """Records one failed request; ``error_type`` is required."""
         return UUID(await self._text("SELECT ab.submit_error_metrics(%s::text, %s::text, %s::jsonb)::text", test_id, variant, json.dumps(error)))

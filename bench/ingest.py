@@ -1,0 +1,172 @@
+"""Ingest: metrics rows per second into ab.metrics, each figure beside the floor measured in the
+same run — COPY into a plain table of the same shape (its columns, defaults and index; no
+trigger, no partitions).
+
+Measured: the floor; COPY into ab.metrics (the statistics fold runs once per COPY); the same
+COPY with the fold trigger disabled (what the fold costs); ab.submit_extraction_metrics_batch
+with 1,000 items per call from 1 and 4 clients; single-row ab.submit_extraction_metrics and a
+plain INSERT with pgbench at 4, 16 and 64 clients; exposures (ab.assign_and_log on a test that
+logs them) against ab.assign. The seed's rate is 42,726 requests/s; targets: the batch path
+≥ 43,000 rows/s and ≥ 0.8 × the floor.
+
+Run through bench/run.sh (bench/run.sh ingest), which starts the cluster and sets PGHOST/PGPORT.
+Environment: BENCH_INGEST_ROWS (rows per COPY/batch run, default 200,000), BENCH_SECONDS.
+"""
+import json
+import os
+import random
+import threading
+import time
+
+import psycopg
+
+import run as bench
+
+ROWS = int(os.environ.get("BENCH_INGEST_ROWS", "200000"))
+BATCH = 1000
+COLUMNS = "test_id, variant, kind, latency_ms, entities_processed, average_confidence, deduplication_rate, extraction_success"
+
+
+def rows(n, seed=7):
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield ("bench", rng.choice(("baseline_rule_based", "llm_v2")), "extraction", round(rng.lognormvariate(0, 0.3), 4),
+               rng.randrange(0, 9), round(rng.uniform(0.6, 0.99), 4), round(rng.uniform(0, 0.3), 4), rng.random() > 0.03)
+
+
+def copy_payload(n):
+    lines = []
+    for t, v, k, lat, ent, conf, dedup, ok in rows(n):
+        lines.append(f"{t}\t{v}\t{k}\t{lat}\t{ent}\t{conf}\t{dedup}\t{'t' if ok else 'f'}\n")
+    return "".join(lines).encode()
+
+
+def timed_copy(conn, table, payload, chunk_rows=None):
+    """Rows/s of COPY into `table`: the whole payload in one COPY, or in COPYs of chunk_rows
+    (each its own transaction, as a service flushing its buffer would)."""
+    chunks = [payload]
+    if chunk_rows:
+        lines = payload.splitlines(keepends=True)
+        chunks = [b"".join(lines[i:i + chunk_rows]) for i in range(0, len(lines), chunk_rows)]
+    n = payload.count(b"\n")
+    started = time.perf_counter()
+    for c in chunks:
+        with conn.cursor().copy(f"COPY {table} ({COLUMNS}) FROM STDIN") as cp:
+            cp.write(c)
+    return n / (time.perf_counter() - started)
+
+
+def batches(n):
+    """Items as JSON text, 1,000 per call (encoded before timing: the client's JSON is not ours to measure)."""
+    out, cur = [], []
+    for _, v, _, lat, ent, conf, dedup, ok in rows(n, seed=11):
+        cur.append(json.dumps({"variant": v, "latency_ms": lat, "entities_processed": ent, "average_confidence": conf,
+                               "deduplication_rate": dedup, "extraction_success": ok}))
+        if len(cur) == BATCH:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def timed_batches(work, clients):
+    """Rows/s of ab.submit_extraction_metrics_batch, the calls shared among `clients` connections."""
+    conns = [psycopg.connect(dbname=bench.DB, autocommit=True) for _ in range(clients)]
+    sql = "SELECT ab.submit_extraction_metrics_batch('bench', %s::text[]::jsonb[])"
+    for c in conns:  # plans ready, as a running service's would be
+        c.execute(sql, (work[0][:1],), prepare=True)
+    errors = []
+
+    def worker(i):
+        try:
+            for b in work[i::clients]:
+                conns[i].execute(sql, (b,), prepare=True)
+        except Exception as e:  # reported below, never silently dropped
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        c.close()
+    if errors:
+        raise errors[0]
+    return sum(len(b) for b in work) / elapsed
+
+
+def main():
+    conn = psycopg.connect(dbname=bench.DB, autocommit=True)
+    bench.prepare(conn)
+    conn.execute("""SELECT ab.create_test('{"test_name": "exposures", "test_id": "bench_exposures", "log_exposures": true,
+                    "champion": {"name": "baseline_rule_based", "weight": 50},
+                    "challengers": [{"name": "llm_v2", "weight": 50}], "rollout_stages": [100]}')""")
+    conn.execute("SELECT ab.start_test('bench_exposures')")
+    conn.execute("DROP TABLE IF EXISTS bench_floor")
+    conn.execute("CREATE TABLE bench_floor (LIKE ab.metrics INCLUDING DEFAULTS INCLUDING INDEXES)")
+    payload = copy_payload(ROWS)
+    print(f"ingest: {ROWS:,} rows per run; COPY payload {len(payload) / 1e6:.1f} MB", flush=True)
+
+    def best(f, rounds=3):
+        return max(f() for _ in range(rounds))
+
+    def fresh_metrics():
+        conn.execute("TRUNCATE ab.metrics, ab.metric_stats, bench_floor")
+
+    def floor():
+        fresh_metrics()
+        return timed_copy(conn, "bench_floor", payload)
+
+    def copy_metrics(chunk=None):
+        fresh_metrics()
+        return timed_copy(conn, "ab.metrics", payload, chunk)
+
+    floor_rps = best(floor)
+    copy_rps = best(copy_metrics)
+    copy_chunked = best(lambda: copy_metrics(BATCH))
+    conn.execute("ALTER TABLE ab.metrics DISABLE TRIGGER metrics_fold")
+    try:
+        copy_unfolded = best(copy_metrics)
+    finally:
+        conn.execute("ALTER TABLE ab.metrics ENABLE TRIGGER metrics_fold")
+    work = batches(ROWS)
+
+    def batch_run(clients):
+        fresh_metrics()
+        return timed_batches(work, clients)
+
+    batch1 = best(lambda: batch_run(1))
+    batch4 = best(lambda: batch_run(4))
+    # The fold is exact whatever the path: the batch run's statistics against the raw rows.
+    check = conn.execute("""SELECT (SELECT sum(requests) FROM ab.metric_stats WHERE test_id = 'bench'),
+                                   (SELECT count(*) FROM ab.metrics WHERE test_id = 'bench')""").fetchone()
+    assert check[0] == check[1] == ROWS, check
+
+    print(f"  floor: COPY into a plain table of the same shape   {floor_rps:10,.0f} rows/s")
+    print(f"  COPY into ab.metrics, one COPY                     {copy_rps:10,.0f} rows/s   {copy_rps / floor_rps:5.2f} x floor")
+    print(f"  COPY into ab.metrics, COPYs of {BATCH:,} rows           {copy_chunked:10,.0f} rows/s   {copy_chunked / floor_rps:5.2f} x floor")
+    print(f"  the same one COPY with the fold trigger disabled   {copy_unfolded:10,.0f} rows/s   "
+          f"(the fold: {1e6 / copy_rps - 1e6 / copy_unfolded:5.2f} us per row)")
+    for clients, rps in ((1, batch1), (4, batch4)):
+        print(f"  submit_extraction_metrics_batch, {BATCH:,}/call, {clients} client{'s' if clients > 1 else ' '}"
+              f" {rps:10,.0f} rows/s   {rps / floor_rps:5.2f} x floor   target >= 43,000 rows/s and >= 0.8 x floor")
+    print(f"\n  single rows, pgbench -M prepared -T {bench.SECONDS}", flush=True)
+    for clients in (4, 16, 64):
+        fresh_metrics()
+        insert = bench.pgbench("metrics_insert.sql", clients=clients)
+        fresh_metrics()
+        submit = bench.pgbench("metrics_submit.sql", clients=clients)
+        print(f"  {clients:2d} clients: plain INSERT {insert:9,.0f} rows/s   ab.submit_extraction_metrics {submit:9,.0f} rows/s"
+              f"   {submit / insert:5.2f} x INSERT")
+    assign = bench.pgbench("assign_exposures_off.sql")
+    logged = bench.pgbench("assign_and_log.sql")
+    print(f"   4 clients: ab.assign {assign:9,.0f} /s   ab.assign_and_log with exposures logged {logged:9,.0f} rows/s"
+          f"   {logged / assign:5.2f} x assign")
+
+
+if __name__ == "__main__":
+    main()
