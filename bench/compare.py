@@ -33,6 +33,11 @@ SCRIPTS = [
 ]
 
 
+def pct(r: float) -> str:
+    """A ratio as a percentage with three significant digits (the pipeline's are below 1 %)."""
+    return f"{r:6.1%}" if r >= 0.1 else f"{r:6.3%}"
+
+
 def install(library: Path) -> None:
     """Puts `library` in place of pg_ab.so: a copy renamed over it (a new inode)."""
     pkglibdir = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip()
@@ -58,15 +63,15 @@ def main() -> None:
             for key, script, _, defines in SCRIPTS:
                 tps = run.pgbench(script, defines=defines)
                 ratios[b][key].append(tps / floor)
-                line.append(f"{key} {tps / floor:6.1%}")
+                line.append(f"{key} {pct(tps / floor)}")
             print(", ".join(line), flush=True)
     install(builds["after"])
     print("\nratio to SELECT 1 of the same build and round: mean (min–max)")
     for key, _, name, _ in SCRIPTS:
         mb, ma = statistics.mean(ratios["before"][key]), statistics.mean(ratios["after"][key])
-        spread = lambda xs: f"{min(xs):.1%}–{max(xs):.1%}"  # noqa: E731
-        print(f"  {name:20} before {mb:6.1%} ({spread(ratios['before'][key])}), "
-              f"after {ma:6.1%} ({spread(ratios['after'][key])}), after/before {ma / mb:.3f}")
+        spread = lambda xs: f"{pct(min(xs))}–{pct(max(xs))}"  # noqa: E731
+        print(f"  {name:20} before {pct(mb)} ({spread(ratios['before'][key])}), "
+              f"after {pct(ma)} ({spread(ratios['after'][key])}), after/before {ma / mb:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
 # cluster on port 54331, runs bench/run.py (hot path, extraction), bench/hierarchy.py,
 # bench/evaluate.py (evaluation on 10M metric rows), bench/relay.sh (the relay) and the long run of
 # the concurrency invariants and of the resuming burst, and stops the cluster.
-# `bench/run.sh hierarchy` (or hotpath, targeting, client, ingest, evaluate, relay, concurrency, resume) runs one part only.
+# `bench/run.sh hierarchy` (or hotpath, pipeline, targeting, client, ingest, evaluate, relay, concurrency, resume) runs one
+# part only (pipeline: the extraction figures of hotpath).
 # `bench/run.sh compare REV` builds git revision REV's library (release, in a worktree under
 # .run/) and compares it with this tree's on the hot path in the same run (bench/compare.py).
 # Results go to stdout; BENCHMARKS.md records them.
 source "$(dirname "$0")/../scripts/lib.sh"
 part=${1:-all}
-case $part in all|hotpath|hierarchy|evaluate|relay|concurrency|resume|compare|targeting|client|ingest) ;; *) echo "usage: $0 [hotpath|hierarchy|evaluate|relay|concurrency|resume|targeting|client|ingest|compare REV]" >&2; exit 2;; esac
+case $part in all|hotpath|pipeline|hierarchy|evaluate|relay|concurrency|resume|compare|targeting|client|ingest) ;; *) echo "usage: $0 [hotpath|pipeline|hierarchy|evaluate|relay|concurrency|resume|targeting|client|ingest|compare REV]" >&2; exit 2;; esac
 if [ "$part" = compare ]; then
     rev=${2:?usage: $0 compare REV}
     before="$ROOT/.run/compare/$(git -C "$ROOT" rev-parse --short "$rev")"
@@ -37,6 +38,8 @@ if [ "$part" = compare ]; then
     "$PY" "$ROOT/bench/compare.py" "$before/libpg_ab.so" "$ROOT/target/release/libpg_ab.so"
 fi
 if want hotpath; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/run.py"; echo; fi
+# The extraction part of run.py alone (run.py itself runs it after the hot path).
+if [ "$part" = pipeline ]; then (cd "$ROOT/bench" && "$PY" -c "import psycopg, run; run.prepare(psycopg.connect(dbname=run.DB, autocommit=True)); run.extraction_benchmarks()"); echo; fi
 if want targeting; then "$PY" "$ROOT/bench/targeting.py"; echo; fi
 if want client; then "$PY" "$ROOT/bench/client.py"; echo; fi
 if want ingest; then (cd "$ROOT/bench" && "$PY" "$ROOT/bench/ingest.py"); echo; fi

@@ -1091,29 +1091,14 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_flag_hashing_wrapper';
 
-CREATE FUNCTION "_submit_extraction_metrics_batch"(
+CREATE FUNCTION "submit_extraction_metrics_batch"(
 	"test_id" TEXT, /* Option < & str > */
 	"metrics" jsonb /* Option < JsonArg > */
 ) RETURNS bigint /* i64 */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', '_submit_extraction_metrics_batch_wrapper';
+AS 'MODULE_PATHNAME', 'submit_extraction_metrics_batch_wrapper';
 
--- Batch ingest (sql/ingest.sql), over the library function above.
--- Ingest in batches: the platform writes one metrics row per request (the seed: 42,726 requests/s);
--- one call per row costs a round trip and a statement each, a batch one of each for all its rows.
---
--- ab.submit_extraction_metrics_batch(test_id, metrics jsonb[]): bigint, the rows stored. Each
--- item is {"variant": name, ...the keys of ab.submit_extraction_metrics}; at most 100,000 items
--- (54000 beyond). Every item is checked before anything is stored, an error naming the item
--- (`metrics[3]: "latency_ms" must be 0 or more, got -1`, 22003). One INSERT for the batch, so
--- the statistics fold (ab.fold_metrics) runs once per batch. COPY into ab.metrics is folded
--- the same way (the trigger is per statement) and needs no function.
-CREATE FUNCTION ab.submit_extraction_metrics_batch(test_id text, metrics jsonb[])
-RETURNS bigint
-LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $$
-    SELECT ab._submit_extraction_metrics_batch(test_id, to_jsonb(metrics))
-$$;
 
 -- Least privilege. PUBLIC gets nothing in schema ab: no usage (the schema is created without
 -- it) and no EXECUTE on any function (revoked below, at the end of the install script).
@@ -1155,8 +1140,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
         'resolve_ancestors', 'resolve_ancestors_many', 'resolve_name', '_resolve_name']
     WHEN 'ab_writer' THEN ARRAY[
-        'assign_and_log', 'submit_extraction_metrics', 'submit_extraction_metrics_batch',
-        '_submit_extraction_metrics_batch', 'submit_error_metrics',
+        'assign_and_log', 'submit_extraction_metrics', 'submit_extraction_metrics_batch', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
         'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks',

@@ -39,8 +39,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'cache_stats', 'hierarchy_cache_stats', 'reset_cache_stats', 'preload_hierarchy',
         'resolve_ancestors', 'resolve_ancestors_many', 'resolve_name', '_resolve_name']
     WHEN 'ab_writer' THEN ARRAY[
-        'assign_and_log', 'submit_extraction_metrics', 'submit_extraction_metrics_batch',
-        '_submit_extraction_metrics_batch', 'submit_error_metrics',
+        'assign_and_log', 'submit_extraction_metrics', 'submit_extraction_metrics_batch', 'submit_error_metrics',
         'extract_entities_with_ab_testing', '_latency_sketch']
     WHEN 'ab_relay' THEN ARRAY[
         'get_test', 'relay_lag', 'events_since', 'create_metrics_partitions', 'prune_events', 'evaluate_all_risks',

@@ -23,7 +23,6 @@ pgrx::extension_sql_file!("../sql/targeting.sql", name = "targeting", requires =
 pgrx::extension_sql_file!("../sql/schedules.sql", name = "schedules", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/remote.sql", name = "remote", requires = ["schema"]);
 pgrx::extension_sql_file!("../sql/dashboard.sql", name = "dashboard", requires = ["schema"]);
-pgrx::extension_sql_file!("../sql/ingest.sql", name = "ingest", requires = ["schema", pg::metrics::_submit_extraction_metrics_batch]);
 pgrx::extension_sql_file!("../sql/roles.sql", name = "roles", finalize);
 
 #[pgrx::pg_guard]

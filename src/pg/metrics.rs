@@ -34,14 +34,16 @@ fn submit_extraction_metrics(test_id: Option<&str>, variant: Option<&str>, metri
     record_extraction(test_id, variant, &m)
 }
 
-/// Records a batch of requests of one test in one statement (the statistics fold runs once for
-/// the batch): `metrics` is a JSON array of `{"variant", ...the keys of
-/// submit_extraction_metrics}` — what `ab.submit_extraction_metrics_batch(test_id, jsonb[])`
-/// (sql/ingest.sql) passes as `to_jsonb` of its array. Returns the rows stored. Every item is
-/// checked before anything is stored (an error names the item); an unknown test is 42704, a
-/// name that is not one of its variants 22023.
+/// Records a batch of requests of one test in one call and one statement (the statistics fold
+/// runs once for the batch): `metrics` is a JSON array of `{"variant", ...the keys of
+/// submit_extraction_metrics}`, at most 100,000 items (54000 beyond). Returns the rows stored.
+/// Every item is checked before anything is stored (an error names the item: `metrics[3]:
+/// "latency_ms" must be 0 or more, got -1`, 22003); an unknown test is 42704, a name that is not
+/// one of its variants 22023. One JSON array rather than `jsonb[]`: PostgreSQL parses an array
+/// parameter's literal and then each element, which cost three times this whole call for 1,000
+/// items (BENCHMARKS.md, "Ingest").
 #[pg_extern(volatile, parallel_unsafe)]
-pub fn _submit_extraction_metrics_batch(test_id: Option<&str>, metrics: Option<JsonArg>) -> i64 {
+fn submit_extraction_metrics_batch(test_id: Option<&str>, metrics: Option<JsonArg>) -> i64 {
     require_primary("ab.submit_extraction_metrics_batch");
     let test_id = required(test_id, "test_id");
     let items = batch_from_json(&required(metrics, "metrics").0).or_raise();

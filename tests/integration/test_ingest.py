@@ -60,8 +60,7 @@ def test_batch_copy_and_single_rows_fold_to_the_same_evaluation(connect):
         conn.execute("SELECT ab.submit_extraction_metrics('t_single', %s, %s::jsonb)", (it["variant"], json.dumps(m)))
     stored = 0
     for i in range(0, len(items), 400):
-        chunk = [json.dumps(x) for x in items[i:i + 400]]
-        stored += one(conn, "SELECT ab.submit_extraction_metrics_batch('t_batch', %s::text[]::jsonb[])", chunk)
+        stored += one(conn, "SELECT ab.submit_extraction_metrics_batch('t_batch', %s::jsonb)", json.dumps(items[i:i + 400]))
     assert stored == len(items)
     with conn.cursor().copy("COPY ab.metrics (test_id, variant, kind, latency_ms, entities_processed, average_confidence, "
                             "deduplication_rate, extraction_success) FROM STDIN") as cp:
@@ -79,29 +78,31 @@ def test_batch_copy_and_single_rows_fold_to_the_same_evaluation(connect):
 def test_a_bad_item_stores_nothing_and_is_named(connect):
     conn = connect()
     make_test(conn, "t_bad")
-    good = [json.dumps({"variant": "llm_v2", "latency_ms": 1})] * 3
+    good = [{"variant": "llm_v2", "latency_ms": 1}] * 3
     before = one(conn, "SELECT count(*) FROM ab.metrics"), one(conn, "SELECT count(*) FROM ab.metric_stats")
     cases = [
-        (good + [json.dumps({"variant": "llm_v2", "latency_ms": -1})], psycopg.errors.NumericValueOutOfRange,
+        (good + [{"variant": "llm_v2", "latency_ms": -1}], psycopg.errors.NumericValueOutOfRange,
          'metrics[4]: "latency_ms" must be 0 or more, got -1'),
-        ([json.dumps({"latency_ms": 1})] + good, psycopg.errors.NullValueNotAllowed, 'metrics[1]: an item needs "variant"'),
-        (good + [json.dumps({"variant": "llm_v2", "latency_ms": 1, "latency": 2})], psycopg.errors.InvalidParameterValue,
+        ([{"latency_ms": 1}] + good, psycopg.errors.NullValueNotAllowed, 'metrics[1]: an item needs "variant"'),
+        (good + [{"variant": "llm_v2", "latency_ms": 1, "latency": 2}], psycopg.errors.InvalidParameterValue,
          'metrics[4]: an item has unknown key "latency"'),
-        (good + ["7"], psycopg.errors.InvalidParameterValue, "metrics[4]: an item must be a JSON object"),
-        (good + [json.dumps({"variant": "gpt_9", "latency_ms": 1})], psycopg.errors.InvalidParameterValue,
+        (good + [7], psycopg.errors.InvalidParameterValue, "metrics[4]: an item must be a JSON object"),
+        (good + [{"variant": "gpt_9", "latency_ms": 1}], psycopg.errors.InvalidParameterValue,
          '"gpt_9" is not a variant of test "t_bad"'),
     ]
     for batch, error, message in cases:
         with pytest.raises(error) as e:
-            conn.execute("SELECT ab.submit_extraction_metrics_batch('t_bad', %s::text[]::jsonb[])", (batch,))
+            conn.execute("SELECT ab.submit_extraction_metrics_batch('t_bad', %s::jsonb)", (json.dumps(batch),))
         assert message in str(e.value), (message, str(e.value))
     with pytest.raises(psycopg.errors.UndefinedObject):
-        conn.execute("SELECT ab.submit_extraction_metrics_batch('no_such_test', %s::text[]::jsonb[])", (good,))
+        conn.execute("SELECT ab.submit_extraction_metrics_batch('no_such_test', %s::jsonb)", (json.dumps(good),))
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="metrics must be an array"):
+        conn.execute("""SELECT ab.submit_extraction_metrics_batch('t_bad', '{"variant": "llm_v2", "latency_ms": 1}')""")
     with pytest.raises(psycopg.errors.NullValueNotAllowed):
         conn.execute("SELECT ab.submit_extraction_metrics_batch('t_bad', NULL)")
     assert (one(conn, "SELECT count(*) FROM ab.metrics"), one(conn, "SELECT count(*) FROM ab.metric_stats")) == before
-    assert one(conn, "SELECT ab.submit_extraction_metrics_batch('t_bad', '{}')") == 0
-    assert one(conn, "SELECT ab.submit_extraction_metrics_batch('t_bad', %s::text[]::jsonb[])", good) == 3
+    assert one(conn, "SELECT ab.submit_extraction_metrics_batch('t_bad', '[]')") == 0
+    assert one(conn, "SELECT ab.submit_extraction_metrics_batch('t_bad', %s::jsonb)", json.dumps(good)) == 3
     # The Python client's call, and its error class for a bad item.
     client = pg_ab.Client(conn)
     assert client.submit_extraction_metrics_batch("t_bad", [{"variant": "llm_v2", "latency_ms": 2.5}] * 2) == 2

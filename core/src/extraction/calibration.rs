@@ -225,36 +225,38 @@ fn contextual_consistency(all: &[Entity], p: &Prepared, content_lower: Option<&s
 }
 
 /// Whether each entity's lower-cased text occurs in the lower-cased content (1.0 or 0.0); all
-/// 1.0 without content. One Aho–Corasick automaton over the distinct texts, one pass.
+/// 1.0 without content. Each distinct text is looked up once: by `str::contains` for small
+/// inputs, by one Aho–Corasick pass over the content when texts × content is large (building
+/// the automaton costs more than a few hundred short searches).
 fn presence(all: &[Entity], content_lower: Option<&str>) -> Vec<f64> {
     let Some(content) = content_lower else { return vec![1.0; all.len()] };
     let texts: Vec<String> = all.iter().map(|e| entities::text_of(e).to_lowercase()).collect();
     let mut distinct: Vec<&str> = texts.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let mut found = vec![false; distinct.len()];
-    // The empty text occurs in every content (as str::contains says).
-    if let Some(empty) = distinct.iter().position(|t| t.is_empty()) {
-        found[empty] = true;
-    }
-    let patterns: Vec<&str> = distinct.iter().copied().filter(|t| !t.is_empty()).collect();
-    if let Ok(ac) = aho_corasick::AhoCorasick::new(&patterns) {
-        for m in ac.find_overlapping_iter(content) {
-            let text = patterns[m.pattern().as_usize()];
-            if let Ok(k) = distinct.binary_search(&text) {
-                found[k] = true;
-            }
-        }
-    } else {
-        // The automaton could not be built (beyond its size limits): the plain search.
-        for (k, t) in distinct.iter().enumerate() {
-            found[k] = content.contains(t);
-        }
-    }
+    let found = occurring(&distinct, content, distinct.len().saturating_mul(content.len()) > AUTOMATON_ABOVE);
     texts
         .iter()
         .map(|t| distinct.binary_search(&t.as_str()).map_or(0.0, |k| f64::from(u8::from(found[k]))))
         .collect()
+}
+
+/// Texts × content bytes above which [`presence`] searches with an automaton.
+const AUTOMATON_ABOVE: usize = 1 << 20;
+
+/// Which of `texts` occur in `content` (the empty text occurs in every content, as
+/// `str::contains` says): one search per text, or one Aho–Corasick pass for all.
+fn occurring(texts: &[&str], content: &str, automaton: bool) -> Vec<bool> {
+    use aho_corasick::{AhoCorasick, AhoCorasickKind};
+    let ac = automaton
+        .then(|| AhoCorasick::builder().kind(Some(AhoCorasickKind::ContiguousNFA)).build(texts).ok())
+        .flatten();
+    let Some(ac) = ac else { return texts.iter().map(|t| content.contains(t)).collect() };
+    let mut found: Vec<bool> = texts.iter().map(|t| t.is_empty()).collect();
+    for m in ac.find_overlapping_iter(content) {
+        found[m.pattern().as_usize()] = true;
+    }
+    found
 }
 
 /// For each entity with a span: how many other entities with spans overlap it, and how many of
@@ -495,6 +497,21 @@ mod tests {
             for i in 0..es.len() {
                 proptest::prop_assert_eq!(counted[i], contextual_consistency_pairwise(i, &es, &p, content), "entity {}", i);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The automaton finds exactly the texts `str::contains` finds (overlapping, repeated,
+        /// empty, absent; non-ASCII).
+        #[test]
+        fn the_automaton_finds_what_contains_finds(
+            texts in proptest::collection::vec("[abé ]{0,4}", 0..40),
+            content in "[abcé ]{0,200}",
+        ) {
+            let mut distinct: Vec<&str> = texts.iter().map(String::as_str).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            proptest::prop_assert_eq!(occurring(&distinct, &content, true), occurring(&distinct, &content, false));
         }
     }
 

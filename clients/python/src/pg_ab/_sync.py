@@ -265,8 +265,8 @@ class Client:
         """Records many requests in one call and one statement; each item is ``variant`` plus the
         keys of :meth:`submit_extraction_metrics`. Returns the rows stored; a bad item stores
         nothing (the error names it, ``metrics[3]: …``)."""
-        batch = [json.dumps(i) for i in items]
-        return int(self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::text[]::jsonb[])::text", test_id, batch))
+        batch = json.dumps(list(items))
+        return int(self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::jsonb)::text", test_id, batch))
 
     def submit_error_metrics(self, test_id: str, variant: str, error: Mapping[str, Any]) -> UUID:
         """Records one failed request; ``error_type`` is required."""
