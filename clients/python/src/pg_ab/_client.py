@@ -268,7 +268,7 @@ class AsyncClient:
         keys of :meth:`submit_extraction_metrics`. Returns the rows stored; a bad item stores
         nothing (the error names it, ``metrics[3]: …``)."""
         batch = json.dumps(list(items))
-        return int(await self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::jsonb)::text", test_id, batch))
+        return int(await self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::jsonb)::text", test_id, batch) or 0)
 
     async def submit_error_metrics(self, test_id: str, variant: str, error: Mapping[str, Any]) -> UUID:
         """Records one failed request; ``error_type`` is required."""

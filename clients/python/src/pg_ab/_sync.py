@@ -266,7 +266,7 @@ class Client:
         keys of :meth:`submit_extraction_metrics`. Returns the rows stored; a bad item stores
         nothing (the error names it, ``metrics[3]: …``)."""
         batch = json.dumps(list(items))
-        return int(self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::jsonb)::text", test_id, batch))
+        return int(self._text("SELECT ab.submit_extraction_metrics_batch(%s::text, %s::jsonb)::text", test_id, batch) or 0)
 
     def submit_error_metrics(self, test_id: str, variant: str, error: Mapping[str, Any]) -> UUID:
         """Records one failed request; ``error_type`` is required."""
