@@ -166,13 +166,22 @@ impl Prepared {
 ///   same normalised text when spans are missing), the share that give it the same 5-W type;
 ///   1 when no other entity covers the same words.
 ///
-/// Computed for all entities at once in O(n log n + content length): presence by one
+/// Up to [`PAIRWISE_UP_TO`] entities pair by pair; beyond, for all entities at once in
+/// O(n log n + content length): presence by one
 /// Aho–Corasick pass over the content for every entity text, agreement by counting instead of
 /// comparing pairs — equal texts through a hash map, overlapping spans as 2-D dominance counts
 /// (span (b0, b1) overlaps (a0, a1) when b0 < a1 and b1 > a0) with Fenwick trees in a sweep over
 /// the starts. [`contextual_consistency_pairwise`] is the rule spelled pair by pair; the tests
 /// check the two agree.
 fn contextual_consistency(all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> Vec<f64> {
+    if all.len() <= PAIRWISE_UP_TO {
+        return (0..all.len()).map(|i| contextual_consistency_pairwise(i, all, p, content_lower)).collect();
+    }
+    contextual_consistency_counted(all, p, content_lower)
+}
+
+/// [`contextual_consistency`] by counting.
+fn contextual_consistency_counted(all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> Vec<f64> {
     let n = all.len();
     let presence = presence(all, content_lower);
     // Kinds as small integers: per-kind counts in arrays.
@@ -223,6 +232,10 @@ fn contextual_consistency(all: &[Entity], p: &Prepared, content_lower: Option<&s
         })
         .collect()
 }
+
+/// Entities up to which comparing every pair is cheaper than counting (57 entities: 16 µs pair
+/// by pair, 34 µs counting; 550: 1.0 ms against 0.28 ms; 5,500: 73 ms against 2.9 ms).
+const PAIRWISE_UP_TO: usize = 64;
 
 /// Whether each entity's lower-cased text occurs in the lower-cased content (1.0 or 0.0); all
 /// 1.0 without content. Each distinct text is looked up once: by `str::contains` for small
@@ -334,8 +347,7 @@ impl Fenwick {
 }
 
 /// The rule of [`contextual_consistency`] pair by pair, O(n²): the reference the tests hold the
-/// counting version to.
-#[cfg(test)]
+/// counting version to, and the faster of the two for a few dozen entities.
 fn contextual_consistency_pairwise(i: usize, all: &[Entity], p: &Prepared, content_lower: Option<&str>) -> f64 {
     let presence = match content_lower {
         None => 1.0,
@@ -479,7 +491,7 @@ mod tests {
         /// the content, empty; every 5-W kind.
         #[test]
         fn consistency_by_counting_is_the_pairwise_rule(
-            items in proptest::collection::vec((0usize..6, 0usize..5, proptest::option::of((0u64..30, 0u64..6))), 0..60),
+            items in proptest::collection::vec((0usize..6, 0usize..5, proptest::option::of((0u64..30, 0u64..6))), 0..90),
             with_content in proptest::bool::ANY,
         ) {
             const TEXTS: [&str; 6] = ["Paris", "paris", "Biden", "p", "Atlantis", "March 5"];
@@ -493,7 +505,7 @@ mod tests {
             }).collect()));
             let content = with_content.then_some("biden visited paris on march 5");
             let p = Prepared::new(&es);
-            let counted = contextual_consistency(&es, &p, content);
+            let counted = contextual_consistency_counted(&es, &p, content);
             for i in 0..es.len() {
                 proptest::prop_assert_eq!(counted[i], contextual_consistency_pairwise(i, &es, &p, content), "entity {}", i);
             }
@@ -541,3 +553,4 @@ mod tests {
         assert_eq!(w.to_json()["base"], 0.4);
     }
 }
+
