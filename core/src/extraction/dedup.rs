@@ -8,8 +8,8 @@
 //! - Canonical member: the highest confidence; ties go to the longer text, then to the earlier
 //!   entity. Its key is `<5-W type>:<normalised text>`.
 //! - Cost: equal texts of a type join through a hash map; Jaro–Winkler compares distinct texts
-//!   of a type pairwise, so the cost grows with the square of the distinct texts per type, not
-//!   of the mentions.
+//!   of a type pairwise, skipping pairs already joined, so the cost grows with the square of the
+//!   distinct texts per type that stay apart, not of the mentions.
 
 use crate::places::keys::normalize;
 use crate::extraction::entities::{self, Entity};
@@ -90,10 +90,13 @@ pub fn deduplicate(all: Vec<Entity>, threshold: f64) -> Deduplicated {
             }
         }
     }
+    // Single linkage needs only connectivity: a pair already joined through others is not
+    // compared (texts that mostly merge, such as dates of one month, cost about one comparison
+    // per text instead of one per pair).
     for reps in distinct_by_kind.values() {
         for (a, &i) in reps.iter().enumerate() {
             for &j in &reps[a + 1..] {
-                if strsim::jaro_winkler(&norms[i], &norms[j]) >= threshold {
+                if find(&mut parent, i) != find(&mut parent, j) && strsim::jaro_winkler(&norms[i], &norms[j]) >= threshold {
                     union(&mut parent, i, j);
                 }
             }
