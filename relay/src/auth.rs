@@ -40,6 +40,11 @@ pub fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
+/// The bearer token of a request's `Authorization` header, if it has one.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
+}
+
 /// What a token must satisfy beyond its signature and `exp`/`nbf`, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {

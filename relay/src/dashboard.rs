@@ -65,8 +65,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// `GET /api/dashboard`: the snapshot of the tests the token grants.
 pub async fn snapshot(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);
-    let grant = match app.verifier.verify(token) {
+    let grant = match app.verifier.verify(crate::auth::bearer_of(&headers)) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::UNAUTHORIZED, e),
     };

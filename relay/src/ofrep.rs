@@ -134,10 +134,6 @@ async fn evaluate(app: &App, key: Option<&str>, unit: &str, context: &Map<String
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer)
-}
-
 /// `POST /ofrep/v1/evaluate/flags/{key}`, counted in `/metrics` by outcome.
 pub async fn evaluate_flag(State(app): State<Arc<App>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let response = evaluate_flag_inner(&app, key, &headers, &body).await;
@@ -146,7 +142,7 @@ pub async fn evaluate_flag(State(app): State<Arc<App>>, Path(key): Path<String>,
 }
 
 async fn evaluate_flag_inner(app: &App, key: String, headers: &HeaderMap, body: &[u8]) -> Response {
-    let grant = match app.verifier.verify(bearer(headers)) {
+    let grant = match app.verifier.verify(crate::auth::bearer_of(headers)) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::UNAUTHORIZED, Some(&key), "GENERAL", e),
     };
@@ -176,7 +172,7 @@ pub async fn evaluate_all(State(app): State<Arc<App>>, headers: HeaderMap, body:
 }
 
 async fn evaluate_all_inner(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
-    let grant = match app.verifier.verify(bearer(headers)) {
+    let grant = match app.verifier.verify(crate::auth::bearer_of(headers)) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::UNAUTHORIZED, None, "GENERAL", e),
     };

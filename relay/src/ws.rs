@@ -79,12 +79,7 @@ pub async fn handler(
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer)
-        .map(str::to_owned);
-    let token = bearer.or(q.token);
+    let token = crate::auth::bearer_of(&headers).map(str::to_owned).or(q.token);
     // Clients only send small commands; refuse anything large before buffering it. What the
     // relay writes (events, replies, pongs to the client's pings) is bounded per client: a peer
     // that sends but never reads makes the write buffer fill, and the connection is dropped
