@@ -167,8 +167,8 @@ impl Prepared {
 ///   1 when no other entity covers the same words.
 ///
 /// Up to [`PAIRWISE_UP_TO`] entities pair by pair; beyond, for all entities at once in
-/// O(n log n + content length): presence by one
-/// Aho–Corasick pass over the content for every entity text, agreement by counting instead of
+/// O(n log n + content length): presence once per distinct text ([`presence`]: one
+/// Aho–Corasick pass over the content for large inputs), agreement by counting instead of
 /// comparing pairs — equal texts through a hash map, overlapping spans as 2-D dominance counts
 /// (span (b0, b1) overlaps (a0, a1) when b0 < a1 and b1 > a0) with Fenwick trees in a sweep over
 /// the starts. [`contextual_consistency_pairwise`] is the rule spelled pair by pair; the tests
