@@ -156,6 +156,13 @@ def main():
     r1 = results["assign"] / results["select1"]
     print(f"  assign tps / SELECT 1 tps               {r1:8.1%}      >= 85 %")
     print(f"  assign tps / trivial FROM-function tps  {results['assign'] / results['trivial_from']:8.1%}")
+    # Machine time per transaction (cores / tps; pgbench's share included): what one assign
+    # transaction costs over the same statement shape with a trivial function.
+    cores = os.cpu_count() or 1
+    over = (cores / results["assign"] - cores / results["trivial_from"]) * 1e6
+    print(f"  assign transaction over the FROM-shape floor {over:+6.1f} us   "
+          f"({cores / results['assign'] * 1e6:.1f} us against {cores / results['trivial_from'] * 1e6:.1f} us of "
+          f"{cores} cores per transaction)")
     print(f"  assign_variant tps / SELECT 1 tps       {results['assign_variant'] / results['select1']:8.1%}")
     print(f"  is_enabled tps / SELECT 1 tps           {results['is_enabled'] / results['select1']:8.1%}")
     print(f"  assign cost per call                    {per_assign / 1000:8.3f} us   <= 1 us")

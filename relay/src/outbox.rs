@@ -10,13 +10,13 @@
 //! latest *completed* xid + 1) and an xid the relay takes right after the read.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pg_ab_core::experiments::resume::ResumePoint;
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 /// One event ready to send: its JSON is the stored payload plus `event_id` and `resume_token`.
 #[derive(Debug, Clone)]
@@ -161,37 +161,76 @@ const GUARDS_ENDED: &str = "SELECT g.ord, NOT EXISTS (
 /// An xid assigned now: larger than any xid a hole's holder can have.
 const NEXT_XID: &str = "SELECT pg_current_xact_id()::text::bigint";
 
+/// The reader's statements, prepared once per connection. A statement given as text is parsed
+/// and described on every call — a round trip of its own before the one that runs it — and a
+/// read runs two or three of them, so under load the reader spent most of its time waiting.
+#[derive(Default)]
+pub struct Prepared {
+    /// The connection they were prepared on (held weakly: a reconnect makes a new one, and the
+    /// allocation is not reused while this is held, so the comparison cannot be fooled).
+    on: Weak<Client>,
+    statements: Option<[Statement; 3]>,
+}
+
+impl Prepared {
+    /// [NEXT_EVENTS, GUARDS_ENDED, NEXT_XID] on `client`, prepared (in one pipelined exchange)
+    /// the first time it is seen.
+    async fn on(&mut self, client: &Arc<Client>) -> Result<&[Statement; 3], tokio_postgres::Error> {
+        let kept = self.statements.take().filter(|_| Weak::ptr_eq(&self.on, &Arc::downgrade(client)));
+        let statements = match kept {
+            Some(s) => s,
+            None => {
+                let (a, b, c) = futures_util::try_join!(client.prepare(NEXT_EVENTS), client.prepare(GUARDS_ENDED), client.prepare(NEXT_XID))?;
+                self.on = Arc::downgrade(client);
+                [a, b, c]
+            }
+        };
+        Ok(self.statements.insert(statements))
+    }
+}
+
 /// Reads the next events after `position`: first any hole that has filled, then new ids in
 /// order, at most `limit` of those. Returns them in the order to deliver. On error the position
 /// is left as it was, so nothing read by the failed call is skipped.
-pub async fn read_next(client: &Client, position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
+pub async fn read_next(client: &Arc<Client>, prepared: &mut Prepared, position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
     let mut next = position.clone();
-    let out = read_into(client, &mut next, limit).await?;
+    let read = read_into(client, prepared.on(client).await?, &mut next, limit).await;
+    // A failed read prepares again (a statement can go stale: `ALTER EXTENSION pg_ab UPDATE`
+    // changing ab.events makes its plan's result type change).
+    let out = read.inspect_err(|_| prepared.statements = None)?;
     *position = next;
     Ok(out)
 }
 
-async fn read_into(client: &Client, position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
+async fn read_into(client: &Client, [next_events, guards_ended, next_xid]: &[Statement; 3], position: &mut Position, limit: i64) -> Result<Vec<Event>, tokio_postgres::Error> {
     // Ask which guards have ended before reading: a holder that finished before this check is
     // then visible to the read below, so closing its remaining holes afterwards loses nothing.
+    // Both statements go out together (one round trip): a connection runs its requests in the
+    // order they are sent, each in its own transaction, so the check still comes first.
     let guards = position.guards();
+    let holes = position.open_holes();
+    let snapshots: Vec<&str> = guards.iter().map(|g| g.snapshot.as_str()).collect();
+    let next_xids: Vec<i64> = guards.iter().map(|g| g.next_xid).collect();
+    let check = async {
+        if guards.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(guards_ended, &[&snapshots, &next_xids]).await
+    };
+    let high = position.high();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&high, &limit, &holes];
+    let (checked, rows) = futures_util::try_join!(check, client.query(next_events, &params))?;
     let mut ended = Vec::new();
-    if !guards.is_empty() {
-        let snapshots: Vec<&str> = guards.iter().map(|g| g.snapshot.as_str()).collect();
-        let next_xids: Vec<i64> = guards.iter().map(|g| g.next_xid).collect();
-        for (guard, row) in guards.iter().zip(client.query(GUARDS_ENDED, &[&snapshots, &next_xids]).await?) {
-            if row.get::<_, bool>(1) {
-                ended.push(guard.clone());
-            }
+    for (guard, row) in guards.iter().zip(checked) {
+        if row.get::<_, bool>(1) {
+            ended.push(guard.clone());
         }
     }
-    let holes = position.open_holes();
-    let rows = client.query(NEXT_EVENTS, &[&position.high(), &limit, &holes]).await?;
     let new_ids: Vec<i64> = rows.iter().map(|r| r.get::<_, i64>(0)).filter(|&id| id > position.high()).collect();
     // Only a read that leaves holes pays for an xid (a tiny write transaction).
     let guard = match rows.first() {
         Some(first) if !new_ids.is_empty() => {
-            let next_xid = if position.would_leave_holes(&new_ids) { client.query_one(NEXT_XID, &[]).await?.get(0) } else { 0 };
+            let next_xid = if position.would_leave_holes(&new_ids) { client.query_one(next_xid, &[]).await?.get(0) } else { 0 };
             Some(Arc::new(Guard { snapshot: first.get::<_, &str>(4).to_owned(), next_xid }))
         }
         _ => None,

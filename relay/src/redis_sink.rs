@@ -168,12 +168,13 @@ impl RedisSink {
         let mut backoff = Backoff::new(self.max_backoff);
         let mut con = self.connect(&mut backoff, &mut shutdown).await;
         let mut last_store = Instant::now();
+        let mut prepared = outbox::Prepared::default();
         loop {
             let stopping = *shutdown.borrow();
             let mut progressed = false;
             if !stopping {
                 if let Some(client) = self.db.client() {
-                    if let Some(batch) = guarded(&self.db, "outbox read", outbox::read_next(&client, &mut position, self.batch_size)).await {
+                    if let Some(batch) = guarded(&self.db, "outbox read", outbox::read_next(&client, &mut prepared, &mut position, self.batch_size)).await {
                         if !batch.is_empty() && !self.deliver(&mut con, &batch, &mut backoff, &mut shutdown).await {
                             break; // shutdown while redis was down: the stored cursor stays behind
                         }

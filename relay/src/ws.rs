@@ -465,6 +465,7 @@ async fn current_state(db: &Db, test_id: &str) -> Value {
 pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut wake = app.db.subscribe_wake();
     let mut position: Option<Position> = None;
+    let mut prepared = outbox::Prepared::default();
     loop {
         if *shutdown.borrow() {
             return;
@@ -485,7 +486,7 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             if let Some(p) = position.as_mut() {
-                if let Some(events) = guarded(&app.db, "outbox read", outbox::read_next(&client, p, app.config.batch_size)).await {
+                if let Some(events) = guarded(&app.db, "outbox read", outbox::read_next(&client, &mut prepared, p, app.config.batch_size)).await {
                     more = events.len() as i64 >= app.config.batch_size;
                     app.hub.dispatch(&events, p.resume_point());
                 }

@@ -254,3 +254,40 @@ def test_events_since_reads_as_the_sql_function(conn):
     assert [(e.event_id, e.update_type) for e in events] == rows and len(rows) >= 2
     assert all(e.type in ("ab_test_update", "flag_update") and e.resume_token for e in events)
     assert json.loads(json.dumps(events[0].raw)) == events[0].raw
+
+
+def test_assignments_read_from_their_columns_on_every_driver(connect, dsn):
+    """The client reads an assignment's columns as they are (not the row printed as JSON): the
+    payload (nested JSON, a float, unicode), a NULL payload, a threshold and the reasons come out
+    equal to SQL's row on psycopg, asyncpg and a caller's connection whose row factory makes
+    dicts."""
+    admin = connect()
+    payload = {"model": "llm-v2", "temperature": 0.2, "prompt": "Ünïcødé 日本語", "stop": ["\n", None]}
+    admin.execute("SELECT ab.create_test(%s::jsonb)", (json.dumps({
+        "test_id": "t_cols", "test_name": "t_cols", "rollout_stages": [50, 100],
+        "champion": {"name": "rules"}, "challengers": [{"name": "llm", "payload": payload}]}),))
+    admin.execute("SELECT ab.start_test('t_cols')")
+    expected = sql_assignments(admin, "t_cols")
+    assert {a.payload is None for a in expected.values()} == {True, False}, "both payloads are in the sample"
+    assert {a.reason for a in expected.values()} >= {"split", "not_in_rollout"}
+    assert any(a.payload == payload for a in expected.values())
+    flags = dict(admin.execute("SELECT u, ab.is_enabled('ff.ab_test_t_cols', u) FROM unnest(%s::text[]) u", (UNITS,)).fetchall())
+
+    with psycopg.connect(dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as dict_conn:
+        client = pg_ab.Client(dict_conn)
+        assert {u: client.assign("t_cols", u) for u in UNITS} == expected
+        assert {u: client.is_enabled("ff.ab_test_t_cols", u) for u in UNITS} == flags
+        assert client.get_flag("ff.ab_test_t_cols").name == "ff.ab_test_t_cols"
+
+    dbname = dsn.split("=", 1)[1]
+    host, port = os.environ.get("PGHOST", "/var/run/postgresql"), int(os.environ.get("PGPORT", "5432"))
+
+    async def run():
+        conn = await asyncpg.connect(host=host, port=port, user="postgres", database=dbname)
+        try:
+            client = pg_ab.AsyncClient(conn)
+            assert {u: await client.assign("t_cols", u) for u in UNITS} == expected
+            assert {u: await client.is_enabled("ff.ab_test_t_cols", u) for u in UNITS} == flags
+        finally:
+            await conn.close()
+    asyncio.run(run())

@@ -1,6 +1,8 @@
-"""How the clients reach PostgreSQL. Every query of the clients returns one text value (a jsonb
-printed, or a plain text), so an executor only has to run a statement and hand back its first
-column of its first row; parameters are written ``%s`` (psycopg's style) and turned into ``$n``
+"""How the clients reach PostgreSQL. Most queries of the clients return one text value (a jsonb
+printed, or a plain text): ``value`` runs a statement and hands back the first column of its
+first row. The hot calls (an assignment, a flag) read their row's columns as they are
+(``row``, a tuple whatever the caller's ``row_factory``): printing the row as JSON on the
+server and parsing it here cost more than the call itself (bench/client.py). Parameters are written ``%s`` (psycopg's style) and turned into ``$n``
 for asyncpg. Server errors become ``pg_ab.errors`` exceptions here.
 
 A connection the caller gives is used as it is: its transaction is the caller's, so an exposure
@@ -13,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar, cast
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from .errors import PgAbError, error_for, is_pg_ab_error
 
@@ -22,9 +25,13 @@ T = TypeVar("T")
 class AsyncExecutor(Protocol):
     async def value(self, sql: str, params: Sequence[Any]) -> str | None: ...
 
+    async def row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None: ...
+
 
 class Executor(Protocol):
     def value(self, sql: str, params: Sequence[Any]) -> str | None: ...
+
+    def row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None: ...
 
 
 def _from_psycopg(e: psycopg.Error) -> PgAbError:
@@ -44,13 +51,16 @@ class PsycopgAsync:
         self._pool: Any = None if self._connection is not None else source
 
     async def value(self, sql: str, params: Sequence[Any]) -> str | None:
+        return _first(await self.row(sql, params))
+
+    async def row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         try:
             if self._connection is not None:
-                cur = await self._connection.execute(sql, params)
-                return _first(await cur.fetchone())
+                cur = await self._connection.cursor(row_factory=tuple_row).execute(sql, params)
+                return await cur.fetchone()
             async with cast("AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]", self._pool.connection()) as conn:
-                cur = await conn.execute(sql, params)
-                return _first(await cur.fetchone())
+                cur = await conn.cursor(row_factory=tuple_row).execute(sql, params)
+                return await cur.fetchone()
         except psycopg.Error as e:
             if not is_pg_ab_error(e.sqlstate):
                 raise
@@ -65,11 +75,14 @@ class PsycopgSync:
         self._pool: Any = None if self._connection is not None else source
 
     def value(self, sql: str, params: Sequence[Any]) -> str | None:
+        return _first(self.row(sql, params))
+
+    def row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         try:
             if self._connection is not None:
-                return _first(self._connection.execute(sql, params).fetchone())
+                return self._connection.cursor(row_factory=tuple_row).execute(sql, params).fetchone()
             with cast("AbstractContextManager[psycopg.Connection[Any]]", self._pool.connection()) as conn:
-                return _first(conn.execute(sql, params).fetchone())
+                return conn.cursor(row_factory=tuple_row).execute(sql, params).fetchone()
         except psycopg.Error as e:
             if not is_pg_ab_error(e.sqlstate):
                 raise
@@ -101,14 +114,21 @@ class Asyncpg:
         self._sql: dict[str, str] = {}
 
     async def value(self, sql: str, params: Sequence[Any]) -> str | None:
+        return cast("str | None", await self._run("fetchval", sql, params))
+
+    async def row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        record = await self._run("fetchrow", sql, params)
+        return None if record is None else tuple(record)
+
+    async def _run(self, method: str, sql: str, params: Sequence[Any]) -> Any:
         import asyncpg
 
         query = self._sql.get(sql)
         if query is None:
             query = self._sql[sql] = _dollar(sql)
         try:
-            fetch = cast(Callable[..., Awaitable[Any]], self._source.fetchval)
-            return cast("str | None", await fetch(query, *params))
+            fetch = cast(Callable[..., Awaitable[Any]], getattr(self._source, method))
+            return await fetch(query, *params)
         except asyncpg.PostgresError as e:
             if not is_pg_ab_error(e.sqlstate):
                 raise
@@ -123,7 +143,7 @@ def async_executor(source: Any) -> AsyncExecutor:
         return Asyncpg(source)
     if isinstance(source, psycopg.AsyncConnection) or module.startswith("psycopg_pool"):
         return PsycopgAsync(source)
-    if hasattr(source, "value"):
+    if hasattr(source, "value") and hasattr(source, "row"):
         return cast(AsyncExecutor, source)
     raise TypeError(f"pg_ab.AsyncClient needs a psycopg AsyncConnection or AsyncConnectionPool, or an asyncpg Connection or Pool, not {type(source).__name__}")
 
@@ -133,6 +153,6 @@ def sync_executor(source: Any) -> Executor:
     is an executor."""
     if isinstance(source, psycopg.Connection) or type(source).__module__.startswith("psycopg_pool"):
         return PsycopgSync(source)
-    if hasattr(source, "value"):
+    if hasattr(source, "value") and hasattr(source, "row"):
         return cast(Executor, source)
     raise TypeError(f"pg_ab.Client needs a psycopg Connection or ConnectionPool, not {type(source).__name__}")

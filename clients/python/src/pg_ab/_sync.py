@@ -18,7 +18,12 @@ from .models import (JSON, ActiveTest, Alert, Assignment, Change, Entity, Evalua
 
 log = logging.getLogger("pg_ab")
 
-_ASSIGNMENT = "SELECT to_jsonb(a)::text FROM ab.{fn}(%s::text, %s::text, %s::text, %s::jsonb) a"
+# The row's columns as they are (payload as text: asyncpg has no jsonb codec on the caller's
+# connections): `to_jsonb(a)::text` and json.loads cost +50 µs a call against +24 µs.
+_COLUMNS = "a.test_id, a.variant, a.confidence_threshold, a.in_rollout, a.reason, a.payload::text"
+_ASSIGN = f"SELECT {_COLUMNS} FROM ab.assign(%s::text, %s::text, %s::text, %s::jsonb) a"
+_ASSIGN_AND_LOG = f"SELECT {_COLUMNS} FROM ab.assign_and_log(%s::text, %s::text, %s::text, %s::jsonb) a"
+_GET_ASSIGNMENT = f"SELECT {_COLUMNS} FROM ab.get_assignment(%s::text, %s::text, %s::jsonb) a"
 
 
 def _json(v: Any) -> str | None:
@@ -76,6 +81,11 @@ class Client:
     def _value(self, sql: str, *params: Any) -> JSON:
         return cast(JSON, self._json(sql, *params))
 
+    def _assignment(self, sql: str, *params: Any) -> Assignment:
+        row = self._executor.row(sql, params)
+        assert row is not None  # the functions return one row, never none
+        return Assignment.from_row(row)
+
     # Flags
 
     def create_flag(self, name: str, description: str = "", rollout_percentage: int = 0, enabled: bool = True,
@@ -114,7 +124,8 @@ class Client:
 
     def is_enabled(self, name: str, unit_id: str, context: Mapping[str, Any] | None = None) -> bool:
         """Whether the flag is on for the unit, with its attributes for the flag's rules."""
-        return self._text("SELECT ab.is_enabled(%s::text, %s::text, %s::jsonb)::text", name, unit_id, _json(context)) == "true"
+        row = self._executor.row("SELECT ab.is_enabled(%s::text, %s::text, %s::jsonb)", (name, unit_id, _json(context)))
+        return row is not None and row[0] is True
 
     def explain_flag(self, name: str, unit_id: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Why the flag is on or off: ``{"enabled", "reason", "decided_by", "override", "rules"}``."""
@@ -206,13 +217,13 @@ class Client:
     def assign(self, test_id: str, user_id: str | None, session_id: str | None = None,
                      context: Mapping[str, Any] | None = None) -> Assignment:
         """The unit's variant (the user; the session when ``user_id`` is None). Read-only."""
-        return Assignment.from_json(self._json(_ASSIGNMENT.format(fn="assign"), test_id, user_id, session_id, _json(context)))
+        return self._assignment(_ASSIGN, test_id, user_id, session_id, _json(context))
 
     def assign_and_log(self, test_id: str, user_id: str | None, session_id: str | None = None,
                              context: Mapping[str, Any] | None = None) -> Assignment:
         """``assign``, storing a sticky test's first assignment and a logging test's exposure in
         the connection's transaction."""
-        return Assignment.from_json(self._json(_ASSIGNMENT.format(fn="assign_and_log"), test_id, user_id, session_id, _json(context)))
+        return self._assignment(_ASSIGN_AND_LOG, test_id, user_id, session_id, _json(context))
 
     def assign_variant(self, test_id: str, user_id: str | None, session_id: str | None = None,
                              context: Mapping[str, Any] | None = None) -> str:
@@ -224,8 +235,7 @@ class Client:
     def get_assignment(self, user_id: str | None, session_id: str | None = None,
                              context: Mapping[str, Any] | None = None) -> Assignment:
         """The seed's call without a test: the active test the unit's slice falls in."""
-        return Assignment.from_json(self._json(
-            "SELECT to_jsonb(a)::text FROM ab.get_assignment(%s::text, %s::text, %s::jsonb) a", user_id, session_id, _json(context)))
+        return self._assignment(_GET_ASSIGNMENT, user_id, session_id, _json(context))
 
     def get_payload(self, test_id: str, user_id: str, context: Mapping[str, Any] | None = None) -> JSON:
         return self._value("SELECT ab.get_payload(%s::text, %s::text, %s::jsonb)::text", test_id, user_id, _json(context))

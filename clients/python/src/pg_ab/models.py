@@ -1,11 +1,12 @@
 """What pg_ab's functions return, as frozen dataclasses. Each is built from the JSON the SQL
-function returns (``from_json``); fields follow the README's SQL API reference, and ``raw``
+function returns (``from_json``; an assignment from its row's columns, ``from_row``); fields follow the README's SQL API reference, and ``raw``
 keeps the whole answer where the function returns more than the fields name."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 from uuid import UUID
 
 JSON = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]
@@ -39,6 +40,14 @@ class Assignment:
     @classmethod
     def from_json(cls, j: JSONObject) -> Assignment:
         return cls(j["test_id"], j["variant"], _opt_float(j["confidence_threshold"]), bool(j["in_rollout"]), j["reason"], j.get("payload"))
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Assignment:
+        """From the columns (test_id, variant, confidence_threshold, in_rollout, reason,
+        payload as text), as the client selects them."""
+        test_id, variant, threshold, in_rollout, reason, payload = row
+        return cls(test_id, variant, _opt_float(threshold), bool(in_rollout), reason,
+                   None if payload is None else json.loads(payload))
 
 
 @dataclass(frozen=True)
