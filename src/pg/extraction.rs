@@ -6,7 +6,7 @@ use super::assign as assignment;
 use super::error::{raise, require_primary, required, OrRaise};
 use super::ffi::{BOOL, FLOAT8, INT4, TEXT, TEXT_ARRAY};
 use super::context::Context;
-use super::json::JsonArg;
+use super::json::{JsonArg, Jsonb};
 use super::{cache, store};
 use crate::error::{AbError, Kind};
 use crate::experiments::assign::{self, Assignment};
@@ -18,7 +18,6 @@ use crate::extraction::pipeline::{self, Assigned, Lookups, Raw};
 use crate::extraction::{dedup, extract};
 use crate::targeting::attributes::Attributes;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -71,10 +70,10 @@ fn classify_5w(entity_type: Option<&str>) -> &'static str {
 
 /// Writes each entity's 5-W type into its metadata (`metadata.type`).
 #[pg_extern(immutable, parallel_safe)]
-fn apply_5w_framework(entities: Option<JsonArg>) -> JsonB {
+fn apply_5w_framework(entities: Option<JsonArg>) -> Jsonb {
     let mut es = parse_entities(&required(entities, "entities").0);
     entities::apply_5w(&mut es);
-    JsonB(to_json(es))
+    Jsonb(to_json(es))
 }
 
 /// The five calibration arguments, each required, in `Weights`' order.
@@ -108,21 +107,21 @@ fn apply_confidence_calibration(
     entities: Option<JsonArg>,
     content: default!(Option<&str>, "NULL"),
     source_id: default!(Option<&str>, "NULL"),
-) -> JsonB {
+) -> Jsonb {
     if let Some(c) = content {
         extract::validate_content(c).or_raise();
     }
     let mut es = parse_entities(&required(entities, "entities").0);
     pipeline::calibrate(&mut es, content, source_id, &mut Db);
-    JsonB(to_json(es))
+    Jsonb(to_json(es))
 }
 
 /// Merges duplicates; returns {entities, deduplication_rate, input_count, output_count}.
 #[pg_extern(immutable, parallel_safe)]
-fn apply_deduplication(entities: Option<JsonArg>, similarity_threshold: default!(Option<f64>, 0.8)) -> JsonB {
+fn apply_deduplication(entities: Option<JsonArg>, similarity_threshold: default!(Option<f64>, 0.8)) -> Jsonb {
     let threshold = required(similarity_threshold, "similarity_threshold");
     dedup::validate_threshold(threshold).or_raise();
-    JsonB(dedup::deduplicate(parse_entities(&required(entities, "entities").0), threshold).to_json())
+    Jsonb(dedup::deduplicate(parse_entities(&required(entities, "entities").0), threshold).to_json())
 }
 
 /// The similarity measure deduplication uses (Jaro–Winkler of normalised texts).
@@ -133,10 +132,10 @@ fn entity_similarity(a: Option<&str>, b: Option<&str>) -> f64 {
 
 /// The built-in baseline extractor: who, what, where, when and why by rules.
 #[pg_extern(stable, parallel_safe)]
-fn extract_entities_rule_based(content: Option<&str>) -> JsonB {
+fn extract_entities_rule_based(content: Option<&str>) -> Jsonb {
     let content = required(content, "content");
     extract::validate_content(content).or_raise();
-    JsonB(Value::Array(pipeline::extract_rule_based(content, &mut Db)))
+    Jsonb(Value::Array(pipeline::extract_rule_based(content, &mut Db)))
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
@@ -146,12 +145,12 @@ fn set_calibration_weights(
     contextual_consistency: Option<f64>,
     temporal_coherence: Option<f64>,
     geographic_plausibility: Option<f64>,
-) -> JsonB {
+) -> Jsonb {
     require_primary("ab.set_calibration_weights");
     let w = Weights::from_array(five([base, source_reliability, contextual_consistency, temporal_coherence, geographic_plausibility]));
     w.validate().or_raise();
     store::exec(include_str!("queries/set_calibration_weights.sql"), &w.as_array().map(Into::into));
-    JsonB(w.to_json())
+    Jsonb(w.to_json())
 }
 
 /// Adds or updates a source and its reliability (0–1).
@@ -227,7 +226,7 @@ fn extract_entities_in_context(
     latency_ms: default!(Option<f64>, "NULL"),
     similarity_threshold: default!(Option<f64>, 0.8),
     context: default!(Option<Context>, "NULL"),
-) -> JsonB {
+) -> Jsonb {
     let request = Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold };
     pipeline_request(request, context)
 }
@@ -245,7 +244,7 @@ fn extract_entities_with_ab_testing(
     entities: Option<JsonArg>,
     latency_ms: Option<f64>,
     similarity_threshold: Option<f64>,
-) -> JsonB {
+) -> Jsonb {
     let request = Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold };
     pipeline_request(request, None)
 }
@@ -263,7 +262,7 @@ struct Request<'a> {
     similarity_threshold: Option<f64>,
 }
 
-fn pipeline_request(request: Request, context: Option<Context>) -> JsonB {
+fn pipeline_request(request: Request, context: Option<Context>) -> Jsonb {
     let Request { content, user_id, session_id, source_id, test_id, variant, entities, latency_ms, similarity_threshold } = request;
     require_primary("ab.extract_entities_with_ab_testing");
     let attributes = context.unwrap_or(Context::none());
@@ -295,5 +294,5 @@ fn pipeline_request(request: Request, context: Option<Context>) -> JsonB {
         in_rollout: assigned.as_ref().map(|a| a.in_rollout),
         confidence_threshold,
     };
-    JsonB(pipeline::response(json!(extraction_id.to_string()), variant_used, processed, &report, latency, processing_ms, cache::hit_rate()))
+    Jsonb(pipeline::response(json!(extraction_id.to_string()), variant_used, processed, &report, latency, processing_ms, cache::hit_rate()))
 }

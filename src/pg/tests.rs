@@ -799,4 +799,36 @@ mod tests {
             assert!(!matches!(context.attribute(&[keys[0].clone()]), Some(Attr::Null)));
         }
     }
+
+    /// Results built with `pushJsonbValue` (json.rs, `Jsonb`) are the very values `jsonb_in`
+    /// makes of the same JSON printed: equal as jsonb and printed alike, for every scalar at the
+    /// top level and inside containers, numbers at i64's edges and beyond it (arbitrary
+    /// precision), fractions and exponents, escapes and non-ASCII text, empty and nested
+    /// containers, duplicate-free keys that jsonb reorders; a NUL character is refused (22023)
+    /// as `jsonb_in` refuses `\u0000`.
+    #[pg_test]
+    fn jsonb_built_directly_equals_jsonb_in() {
+        use super::super::json::Jsonb;
+        let cases = [
+            "null", "true", "false", "0", "-1", "42", "9223372036854775807", "-9223372036854775808",
+            "9223372036854775808", "123456789012345678901234567890.123456789", "0.1", "-0.0", "1e-7", "2.5E+10", "1e400",
+            r#""""#, r#""text""#, r#""quote \" backslash \\ tab \t newline \n \u0001 é 日本語 😀""#,
+            "[]", "{}", "[null, true, 1, 1.5, \"x\", [], {}]",
+            r#"{"b": 1, "a": {"long key": [1, {"z": null, "y": "s"}], "k": -3.25}, "aa": [[[]]], "": "empty key"}"#,
+            r#"[{"text": "President Biden", "confidence": 0.8125, "span": [0, 15], "metadata": {"type": "who"}}]"#,
+        ];
+        for case in cases {
+            let value: serde_json::Value = serde_json::from_str(case).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let text = serde_json::to_string(&value).unwrap();
+            let built = Jsonb(value).into_datum().unwrap();
+            let cstr = std::ffi::CString::new(text.clone()).unwrap();
+            let parsed = unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[cstr.as_c_str().into_datum()]) }.unwrap();
+            let equal = unsafe { pgrx::direct_function_call::<bool>(pg_sys::jsonb_eq, &[Some(built), Some(parsed)]) }.unwrap();
+            assert!(equal, "{case}: not equal to jsonb_in's");
+            let out = |d| unsafe { pgrx::direct_function_call::<&std::ffi::CStr>(pg_sys::jsonb_out, &[Some(d)]) }.unwrap().to_str().unwrap().to_owned();
+            assert_eq!(out(built), out(parsed), "{case}");
+        }
+        let nul = std::panic::catch_unwind(|| Jsonb(serde_json::json!({"a": "x\u{0}y"})).into_datum());
+        assert!(nul.is_err(), "a NUL character is refused");
+    }
 }

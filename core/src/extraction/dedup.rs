@@ -9,7 +9,9 @@
 //!   entity. Its key is `<5-W type>:<normalised text>`.
 //! - Cost: equal texts of a type join through a hash map; Jaro–Winkler compares distinct texts
 //!   of a type pairwise, skipping pairs already joined, so the cost grows with the square of the
-//!   distinct texts per type that stay apart, not of the mentions.
+//!   distinct texts per type that stay apart, not of the mentions. A pair whose similarity
+//!   cannot reach the threshold — by an upper bound from the lengths, the characters the texts
+//!   share and their common prefix (`jaro_winkler_bound`) — is not compared at all.
 
 use crate::places::keys::normalize;
 use crate::extraction::entities::{self, Entity};
@@ -55,6 +57,37 @@ impl Deduplicated {
     }
 }
 
+/// An upper bound of `strsim::jaro_winkler(a, b)`, in O(|a| + |b|) and without allocating.
+/// Jaro is (m/|a| + m/|b| + (m − t)/m) / 3 for m matching characters and t transpositions
+/// (Winkler 1990), at most (M/|a| + M/|b| + 1) / 3 with M = the characters the two share as
+/// multisets (which bounds m, and is at most the shorter length); Winkler's boost j + 0.1·p·(1 − j)
+/// grows with j, and p is at most the common prefix (≤ 4). A margin of 1e-9 keeps rounding from
+/// ever cutting a pair the exact value would join (the property test compares with the plain rule).
+fn jaro_winkler_bound(a: &str, b: &str) -> f64 {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    if la == 0 || lb == 0 {
+        return 1.0; // strsim's own special cases; rare, so not bounded
+    }
+    let shared = if a.is_ascii() && b.is_ascii() {
+        let mut counts = [0u32; 128];
+        for &c in a.as_bytes() {
+            counts[usize::from(c)] += 1;
+        }
+        b.as_bytes().iter().filter(|&&c| {
+            let n = &mut counts[usize::from(c)];
+            let hit = *n > 0;
+            *n = n.saturating_sub(1);
+            hit
+        }).count()
+    } else {
+        la.min(lb)
+    };
+    let m = shared.min(la).min(lb) as f64;
+    let jaro = (m / la as f64 + m / lb as f64 + 1.0) / 3.0;
+    let prefix = a.chars().zip(b.chars()).take(4).take_while(|(x, y)| x == y).count() as f64;
+    jaro + 0.1 * prefix * (1.0 - jaro) + 1e-9
+}
+
 fn find(parent: &mut [usize], mut i: usize) -> usize {
     while parent[i] != i {
         parent[i] = parent[parent[i]];
@@ -96,7 +129,10 @@ pub fn deduplicate(all: Vec<Entity>, threshold: f64) -> Deduplicated {
     for reps in distinct_by_kind.values() {
         for (a, &i) in reps.iter().enumerate() {
             for &j in &reps[a + 1..] {
-                if find(&mut parent, i) != find(&mut parent, j) && strsim::jaro_winkler(&norms[i], &norms[j]) >= threshold {
+                if find(&mut parent, i) != find(&mut parent, j)
+                    && jaro_winkler_bound(&norms[i], &norms[j]) >= threshold
+                    && strsim::jaro_winkler(&norms[i], &norms[j]) >= threshold
+                {
                     union(&mut parent, i, j);
                 }
             }
@@ -144,6 +180,21 @@ pub fn deduplicate(all: Vec<Entity>, threshold: f64) -> Deduplicated {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn jaro_winkler_bound_is_never_below_the_value() {
+        let words = ["martha", "marhta", "dwayne", "duane", "dixon", "dicksonx", "", "a", "ab", "ba", "president biden",
+                     "president sunak", "3 march 2024", "4 march 2024", "yesterday", "müller", "muller", "日本語", "日本", "aaaa", "aaab"];
+        let mut cut = 0;
+        for a in words {
+            for b in words {
+                let (bound, value) = (jaro_winkler_bound(a, b), strsim::jaro_winkler(a, b));
+                assert!(bound >= value, "{a:?} {b:?}: bound {bound} < {value}");
+                cut += usize::from(bound < 0.8);
+            }
+        }
+        assert!(cut > 50, "the bound rules pairs out ({cut})");
+    }
 
     #[test]
     fn jaro_winkler_matches_published_values() {
@@ -242,5 +293,16 @@ mod tests {
         assert_eq!(d.entities[0]["text"], "Paris", "tie on confidence and length: the earlier");
         assert!(validate_threshold(f64::NAN).is_err() && validate_threshold(0.0).is_err() && validate_threshold(1.5).is_err());
         assert_eq!(deduplicate(vec![], 0.8).rate, 0.0);
+    }
+
+    proptest::proptest! {
+        /// The bound is at or above Jaro–Winkler for any pair of texts (ASCII and not, sharing
+        /// prefixes and letters or not).
+        #[test]
+        fn jaro_winkler_bound_holds(a in "[abcé ]{0,12}", b in "[abcé ]{0,12}", ascii_a in "[a-e]{0,14}", ascii_b in "[a-e]{0,14}") {
+            for (x, y) in [(&a, &b), (&ascii_a, &ascii_b), (&ascii_a, &a)] {
+                proptest::prop_assert!(jaro_winkler_bound(x, y) >= strsim::jaro_winkler(x, y), "{:?} {:?}", x, y);
+            }
+        }
     }
 }
