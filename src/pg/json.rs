@@ -139,8 +139,7 @@ impl IntoDatum for Jsonb {
                     },
                 };
                 pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY, &mut open);
-                let mut v = scalar_value(scalar);
-                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut v);
+                Self::push(&mut state, pg_sys::JsonbIteratorToken::WJB_ELEM, scalar);
                 pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_END_ARRAY, std::ptr::null_mut())
             },
         };
