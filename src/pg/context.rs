@@ -14,7 +14,6 @@ use pgrx::prelude::*;
 use crate::targeting::attributes::{self, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::ffi::CStr;
 
 /// A `jsonb` context argument, not yet read: the object (in place when its datum has a plain
@@ -68,6 +67,12 @@ impl Context {
 impl Attributes for Context {
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
         let object = self.0.as_ref()?;
+        // One name (the usual case) is looked up here, so the value is built once where the
+        // caller wants it: passed back through `by_path`'s closure it was copied twice more,
+        // and those copies stalled on the stores that built it (a fifth of a targeted call).
+        if let [key] = path {
+            return object.find(key.as_bytes()).map(|i| unsafe { object.value(i) });
+        }
         attributes::by_path(path, |key| object.find(key.as_bytes()).map(|i| unsafe { object.value(i) }))
     }
 }
@@ -89,15 +94,14 @@ const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
 const JENTRY_ISNULL: u32 = 0x4000_0000;
 const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
 
-/// A jsonb object container, read in place.
+/// A jsonb object container, read in place. Small on purpose (three words): it is built and
+/// moved on every call with a context, and child offsets are summed per lookup, as PostgreSQL
+/// does (an array of every child's start, summed once per call, cost more to build and move
+/// than the few additions it saved: BENCHMARKS.md, session 13).
 struct Object {
     count: usize,
     children: *const u32,
     data: *const u8,
-    /// For an object of at most one offset stride (32 pairs): where each child's data starts
-    /// (keys, then values) and where the last ends, summed once at the first lookup. A larger
-    /// object sums back to the nearest stored offset per lookup, as PostgreSQL does.
-    starts: OnceCell<[u32; 2 * JB_OFFSET_STRIDE + 1]>,
 }
 
 impl Object {
@@ -107,33 +111,15 @@ impl Object {
         let count = (unsafe { (*root).header } & JB_CMASK) as usize;
         let children = unsafe { std::ptr::addr_of!((*root).children) } as *const u32;
         let data = unsafe { children.add(2 * count) } as *const u8;
-        Object { count, children, data, starts: OnceCell::new() }
+        Object { count, children, data }
     }
 
     fn entry(&self, i: usize) -> u32 {
         unsafe { *self.children.add(i) }
     }
 
-    /// Each child's start and the end, for a small object (see `starts`).
-    fn starts(&self) -> Option<&[u32; 2 * JB_OFFSET_STRIDE + 1]> {
-        if self.count > JB_OFFSET_STRIDE {
-            return None;
-        }
-        Some(self.starts.get_or_init(|| {
-            let mut starts = [0u32; 2 * JB_OFFSET_STRIDE + 1];
-            let mut off = 0u32;
-            for (i, start) in starts.iter_mut().enumerate().take(2 * self.count + 1) {
-                *start = off;
-                if i < 2 * self.count {
-                    let e = self.entry(i);
-                    off = if e & JENTRY_HAS_OFF != 0 { e & JENTRY_OFFLENMASK } else { off + (e & JENTRY_OFFLENMASK) };
-                }
-            }
-            starts
-        }))
-    }
-
-    /// Start of child `i`'s data in a large object (getJsonbOffset).
+    /// Start of child `i`'s data (getJsonbOffset): lengths summed back to the nearest entry
+    /// that stores its end offset (one in every [`JB_OFFSET_STRIDE`]).
     fn offset(&self, i: usize) -> usize {
         let mut off = 0usize;
         for j in (0..i).rev() {
@@ -149,9 +135,6 @@ impl Object {
     /// Child `i`'s data: its type bits, and its bytes from `offset(i)` (getJsonbLength).
     fn child(&self, i: usize) -> (u32, usize, usize) {
         let e = self.entry(i);
-        if let Some(starts) = self.starts() {
-            return (e & JENTRY_TYPEMASK, starts[i] as usize, (starts[i + 1] - starts[i]) as usize);
-        }
         let off = self.offset(i);
         let len = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize - off } else { (e & JENTRY_OFFLENMASK) as usize };
         (e & JENTRY_TYPEMASK, off, len)
@@ -161,19 +144,25 @@ impl Object {
         unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
     }
 
-    /// The index of the pair whose key is `key`. Keys are sorted by length, then bytes: a small
-    /// object's are scanned, lengths first and bytes compared only at equal lengths; a larger
-    /// object's are binary searched.
+    /// The index of the pair whose key is `key`. Keys are sorted by length, then bytes: an object
+    /// of one offset stride (32 pairs) is scanned with a running offset, lengths first and bytes
+    /// compared only at equal lengths; a larger one is binary searched.
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let Some(starts) = self.starts() else { return self.search(key) };
+        if self.count > JB_OFFSET_STRIDE {
+            return self.search(key);
+        }
+        let mut off = 0usize;
         for i in 0..self.count {
-            let (off, len) = (starts[i] as usize, (starts[i + 1] - starts[i]) as usize);
+            let e = self.entry(i);
+            let end = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize } else { off + (e & JENTRY_OFFLENMASK) as usize };
+            let len = end - off;
             if len > key.len() {
                 return None;
             }
-            if len == key.len() && self.bytes(off, len) == key {
+            if len == key.len() && same_bytes(self.bytes(off, len), key) {
                 return Some(i);
             }
+            off = end;
         }
         None
     }
@@ -197,6 +186,7 @@ impl Object {
     /// The value of pair `i` (numbers digit for digit as jsonb prints them, 2.0 stays 2.0; a
     /// nested array or object printed and parsed, as rare as dotted paths). Borrowed from the
     /// datum, which outlives the call.
+    #[inline(always)]
     unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
         let (kind, off, len) = self.child(self.count + i);
         // Numerics and containers start at the next 4-byte boundary (INTALIGN); computed only
@@ -210,8 +200,8 @@ impl Object {
                 let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
                 Attr::String(text.map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
             }
-            JENTRY_ISNUMERIC => match unsafe { numeric_text(aligned()) } {
-                Some(text) => Attr::Number(Cow::Owned(text)),
+            JENTRY_ISNUMERIC => match unsafe { numeric_parts(aligned()) } {
+                Some(n) => numeric_integer(&n).map_or_else(|| Attr::Number(Cow::Owned(numeric_text(&n))), Attr::Integer),
                 None => {
                     let datum = pg_sys::Datum::from(aligned() as pg_sys::Numeric);
                     let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
@@ -242,22 +232,60 @@ const NUMERIC_SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
 const NUMERIC_SHORT_WEIGHT_MASK: u16 = 0x003F;
 const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 
-/// A numeric as `numeric_out` prints it (numeric.c's get_str_from_var: every digit of the
-/// integer part, the display scale's digits after the point), read in place: no call into
-/// PostgreSQL, no palloc. `None` for NaN and the infinities (which JSON cannot hold).
+/// `a == b` for two slices of equal length, without a call to `memcmp` for the short ones
+/// (attribute names: a call was most of a key comparison's cost).
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        // Two overlapping loads cover any length from 4 to 16.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
+/// A numeric's parts, read in place (numeric.c's NumericVar without copying the digits).
+struct NumericParts<'a> {
+    negative: bool,
+    /// Digits after the decimal point `numeric_out` prints.
+    dscale: u16,
+    /// The first base-10000 digit's power of 10000.
+    weight: i32,
+    /// The base-10000 digits, native-endian 16-bit words, most significant first (trailing zero
+    /// digits are not stored).
+    digits: &'a [u8],
+}
+
+impl NumericParts<'_> {
+    /// Base-10000 digit `d` (0 outside the stored ones).
+    fn digit(&self, d: i32) -> u16 {
+        let at = 2 * d as usize;
+        if d >= 0 && at + 1 < self.digits.len() { u16::from_ne_bytes([self.digits[at], self.digits[at + 1]]) } else { 0 }
+    }
+}
+
+/// A numeric datum's parts; `None` for NaN and the infinities (which JSON cannot hold) and on a
+/// big-endian platform (whose varlena layout differs: callers use `numeric_out` there).
 ///
 /// # Safety
-/// `p` must point to a numeric datum (with its varlena header) that outlives the call.
-unsafe fn numeric_text(p: *const u8) -> Option<String> {
+/// `p` must point to a numeric datum (with its varlena header) that outlives `'a`.
+unsafe fn numeric_parts<'a>(p: *const u8) -> Option<NumericParts<'a>> {
     // The varlena header (postgres.h, little-endian layout): 1 byte when its low bit is set
-    // (size in the other 7), else 4 (size in the upper 30 bits). Big-endian: numeric_out.
+    // (size in the other 7), else 4 (size in the upper 30 bits).
     let first = unsafe { *p };
     let (header_len, total) = if cfg!(target_endian = "little") && first & 0x01 == 0x01 {
         (1usize, (first >> 1) as usize)
     } else if cfg!(target_endian = "little") {
         (4, (unsafe { std::ptr::read_unaligned(p as *const u32) } >> 2) as usize & 0x3FFF_FFFF)
     } else {
-        return None; // the platform's other layout: numeric_out
+        return None;
     };
     let body = unsafe { std::slice::from_raw_parts(p.add(header_len), total.checked_sub(header_len)?) };
     let word = |i: usize| -> Option<u16> { Some(u16::from_ne_bytes([*body.get(i)?, *body.get(i + 1)?])) };
@@ -270,12 +298,31 @@ unsafe fn numeric_text(p: *const u8) -> Option<String> {
         }
         sign => (sign == NUMERIC_NEG, head & NUMERIC_DSCALE_MASK, word(2)? as i16 as i32, 4),
     };
-    let ndigits = (body.len() - digits_at.min(body.len())) / 2;
-    let digit = |d: i32| -> u16 {
-        if d >= 0 && (d as usize) < ndigits { word(digits_at + 2 * d as usize).unwrap_or(0) } else { 0 }
-    };
+    let stored = (body.len() - digits_at.min(body.len())) / 2;
+    Some(NumericParts { negative, dscale, weight, digits: &body[digits_at.min(body.len())..][..2 * stored] })
+}
+
+/// A numeric without a fractional part (display scale 0) of at most 16 decimal digits, by value:
+/// `numeric_out` would print it as the same integer's decimal text.
+fn numeric_integer(n: &NumericParts) -> Option<i64> {
+    // Four base-10000 digits are 16 decimal digits: below 2^63, no overflow.
+    if n.dscale != 0 || n.weight > 3 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for d in 0..=n.weight {
+        value = value * 10_000 + i64::from(n.digit(d));
+    }
+    Some(if n.negative { -value } else { value })
+}
+
+/// A numeric as `numeric_out` prints it (numeric.c's get_str_from_var: every digit of the
+/// integer part, the display scale's digits after the point), from its parts: no call into
+/// PostgreSQL.
+fn numeric_text(n: &NumericParts) -> String {
+    let (weight, dscale) = (n.weight, n.dscale);
     let mut out = String::with_capacity(8 + 4 * (weight.max(0) as usize + 1) + dscale as usize);
-    if negative {
+    if n.negative {
         out.push('-');
     }
     let mut d = 0;
@@ -284,9 +331,8 @@ unsafe fn numeric_text(p: *const u8) -> Option<String> {
         out.push('0');
     } else {
         while d <= weight {
-            let dig = digit(d);
             // The first base-10000 digit without its leading zeroes, the others with all four.
-            push_digits(&mut out, dig, d > 0);
+            push_digits(&mut out, n.digit(d), d > 0);
             d += 1;
         }
     }
@@ -294,12 +340,12 @@ unsafe fn numeric_text(p: *const u8) -> Option<String> {
         out.push('.');
         let end = out.len() + dscale as usize;
         while out.len() < end {
-            push_digits(&mut out, digit(d), true);
+            push_digits(&mut out, n.digit(d), true);
             d += 1;
         }
         out.truncate(end);
     }
-    Some(out)
+    out
 }
 
 /// One base-10000 digit as four decimal digits, or without its leading zeroes (`all` false).

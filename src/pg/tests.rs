@@ -717,7 +717,8 @@ mod tests {
 
     /// Numbers of a context are read from jsonb's binary numerics in place (context.rs); each
     /// must print exactly as `numeric_out` prints it, for hand-picked edge cases (zeros, signs,
-    /// base-10000 digit boundaries, scales, exponents) and 2,000 generated ones.
+    /// base-10000 digit boundaries, scales, exponents, the 16-digit edge of whole numbers read
+    /// by value) and 2,000 generated ones.
     #[pg_test]
     fn context_numbers_read_in_place_print_as_numeric_out() {
         use crate::targeting::attributes::{Attr, Attributes};
@@ -726,6 +727,7 @@ mod tests {
             "0", "-0", "0.00", "-0.000", "1", "-1", "2.0", "120", "9999", "10000", "10001", "-10000.5", "99999999",
             "100000000", "0.0001", "0.00012", "0.1", "-0.000000001", "1e-20", "1.5e3", "1E+5", "2.50e-3", "1e400",
             "123456789012345678901234567890.123456789", "3.14159265358979323846", "-999999999999.99990000",
+            "9999999999999999", "-9999999999999999", "10000000000000000", "1234567890123456", "12345678901234567",
         ]
         .map(String::from)
         .to_vec();
@@ -759,7 +761,11 @@ mod tests {
             let text = std::ffi::CString::new(format!("{{\"n\": {lit}}}")).unwrap();
             let datum = unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[text.as_c_str().into_datum()]) }.unwrap();
             let context = unsafe { Context::from_datum(datum, false) };
-            assert_eq!(context.attribute(&["n".to_string()]), Some(Attr::Number(expected.clone().into())), "{lit}");
+            let attr = context.attribute(&["n".to_string()]).unwrap_or_else(|| panic!("{lit}: not found"));
+            assert_eq!(attr.number_text().as_deref(), Some(expected.as_str()), "{lit}");
+            // Whole numbers of up to 16 digits come by value, the others as their text.
+            let digits = expected.trim_start_matches('-');
+            assert_eq!(matches!(attr, Attr::Integer(_)), !digits.contains('.') && digits.len() <= 16, "{lit}: {attr:?}");
         }
     }
 
@@ -771,7 +777,9 @@ mod tests {
         use crate::targeting::attributes::{Attr, Attributes};
         use super::super::context::Context;
         for n in [1usize, 5, 31, 32, 33, 100] {
-            let keys: Vec<String> = (0..n).map(|i| format!("{}{i}", "k".repeat(1 + i % 4))).collect();
+            // Names of 2 to 26 bytes: each length class of the key comparison (context.rs,
+            // `same_bytes`: bytes, two 4-byte words, two 8-byte words, memcmp).
+            let keys: Vec<String> = (0..n).map(|i| format!("{}{i}", "k".repeat(1 + i % 4 + 8 * (i % 3)))).collect();
             let object: serde_json::Map<String, serde_json::Value> = keys.iter().enumerate().map(|(i, k)| {
                 let v = match i % 4 {
                     0 => serde_json::json!(format!("v{i}")),
@@ -790,6 +798,15 @@ mod tests {
             }
             for missing in ["", "k", "kk", "zzzzzzzzzz", "k1000"] {
                 assert_eq!(context.attribute(&[missing.to_string()]), None, "{n} keys: {missing}");
+            }
+            // A name of a key's length differing in its first, a middle or its last byte.
+            for k in &keys {
+                for at in [0, k.len() / 2, k.len() - 1] {
+                    let mut near = k.clone().into_bytes();
+                    near[at] = b'#';
+                    let near = String::from_utf8(near).unwrap();
+                    assert_eq!(context.attribute(&[near.clone()]), None, "{n} keys: {near}");
+                }
             }
             if n > 3 {
                 // A dotted path into the nested object of key 3.

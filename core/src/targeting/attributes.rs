@@ -13,6 +13,11 @@ pub enum Attr<'a> {
     Bool(bool),
     /// A JSON number by its text, digit for digit as its source holds it (`120`, `2.0`, `1e3`).
     Number(Cow<'a, str>),
+    /// A JSON number that is a whole number of at most 16 digits written without a point or an
+    /// exponent, by value: what a source reading numbers in binary gives for them (the jsonb
+    /// context), so the usual attribute (`"seats": 120`) is neither printed nor parsed. Every
+    /// condition treats it as `Number` of its decimal text.
+    Integer(i64),
     String(Cow<'a, str>),
     /// An array or an object.
     Json(Cow<'a, Value>),
@@ -41,12 +46,22 @@ impl<'a> Attr<'a> {
         }
     }
 
+    /// A number's decimal text (`None` for any other kind).
+    pub fn number_text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Attr::Number(t) => Some(Cow::Borrowed(t)),
+            Attr::Integer(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        }
+    }
+
     /// The value as JSON (for explanations: what a condition read).
     pub fn to_value(&self) -> Value {
         match self {
             Attr::Null => Value::Null,
             Attr::Bool(b) => Value::Bool(*b),
             Attr::Number(t) => t.parse::<Number>().map_or(Value::Null, Value::Number),
+            Attr::Integer(n) => Value::Number((*n).into()),
             Attr::String(s) => Value::String(s.to_string()),
             Attr::Json(v) => v.clone().into_owned(),
         }

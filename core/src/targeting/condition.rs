@@ -544,6 +544,14 @@ impl Test {
                 };
                 c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
             }
+            (Test::Number(ord, or_equal, x, exact), Attr::Integer(n)) => {
+                // As its text would compare: exactly with a whole operand, else as a double.
+                let c = match exact {
+                    Some(x) => Some(i128::from(*n).cmp(x)),
+                    None => (*n as f64).partial_cmp(x),
+                };
+                c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
+            }
             (Test::Semver(op, x), Attr::String(s)) => Version::parse(s).is_ok_and(|v| {
                 let c = v.cmp_precedence(x);
                 match op {
@@ -587,7 +595,12 @@ fn equal(v: &Attr, x: &Value, ci: bool) -> bool {
         },
         (Attr::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
         (Attr::Bool(a), Value::Bool(b)) => a == b,
+        (Attr::Integer(a), Value::Number(b)) => match whole(b.as_str()) {
+            Some(b) => i128::from(*a) == b,
+            None => as_number(b.as_str()) == Some(*a as f64),
+        },
         (Attr::Number(a), Value::String(b)) => a == b,
+        (Attr::Integer(a), Value::String(b)) => a.to_string() == *b,
         (Attr::String(a), Value::Number(b)) => a == b.as_str(),
         _ => false,
     }
@@ -699,6 +712,45 @@ mod tests {
         assert!(check(json!({"attribute": "age", "op": "lte", "value": 30}), ctx.clone()));
         assert!(check(json!({"attribute": "score", "op": "gt", "value": 7}), ctx.clone()), "a number given as text");
         assert!(!check(json!({"attribute": "score", "op": "lt", "value": 7}), ctx));
+    }
+
+    /// A source that gives whole numbers by value (as the jsonb context does).
+    struct ByValue(i64);
+
+    impl Attributes for ByValue {
+        fn attribute(&self, path: &[String]) -> Option<Attr<'_>> {
+            (path == ["n"]).then_some(Attr::Integer(self.0))
+        }
+    }
+
+    #[test]
+    fn whole_numbers_by_value_match_as_their_text() {
+        let values = [0i64, 1, -1, 29, 30, 31, 9_007_199_254_740_993, -9_999_999_999_999_999, 9_999_999_999_999_999];
+        let operands = [json!(30), json!(30.0), json!(29.5), json!(-1), json!(0), json!("30"), json!("x"), json!(9_007_199_254_740_992i64),
+                        json!(9_007_199_254_740_993i64), json!(1e300), json!(-0.5)];
+        for n in values {
+            let by_text = attrs(json!({"n": Value::Number(n.to_string().parse().unwrap())}));
+            for operand in &operands {
+                let mut conds = vec![json!({"attribute": "n", "op": "in", "values": [operand]}),
+                                     json!({"attribute": "n", "op": "not_in", "values": [operand]}),
+                                     json!({"attribute": "n", "op": "eq", "value": operand}),
+                                     json!({"attribute": "n", "op": "neq", "value": operand})];
+                if operand.is_number() {
+                    conds.extend(["lt", "lte", "gt", "gte"].map(|op| json!({"attribute": "n", "op": op, "value": operand})));
+                }
+                for cond in conds {
+                    let c = Condition::parse(&cond, "when").unwrap();
+                    let text = c.matches(&Unit { id: "u", attributes: &by_text, now_micros: NOW }, &NoResolver);
+                    let value = c.matches(&Unit { id: "u", attributes: &ByValue(n), now_micros: NOW }, &NoResolver);
+                    assert_eq!(value, text, "{n} {cond}");
+                }
+            }
+        }
+        // Exactly, past a double's 2^53.
+        assert!(!Condition::parse(&json!({"attribute": "n", "op": "eq", "value": 9_007_199_254_740_992i64}), "when").unwrap()
+            .matches(&Unit { id: "u", attributes: &ByValue(9_007_199_254_740_993), now_micros: NOW }, &NoResolver));
+        assert_eq!(Attr::Integer(-42).to_value(), json!(-42));
+        assert_eq!(Attr::Integer(-42).number_text().as_deref(), Some("-42"));
     }
 
     #[test]

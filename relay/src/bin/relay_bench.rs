@@ -5,7 +5,8 @@
 //! INSERT (inside the committing transaction) and the same statement NOTIFYs that time on
 //! `pg_ab_bench`, so both paths start from one instant. Run by bench/relay.sh.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,9 @@ const PRODUCE: &str = "WITH e AS (
         RETURNING payload)
     SELECT pg_notify('pg_ab_bench', (payload->'data'->>'sent_us')) FROM e";
 
+/// How long the run waits after the last produce for every client to have every event.
+const DEADLINE_SECONDS: u64 = 30;
+
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -83,16 +87,19 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 async fn main() {
     let a = args();
     let stop = Arc::new(AtomicBool::new(false));
+    // Messages delivered to all clients so far: the run ends when every client has every
+    // event (or at the deadline), so a late delivery is measured as late, not counted as lost.
+    let delivered = Arc::new(AtomicUsize::new(0));
 
     // The floor: a bare LISTEN client.
     let (floor_client, mut floor_conn) = tokio_postgres::connect(&a.database_url, NoTls).await.expect("connect");
-    let (ftx, mut frx) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let (ftx, mut frx) = tokio::sync::mpsc::unbounded_channel::<(i64, i64)>();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| floor_conn.poll_message(cx));
         while let Some(Ok(m)) = messages.next().await {
             if let AsyncMessage::Notification(n) = m {
                 if let Ok(sent) = n.payload().parse::<i64>() {
-                    let _ = ftx.send(now_us() - sent);
+                    let _ = ftx.send((sent, now_us() - sent));
                 }
             }
         }
@@ -106,6 +113,7 @@ async fn main() {
         let url = format!("{}?token={}", a.ws_url, a.token);
         let ready = ready_tx.clone();
         let stop = stop.clone();
+        let delivered = delivered.clone();
         handles.push(tokio::spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.expect("websocket connect");
             ws.send(Message::Text(r#"{"action":"subscribe","test_ids":["bench"]}"#.into())).await.expect("subscribe");
@@ -127,7 +135,8 @@ async fn main() {
                 // The client is cheap on purpose (it shares the cores with what it measures):
                 // the send time is found by a substring search, not a JSON parse.
                 if let Some(sent) = sent_us(&text) {
-                    latencies.push(now_us() - sent);
+                    latencies.push((sent, now_us() - sent));
+                    delivered.fetch_add(1, Ordering::Relaxed);
                 } else if text.contains("\"current_state\"") {
                     acked += 1;
                     if acked == 1 {
@@ -169,27 +178,46 @@ async fn main() {
         produced += p.await.expect("producer");
     }
     let produce_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let expected = produced as usize * a.clients;
+    let last_produced = std::time::Instant::now();
+    while delivered.load(Ordering::Relaxed) < expected && last_produced.elapsed() < Duration::from_secs(DEADLINE_SECONDS) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained_ms = last_produced.elapsed().as_secs_f64() * 1000.0;
     stop.store(true, Ordering::Relaxed);
 
     let mut all = Vec::new();
     let mut min_received = usize::MAX;
+    // Per event (its send time, unique per event), how many clients received it.
+    let mut receivers: HashMap<i64, usize> = HashMap::new();
     for h in handles {
         let l = h.await.expect("client");
         min_received = min_received.min(l.len());
-        all.extend(l);
+        for (sent, latency) in l {
+            *receivers.entry(sent).or_default() += 1;
+            all.push(latency);
+        }
     }
     let mut floor = Vec::new();
-    while let Ok(l) = frx.try_recv() {
+    let mut floor_sent = Vec::new();
+    while let Ok((sent, l)) = frx.try_recv() {
         floor.push(l);
+        floor_sent.push(sent);
     }
     all.sort_unstable();
     floor.sort_unstable();
-    let expected = produced as usize * a.clients;
     println!("relay: {} clients, {} events in {:.1} s ({:.0} events/s), {} messages delivered of {} ({:.0} messages/s)",
              a.clients, produced, produce_seconds, produced as f64 / produce_seconds, all.len(), expected,
              all.len() as f64 / produce_seconds);
-    println!("relay: lost {} (fewest received by one client: {} of {})", expected - all.len().min(expected), min_received, produced);
+    println!("relay: lost {} (fewest received by one client: {} of {}); the last delivery {:.0} ms after the last produce (deadline {} s)",
+             expected - all.len().min(expected), min_received, produced, drained_ms, DEADLINE_SECONDS);
+    // Which events were missed, by whom: every event the bare LISTEN client saw, in send order.
+    floor_sent.sort_unstable();
+    let missed: Vec<(i64, usize)> = floor_sent.iter().map(|s| (*s, a.clients - receivers.get(s).copied().unwrap_or(0).min(a.clients))).filter(|(_, n)| *n > 0).collect();
+    if !missed.is_empty() {
+        let shown: Vec<String> = missed.iter().take(10).map(|(s, n)| format!("sent_us {s}: {n} clients")).collect();
+        println!("relay: {} events missed by some client (first 10: {})", missed.len(), shown.join("; "));
+    }
     println!("latency ms      P50      P99      max");
     println!("relay      {:>8.2} {:>8.2} {:>8.2}", percentile(&all, 0.5), percentile(&all, 0.99), percentile(&all, 1.0));
     println!("bare LISTEN{:>8.2} {:>8.2} {:>8.2}   ({} notifications)", percentile(&floor, 0.5), percentile(&floor, 0.99), percentile(&floor, 1.0), floor.len());
