@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 use crate::targeting::attributes::{self, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::ffi::CStr;
 
 /// A `jsonb` context argument, not yet read: the object (in place when its datum has a plain
@@ -102,6 +103,9 @@ struct Object {
     count: usize,
     children: *const u32,
     data: *const u8,
+    /// Where the values' data starts (the keys' end), summed at the first value read: each
+    /// value's start is then summed back to it, not through every key.
+    values_at: Cell<Option<u32>>,
 }
 
 impl Object {
@@ -111,7 +115,7 @@ impl Object {
         let count = (unsafe { (*root).header } & JB_CMASK) as usize;
         let children = unsafe { std::ptr::addr_of!((*root).children) } as *const u32;
         let data = unsafe { children.add(2 * count) } as *const u8;
-        Object { count, children, data }
+        Object { count, children, data, values_at: Cell::new(None) }
     }
 
     fn entry(&self, i: usize) -> u32 {
@@ -132,10 +136,28 @@ impl Object {
         off
     }
 
+    /// Start of value `i`'s data: `offset(count + i)`, the sum stopped at the keys' end.
+    fn value_offset(&self, i: usize) -> usize {
+        let mut off = 0usize;
+        for j in (self.count..self.count + i).rev() {
+            let e = self.entry(j);
+            off += (e & JENTRY_OFFLENMASK) as usize;
+            if e & JENTRY_HAS_OFF != 0 {
+                return off;
+            }
+        }
+        let base = self.values_at.get().unwrap_or_else(|| {
+            let base = self.offset(self.count) as u32;
+            self.values_at.set(Some(base));
+            base
+        });
+        off + base as usize
+    }
+
     /// Child `i`'s data: its type bits, and its bytes from `offset(i)` (getJsonbLength).
     fn child(&self, i: usize) -> (u32, usize, usize) {
         let e = self.entry(i);
-        let off = self.offset(i);
+        let off = if i >= self.count { self.value_offset(i - self.count) } else { self.offset(i) };
         let len = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize - off } else { (e & JENTRY_OFFLENMASK) as usize };
         (e & JENTRY_TYPEMASK, off, len)
     }
