@@ -194,9 +194,8 @@ pub(crate) fn slice_test(unit: &str) -> Option<Rc<TestConfig>> {
 
 /// The default test (ab.set_default_test; else the oldest active test; else the oldest test).
 pub(crate) fn default_test() -> Option<Rc<TestConfig>> {
-    let id = store::json_one_ro(include_str!("queries/default_test.sql"), &[])
-    .and_then(|v| v.as_str().map(String::from))?;
-    Some(load_test(&id))
+    let id = cache::default_test_id();
+    Some(load_test(id.as_deref()?))
 }
 
 /// The default test's champion; with no test at all, NULLs and reason `no_test`.

@@ -257,6 +257,18 @@ pub fn active_tests() -> Rc<Vec<String>> {
     with_cache(|c| c.active_tests(|| load_fresh(|| Some(store::active_test_ids()))))
 }
 
+/// The default test's id (`None`: no test), cached like the rest of the configuration: it
+/// depends on ab.tests only, whose changes invalidate the cache.
+pub fn default_test_id() -> Rc<Option<String>> {
+    if snapshot_isolation() {
+        return Rc::new(store::default_test_id());
+    }
+    if let Some(stamp) = parallel_statement() {
+        return with_statement_cache(stamp, |c| c.default_test(|| Loaded::keep(Some(store::default_test_id()))));
+    }
+    with_cache(|c| c.default_test(|| load_fresh(|| Some(store::default_test_id()))))
+}
+
 /// Raises a relcache invalidation for a configuration table; delivered to every backend when
 /// the transaction commits (and to this one at its next command). Called by the tables'
 /// statement triggers (sql/cache.sql).

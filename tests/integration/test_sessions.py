@@ -54,6 +54,22 @@ def test_flag_changes_reach_other_sessions(connect):
     assert one(a, "SELECT ab.is_enabled('ff.f', 'u')") is False
 
 
+def test_the_default_test_is_cached_and_changes_reach_other_sessions(connect):
+    a, b = connect(), connect()
+    assert one(a, "SELECT reason FROM ab.get_champion_assignment()") == "no_test"
+    make_test(b, "d1")
+    assert one(a, "SELECT test_id FROM ab.get_champion_assignment()") == "d1"
+    make_test(b, "d2")  # newer: d1 stays the default (the oldest active test)
+    misses = one(a, "SELECT misses FROM ab.cache_stats()")
+    for _ in range(3):
+        assert one(a, "SELECT test_id FROM ab.get_champion_assignment()") == "d1"
+    assert one(a, "SELECT misses FROM ab.cache_stats()") - misses <= 2, "the default test is read once, then cached"
+    b.execute("SELECT ab.set_default_test('d2')")
+    assert one(a, "SELECT test_id FROM ab.get_champion_assignment()") == "d2"
+    b.execute("SELECT ab.delete_test('d2')")
+    assert one(a, "SELECT test_id FROM ab.get_champion_assignment()") == "d1"
+
+
 def test_two_concurrent_progressions_advance_one_stage_each(connect):
     setup = connect()
     make_test(setup, "p", stages=(10, 25, 50, 100))

@@ -16,6 +16,9 @@ pub struct ConfigCache {
     /// `None` values remember that a flag does not exist (ff.ab_routing often does not).
     flags: LruCache<String, Option<Rc<Flag>>>,
     active: Option<Rc<Vec<String>>>,
+    /// The default test's id (`None` inside: there is no test), as `ab.get_champion_assignment`
+    /// asks for it on every call.
+    default_test: Option<Rc<Option<String>>>,
     capacity: usize,
     pub stats: Stats,
 }
@@ -35,6 +38,7 @@ impl ConfigCache {
             tests: LruCache::new(half),
             flags: LruCache::new(half),
             active: None,
+            default_test: None,
             capacity,
             stats: Stats::default(),
         }
@@ -58,7 +62,7 @@ impl ConfigCache {
     }
 
     pub fn len(&self) -> usize {
-        self.tests.len() + self.flags.len() + usize::from(self.active.is_some())
+        self.tests.len() + self.flags.len() + usize::from(self.active.is_some()) + usize::from(self.default_test.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,6 +73,7 @@ impl ConfigCache {
         self.tests.clear();
         self.flags.clear();
         self.active = None;
+        self.default_test = None;
         self.stats.invalidations += 1;
     }
 
@@ -103,18 +108,30 @@ impl ConfigCache {
     }
 
     pub fn active_tests(&mut self, load: impl FnOnce() -> Loaded<Vec<String>>) -> Rc<Vec<String>> {
-        if let Some(a) = &self.active {
-            self.stats.hits += 1;
-            return a.clone();
-        }
-        self.stats.misses += 1;
-        let loaded = load();
-        let a = Rc::new(loaded.value.unwrap_or_default());
-        if loaded.keep {
-            self.active = Some(a.clone());
-        }
-        a
+        remembered(&mut self.active, &mut self.stats, load)
     }
+
+    /// The default test's id (`ab.set_default_test`'s, else the oldest active test's, else the
+    /// oldest test's; `None` when there is no test).
+    pub fn default_test(&mut self, load: impl FnOnce() -> Loaded<Option<String>>) -> Rc<Option<String>> {
+        remembered(&mut self.default_test, &mut self.stats, load)
+    }
+}
+
+/// One remembered value of the whole configuration: `slot`'s, else `load`'s (kept when it may
+/// be; a missing value reads as the type's default).
+fn remembered<T: Default>(slot: &mut Option<Rc<T>>, stats: &mut Stats, load: impl FnOnce() -> Loaded<T>) -> Rc<T> {
+    if let Some(a) = slot {
+        stats.hits += 1;
+        return a.clone();
+    }
+    stats.misses += 1;
+    let loaded = load();
+    let a = Rc::new(loaded.value.unwrap_or_default());
+    if loaded.keep {
+        *slot = Some(a.clone());
+    }
+    a
 }
 
 #[cfg(test)]
@@ -151,6 +168,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_test_is_read_once_until_cleared() {
+        let mut c = ConfigCache::new(8);
+        let mut loads = 0;
+        for _ in 0..3 {
+            let id = c.default_test(|| {
+                loads += 1;
+                Loaded::keep(Some(Some("t1".into())))
+            });
+            assert_eq!(id.as_deref(), Some("t1"));
+        }
+        assert_eq!(loads, 1);
+        // Not kept (a read that may not be cached): read again.
+        let mut c = ConfigCache::new(8);
+        c.default_test(|| Loaded { value: Some(Some("t1".into())), keep: false });
+        assert_eq!(c.default_test(|| Loaded::keep(Some(None))).as_deref(), None);
+    }
+
+    #[test]
     fn stays_bounded_and_counts_evictions() {
         let mut c = ConfigCache::new(8);
         for i in 0..100 {
@@ -169,8 +204,16 @@ mod tests {
         let mut c = ConfigCache::new(8);
         c.flag("ff.a", || Loaded::keep(Some(flag("ff.a"))));
         c.active_tests(|| Loaded::keep(Some(vec!["t".into()])));
+        c.default_test(|| Loaded::keep(Some(Some("t".into()))));
+        assert_eq!(c.len(), 3);
         c.clear();
         assert!(c.is_empty());
+        let mut reloaded = false;
+        let none = c.default_test(|| {
+            reloaded = true;
+            Loaded::keep(Some(None))
+        });
+        assert!(reloaded && none.is_none());
         let mut loaded = false;
         c.flag("ff.a", || {
             loaded = true;
