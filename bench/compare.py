@@ -10,6 +10,11 @@ For ROUNDS rounds, in alternating order (ABBA…), each build runs `SELECT 1` an
 scripts with pgbench (-M prepared, 4 clients, BENCH_SECONDS each); every figure is a ratio to
 `SELECT 1` of the same build in the same round, so drift of the machine between rounds cancels
 as far as it can. Prints each build's mean ratio with its spread, and after/before.
+
+Then targeting's per-call figures (bench/targeting.py's): in each round, each build in a new
+session runs `is_enabled` on a flag without rules and on a flag whose rule has 5 conditions
+(6-attribute context), N calls in one statement minus the floor of the same shape, best of 4;
+printed per build with the targeted call's ratio to the plain one.
 """
 import os
 import shutil
@@ -22,6 +27,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (pgbench() and prepare() of the hot-path benchmark)
+import targeting  # noqa: E402  (the flags and statements of targeting's per-call figures)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 SCRIPTS = [
@@ -65,6 +71,7 @@ def main() -> None:
                 ratios[b][key].append(tps / floor)
                 line.append(f"{key} {pct(tps / floor)}")
             print(", ".join(line), flush=True)
+    per_call(builds)
     install(builds["after"])
     print("\nratio to SELECT 1 of the same build and round: mean (min–max)")
     for key, _, name, _ in SCRIPTS:
@@ -72,6 +79,27 @@ def main() -> None:
         spread = lambda xs: f"{pct(min(xs))}–{pct(max(xs))}"  # noqa: E731
         print(f"  {name:20} before {pct(mb)} ({spread(ratios['before'][key])}), "
               f"after {pct(ma)} ({spread(ratios['after'][key])}), after/before {ma / mb:.3f}")
+
+
+def per_call(builds: dict) -> None:
+    """Targeting's per-call figures of both builds, rounds alternating (see the module's doc)."""
+    n = 200_000
+    statements = targeting.plain_and_targeted(n)
+    with psycopg.connect(dbname=run.DB, autocommit=True) as conn:
+        targeting.create_flags(conn)
+    best = {b: {k: float("inf") for k in statements} for b in builds}
+    for r in range(ROUNDS):
+        for b in (["before", "after"] if r % 2 == 0 else ["after", "before"]):
+            install(builds[b])
+            with psycopg.connect(dbname=run.DB, autocommit=True) as conn:  # loads the library anew
+                for _ in range(2):
+                    for k, (sql, args) in statements.items():
+                        best[b][k] = min(best[b][k], targeting.best(conn, sql, args))
+    print(f"\nper call in one statement ({n:,} calls, best of {4 * ROUNDS} in {ROUNDS} rounds, minus the floor):")
+    for b in builds:
+        per = {k: (best[b][k] - best[b]["floor"]) / n * 1e6 for k in ("plain", "targeted")}
+        print(f"  {b:6}: is_enabled without rules {per['plain']:.3f} µs, 5-condition rule {per['targeted']:.3f} µs"
+              f" ({per['targeted'] / per['plain']:.2f} × the plain call)")
 
 
 if __name__ == "__main__":

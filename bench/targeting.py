@@ -41,12 +41,27 @@ def best(conn, sql, args=()):
     return out
 
 
+def create_flags(c):
+    """The plain and the targeted flag of the per-call figures (also bench/compare.py's)."""
+    c.execute("SELECT ab.create_flag('ff.plain', 'no rules', 50)")
+    c.execute("SELECT ab.create_flag('ff.targeted', 'a 5-condition rule', 0)")
+    c.execute("SELECT ab.set_flag_rules('ff.targeted', %s::jsonb)", (json.dumps(RULE),))
+
+
+def plain_and_targeted(n):
+    """The floor, the plain and the targeted statement of n calls each, with their arguments."""
+    ctx = json.dumps(CONTEXT)
+    return {
+        "floor": ("SELECT count(*) FILTER (WHERE length('u' || i) > 0) FROM generate_series(1, %s) i", (n,)),
+        "plain": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i)) FROM generate_series(1, %s) i", (n,)),
+        "targeted": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, n)),
+    }
+
+
 def main():
     with psycopg.connect(dbname=run.DB, autocommit=True) as c:
         run.prepare(c)
-        c.execute("SELECT ab.create_flag('ff.plain', 'no rules', 50)")
-        c.execute("SELECT ab.create_flag('ff.targeted', 'a 5-condition rule', 0)")
-        c.execute("SELECT ab.set_flag_rules('ff.targeted', %s::jsonb)", (json.dumps(RULE),))
+        create_flags(c)
         c.execute("SELECT ab.create_flag('ff.listed', 'an id list', 0)")
         c.execute("SELECT ab.add_to_id_list('beta', ARRAY(SELECT 'beta-' || g FROM generate_series(1, 100000) g))")
         c.execute("""SELECT ab.set_flag_rules('ff.listed', '[{"id": "beta", "when": {"in_list": "beta"}, "serve": true}]')""")
@@ -57,9 +72,7 @@ def main():
         # Interleaved rounds, the best of each statement kept: this machine's speed drifts
         # between runs by half, and a drift inside one statement's rounds would skew it alone.
         statements = {
-            "floor": ("SELECT count(*) FILTER (WHERE length('u' || i) > 0) FROM generate_series(1, %s) i", (N,)),
-            "plain": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i)) FROM generate_series(1, %s) i", (N,)),
-            "targeted": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.targeted', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N)),
+            **plain_and_targeted(N),
             "listed": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.listed', 'beta-' || i)) FROM generate_series(1, %s) i", (N,)),
             "plain, ctx given": ("SELECT count(*) FILTER (WHERE ab.is_enabled('ff.plain', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N)),
             **{name: (f"SELECT count(*) FILTER (WHERE ab.is_enabled('ff.part{i}', 'u' || i, %s::jsonb)) FROM generate_series(1, %s) i", (ctx, N))
