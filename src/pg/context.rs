@@ -288,8 +288,12 @@ struct NumericParts<'a> {
 impl NumericParts<'_> {
     /// Base-10000 digit `d` (0 outside the stored ones).
     fn digit(&self, d: i32) -> u16 {
-        let at = 2 * d as usize;
-        if d >= 0 && at + 1 < self.digits.len() { u16::from_ne_bytes([self.digits[at], self.digits[at + 1]]) } else { 0 }
+        // Negative positions (the zeroes after the point of a number below 1) hold no digit.
+        let Ok(d) = usize::try_from(d) else { return 0 };
+        match self.digits.get(2 * d..2 * d + 2) {
+            Some(&[hi, lo]) => u16::from_ne_bytes([hi, lo]),
+            _ => 0,
+        }
     }
 }
 
