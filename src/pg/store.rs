@@ -309,12 +309,12 @@ pub fn hierarchy_version() -> Option<(pg_sys::Oid, i64, u32)> {
     (!own).then_some((oid, version, xmin))
 }
 
-/// Ids of the active tests, sorted.
 /// The default test: ab.set_default_test's, else the oldest active test, else the oldest test.
 pub fn default_test_id() -> Option<String> {
     json_one_ro(include_str!("queries/default_test.sql"), &[]).and_then(|v| v.as_str().map(String::from))
 }
 
+/// Ids of the active tests, sorted.
 pub fn active_test_ids() -> Vec<String> {
     deserialize(
         json_one_ro(

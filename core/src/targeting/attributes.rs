@@ -13,9 +13,10 @@ pub enum Attr<'a> {
     Bool(bool),
     /// A JSON number by its text, digit for digit as its source holds it (`120`, `2.0`, `1e3`).
     Number(Cow<'a, str>),
-    /// A JSON number that is a whole number of at most 16 digits written without a point or an
-    /// exponent, by value: what a source reading numbers in binary gives for them (the jsonb
-    /// context), so the usual attribute (`"seats": 120`) is neither printed nor parsed. Every
+    /// A JSON number that is a whole number of at most 16 digits with no digits after the point
+    /// (display scale 0: `120`, also `1.5e3`), by value: what a source reading numbers in binary
+    /// gives for them (the jsonb context, whose `numeric_out` prints such a number as the same
+    /// integer), so the usual attribute (`"seats": 120`) is neither printed nor parsed. Every
     /// condition treats it as `Number` of its decimal text.
     Integer(i64),
     String(Cow<'a, str>),

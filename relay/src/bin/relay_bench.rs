@@ -6,7 +6,7 @@
 //! `pg_ab_bench`, so both paths start from one instant. Run by bench/relay.sh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,6 +90,8 @@ async fn main() {
     // Messages delivered to all clients so far: the run ends when every client has every
     // event (or at the deadline), so a late delivery is measured as late, not counted as lost.
     let delivered = Arc::new(AtomicUsize::new(0));
+    // When the latest delivery of an event reached a client (µs since the epoch).
+    let last_received = Arc::new(AtomicI64::new(0));
 
     // The floor: a bare LISTEN client.
     let (floor_client, mut floor_conn) = tokio_postgres::connect(&a.database_url, NoTls).await.expect("connect");
@@ -114,6 +116,7 @@ async fn main() {
         let ready = ready_tx.clone();
         let stop = stop.clone();
         let delivered = delivered.clone();
+        let last_received = last_received.clone();
         handles.push(tokio::spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.expect("websocket connect");
             ws.send(Message::Text(r#"{"action":"subscribe","test_ids":["bench"]}"#.into())).await.expect("subscribe");
@@ -135,7 +138,9 @@ async fn main() {
                 // The client is cheap on purpose (it shares the cores with what it measures):
                 // the send time is found by a substring search, not a JSON parse.
                 if let Some(sent) = sent_us(&text) {
-                    latencies.push((sent, now_us() - sent));
+                    let now = now_us();
+                    latencies.push((sent, now - sent));
+                    last_received.fetch_max(now, Ordering::Relaxed);
                     delivered.fetch_add(1, Ordering::Relaxed);
                 } else if text.contains("\"current_state\"") {
                     acked += 1;
@@ -183,12 +188,13 @@ async fn main() {
     while delivered.load(Ordering::Relaxed) < expected && last_produced.elapsed() < Duration::from_secs(DEADLINE_SECONDS) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drained_ms = last_produced.elapsed().as_secs_f64() * 1000.0;
+    let complete = delivered.load(Ordering::Relaxed) >= expected;
     stop.store(true, Ordering::Relaxed);
 
     let mut all = Vec::new();
     let mut min_received = usize::MAX;
-    // Per event (its send time, unique per event), how many clients received it.
+    // Per send time, how many deliveries arrived (two events may share a microsecond: the
+    // bare LISTEN client's count of each time says how many were sent).
     let mut receivers: HashMap<i64, usize> = HashMap::new();
     for h in handles {
         let l = h.await.expect("client");
@@ -209,14 +215,26 @@ async fn main() {
     println!("relay: {} clients, {} events in {:.1} s ({:.0} events/s), {} messages delivered of {} ({:.0} messages/s)",
              a.clients, produced, produce_seconds, produced as f64 / produce_seconds, all.len(), expected,
              all.len() as f64 / produce_seconds);
-    println!("relay: lost {} (fewest received by one client: {} of {}); the last delivery {:.0} ms after the last produce (deadline {} s)",
-             expected - all.len().min(expected), min_received, produced, drained_ms, DEADLINE_SECONDS);
-    // Which events were missed, by whom: every event the bare LISTEN client saw, in send order.
-    floor_sent.sort_unstable();
-    let missed: Vec<(i64, usize)> = floor_sent.iter().map(|s| (*s, a.clients - receivers.get(s).copied().unwrap_or(0).min(a.clients))).filter(|(_, n)| *n > 0).collect();
+    // The last delivery against the newest event's send time (its INSERT's clock_timestamp).
+    let newest_sent = floor_sent.iter().copied().max().unwrap_or_default();
+    let drained_ms = (last_received.load(Ordering::Relaxed) - newest_sent) as f64 / 1000.0;
+    let ended = if complete {
+        format!("the last delivery {drained_ms:.1} ms after the newest event was sent")
+    } else {
+        format!("incomplete at the deadline ({DEADLINE_SECONDS} s after the last produce)")
+    };
+    println!("relay: lost {} (fewest received by one client: {} of {}); {ended}",
+             expected - all.len().min(expected), min_received, produced);
+    // Which events were missed, and how many deliveries of each: every send time the bare
+    // LISTEN client saw, in order.
+    let mut sent: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for s in &floor_sent {
+        *sent.entry(*s).or_default() += 1;
+    }
+    let missed: Vec<(i64, usize)> = sent.iter().map(|(s, n)| (*s, (n * a.clients).saturating_sub(receivers.get(s).copied().unwrap_or(0)))).filter(|(_, n)| *n > 0).collect();
     if !missed.is_empty() {
-        let shown: Vec<String> = missed.iter().take(10).map(|(s, n)| format!("sent_us {s}: {n} clients")).collect();
-        println!("relay: {} events missed by some client (first 10: {})", missed.len(), shown.join("; "));
+        let shown: Vec<String> = missed.iter().take(10).map(|(s, n)| format!("sent_us {s}: {n} deliveries")).collect();
+        println!("relay: events of {} send times missed (first 10: {})", missed.len(), shown.join("; "));
     }
     println!("latency ms      P50      P99      max");
     println!("relay      {:>8.2} {:>8.2} {:>8.2}", percentile(&all, 0.5), percentile(&all, 0.99), percentile(&all, 1.0));
