@@ -40,6 +40,10 @@ const MAX_TEST_IDS: usize = 1000;
 const MAX_MESSAGES_PER_SECOND: u32 = 50;
 /// What the WebSocket layer gathers before it writes to the socket (tungstenite's default).
 const WRITE_BUFFER: usize = 128 * 1024;
+/// The read buffer per connection: clients send short commands, and tungstenite zero-fills its
+/// read buffer up to this size on every read and keeps it per connection (its default, 128 KiB,
+/// is 1.3 GB for 10,000 clients). A larger message still fits: the buffer grows for a frame.
+const READ_BUFFER: usize = 4 * 1024;
 /// Stored events read per replay query: a replay holds one page at a time and reads the next
 /// only when the client has taken this one.
 const REPLAY_PAGE: i64 = 500;
@@ -88,6 +92,7 @@ pub async fn handler(
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .write_buffer_size(WRITE_BUFFER)
+        .read_buffer_size(READ_BUFFER)
         .max_write_buffer_size(buffer)
         .on_upgrade(move |socket| {
             peer.upgraded();
