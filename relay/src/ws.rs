@@ -278,12 +278,15 @@ fn buffer_full(error: &dyn std::fmt::Display) -> bool {
 /// The close code RFC 6455 (section 7.4.1) assigns to what a client sent, when it broke the
 /// protocol: 1007 for text that is not UTF-8, 1009 for a message or frame over the size limit,
 /// 1002 for the rest (reserved bits or opcodes, unmasked frames, control frames over 125 bytes
-/// or fragmented). None for a connection that simply ended.
+/// or fragmented). None for a connection that simply ended — closed without a close frame
+/// too, which tungstenite reports as a protocol error but is a peer gone, not a violation.
 fn violation(error: axum::Error) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = error.into_inner();
     let reason = inner.to_string();
     match inner.downcast_ref::<WsError>()? {
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Utf8(_) => Some((1007, format!("invalid data: {reason}"))),
         WsError::Capacity(_) => Some((1009, format!("too big: {reason}"))),
         WsError::Protocol(_) => Some((1002, format!("protocol error: {reason}"))),
@@ -507,6 +510,18 @@ pub async fn feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_gone_without_a_close_frame_is_no_violation() {
+        use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let of = |e: WsError| violation(axum::Error::new(e)).map(|(code, _)| code);
+        assert_eq!(of(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)), None);
+        assert_eq!(of(WsError::ConnectionClosed), None);
+        assert_eq!(of(WsError::Protocol(ProtocolError::InvalidOpcode(3))), Some(1002));
+        assert_eq!(of(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)), Some(1002));
+        assert_eq!(of(WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 })), Some(1009));
+    }
 
     #[test]
     fn client_messages_parse_as_documented() {

@@ -602,6 +602,21 @@ def test_protocol_violations_close_with_the_rfc_6455_codes(dsn, redis_server, re
     assert relay.metric("pg_ab_relay_client_drops_total", '{reason="protocol"}') == 1
 
 
+def test_a_client_gone_without_a_close_frame_is_no_protocol_violation(dsn, redis_server, relays):
+    relay = relays(dbname_of(dsn), redis_server.url)
+    clients = [StalledClient(relay.port, token(["t1"]), ["t1"]) for _ in range(3)]
+    deadline = time.time() + 10
+    while relay.metric("pg_ab_relay_clients") != 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert relay.metric("pg_ab_relay_clients") == 3
+    for c in clients:
+        c.sock.close()  # no close frame: the peer is simply gone
+    while relay.metric("pg_ab_relay_clients") != 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert relay.metric("pg_ab_relay_clients") == 0
+    assert relay.metric("pg_ab_relay_client_drops_total", '{reason="protocol"}') == 0
+
+
 def test_token_issuer_audience_and_lifetime_settings_are_enforced(dsn, redis_server, relays):
     relay = relays(dbname_of(dsn), redis_server.url, token_issuer="api", token_audience="relay",
                    token_max_lifetime_seconds=900)
