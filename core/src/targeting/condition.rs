@@ -552,8 +552,7 @@ impl Test {
                 };
                 c == Some(*ord) || (*or_equal && c == Some(Ordering::Equal))
             }
-            (Test::Semver(op, x), Attr::String(s)) => Version::parse(s).is_ok_and(|v| {
-                let c = v.cmp_precedence(x);
+            (Test::Semver(op, x), Attr::String(s)) => precedence(s, x).is_some_and(|c| {
                 match op {
                     SemverOp::Eq => c == Ordering::Equal,
                     SemverOp::Neq => c != Ordering::Equal,
@@ -570,6 +569,43 @@ impl Test {
             _ => false,
         }
     }
+}
+
+/// `s`'s SemVer 2.0 precedence against `x` (build metadata ignored); `None` when `s` is no
+/// version. A release version (`MAJOR.MINOR.PATCH`: the usual app version) is read here digit by
+/// digit, as `semver::Version::parse` would read it; any other form (pre-release, build metadata,
+/// or one the reading below refuses) is the `semver` crate's to parse. The property test
+/// `release_versions_compare_as_the_semver_crate_does` holds the two readings equal.
+fn precedence(s: &str, x: &Version) -> Option<Ordering> {
+    match release(s.as_bytes()) {
+        // A release ranks above any pre-release of the same MAJOR.MINOR.PATCH (SemVer 2.0 §11.3).
+        Some(v) => Some(v.cmp(&(x.major, x.minor, x.patch)).then(if x.pre.is_empty() { Ordering::Equal } else { Ordering::Greater })),
+        None => Version::parse(s).ok().map(|v| v.cmp_precedence(x)),
+    }
+}
+
+/// `MAJOR.MINOR.PATCH` of a release version: three numeric identifiers (`0`, or digits without a
+/// leading zero, each fitting 64 bits) and nothing else; `None` for anything else.
+fn release(s: &[u8]) -> Option<(u64, u64, u64)> {
+    let mut parts = [0u64; 3];
+    let mut i = 0;
+    for (k, part) in parts.iter_mut().enumerate() {
+        let start = i;
+        while let Some(d) = s.get(i).filter(|b| b.is_ascii_digit()) {
+            *part = part.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            i += 1;
+        }
+        if i == start || (i - start > 1 && s[start] == b'0') {
+            return None;
+        }
+        if k < 2 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == s.len()).then_some((parts[0], parts[1], parts[2]))
 }
 
 /// A number's text, or a string that is a number (context values often arrive as text), as a
@@ -768,6 +804,24 @@ mod tests {
         assert!(check(json!({"attribute": "v", "op": "semver_eq", "value": "4.2.1"}), json!({"v": "4.2.1+build.7"})));
         assert!(check(json!({"attribute": "v", "op": "semver_gt", "value": "4.2.0"}), json!({"v": "4.10.0"})), "numeric, not text, order");
         assert_eq!(error(json!({"attribute": "v", "op": "semver_gt", "value": "4.2"})).kind, Kind::InvalidParameter);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// The release reading of `precedence` against the `semver` crate's, on strings built
+        /// to sit at its edges: leading zeroes, 20-digit numbers (past 64 bits), missing and
+        /// extra parts, pre-releases and build metadata, stray characters.
+        #[test]
+        fn release_versions_compare_as_the_semver_crate_does(
+            parts in proptest::collection::vec(proptest::sample::select(vec!["0", "1", "2", "01", "10", "4", "42", "18446744073709551615", "18446744073709551616", "99999999999999999999", "", "x"]), 2..5),
+            suffix in proptest::sample::select(vec!["", "", "", "-alpha", "-rc.1", "+build.7", "-0", " ", "."]),
+            operand in proptest::sample::select(vec!["0.0.0", "1.0.0", "1.0.0-alpha", "4.2.0", "1.2.1", "2.1.0-rc.1+b", "18446744073709551615.0.0"]),
+        ) {
+            let s = format!("{}{suffix}", parts.join("."));
+            let x = Version::parse(operand).unwrap();
+            let by_crate = Version::parse(&s).ok().map(|v| v.cmp_precedence(&x));
+            proptest::prop_assert_eq!(precedence(&s, &x), by_crate, "{} against {}", s, operand);
+        }
     }
 
     #[test]
