@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 use crate::targeting::attributes::{self, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::ptr::NonNull;
 use std::ffi::CStr;
 
 /// A `jsonb` context argument, not yet read: the object (in place when its datum has a plain
@@ -76,6 +76,14 @@ impl Attributes for Context {
         }
         attributes::by_path(path, |key| object.find(key.as_bytes()).map(|i| unsafe { object.value(i) }))
     }
+
+    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
+        let Some(object) = self.0.as_ref() else { return names.is_empty() };
+        if object.count() > JB_OFFSET_STRIDE {
+            return names.iter().enumerate().all(|(n, name)| object.find(name.as_bytes()).is_some_and(|i| f(n, &unsafe { object.value(i) })));
+        }
+        object.each_of(names, f)
+    }
 }
 
 // The binary layout of a jsonb object (PostgreSQL's utils/jsonb.h, stable on disk since 9.4):
@@ -95,31 +103,39 @@ const JENTRY_ISBOOL_TRUE: u32 = 0x3000_0000;
 const JENTRY_ISNULL: u32 = 0x4000_0000;
 const JENTRY_ISCONTAINER: u32 = 0x5000_0000;
 
-/// A jsonb object container, read in place. Small on purpose (three words): it is built and
-/// moved on every call with a context, and child offsets are summed per lookup, as PostgreSQL
-/// does (an array of every child's start, summed once per call, cost more to build and move
-/// than the few additions it saved: BENCHMARKS.md, session 13).
+/// A jsonb object container, read in place: one pointer, so a context is returned from the
+/// argument's conversion in a register (a larger one was written to memory field by field and
+/// read back whole, a stall on every call), and child offsets are summed per lookup, as
+/// PostgreSQL does (an array of every child's start, summed once per call, cost more to build
+/// and move than the few additions it saved: BENCHMARKS.md, session 13).
 struct Object {
-    count: usize,
-    children: *const u32,
-    data: *const u8,
-    /// Where the values' data starts (the keys' end), summed at the first value read: each
-    /// value's start is then summed back to it, not through every key.
-    values_at: Cell<Option<u32>>,
+    /// The container's header word; its JEntries follow.
+    root: NonNull<u32>,
 }
 
 impl Object {
     /// # Safety
     /// `root` must be a detoasted jsonb object container that outlives the `Object`.
     unsafe fn of(root: *mut pg_sys::JsonbContainer) -> Object {
-        let count = (unsafe { (*root).header } & JB_CMASK) as usize;
-        let children = unsafe { std::ptr::addr_of!((*root).children) } as *const u32;
-        let data = unsafe { children.add(2 * count) } as *const u8;
-        Object { count, children, data, values_at: Cell::new(None) }
+        Object { root: unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*root).header)) } }
     }
 
+    /// The number of pairs.
+    #[inline(always)]
+    fn count(&self) -> usize {
+        (unsafe { *self.root.as_ptr() } & JB_CMASK) as usize
+    }
+
+    /// JEntry `i`: keys first, then their values.
+    #[inline(always)]
     fn entry(&self, i: usize) -> u32 {
-        unsafe { *self.children.add(i) }
+        unsafe { *self.root.as_ptr().add(1 + i) }
+    }
+
+    /// The children's data, after the 2 × count JEntries.
+    #[inline(always)]
+    fn data(&self) -> *const u8 {
+        unsafe { self.root.as_ptr().add(1 + 2 * self.count()) as *const u8 }
     }
 
     /// Start of child `i`'s data (getJsonbOffset): lengths summed back to the nearest entry
@@ -136,47 +152,27 @@ impl Object {
         off
     }
 
-    /// Start of value `i`'s data: `offset(count + i)`, the sum stopped at the keys' end.
-    fn value_offset(&self, i: usize) -> usize {
-        let mut off = 0usize;
-        for j in (self.count..self.count + i).rev() {
-            let e = self.entry(j);
-            off += (e & JENTRY_OFFLENMASK) as usize;
-            if e & JENTRY_HAS_OFF != 0 {
-                return off;
-            }
-        }
-        let base = self.values_at.get().unwrap_or_else(|| {
-            let base = self.offset(self.count) as u32;
-            self.values_at.set(Some(base));
-            base
-        });
-        off + base as usize
-    }
-
     /// Child `i`'s data: its type bits, and its bytes from `offset(i)` (getJsonbLength).
     fn child(&self, i: usize) -> (u32, usize, usize) {
         let e = self.entry(i);
-        let off = if i >= self.count { self.value_offset(i - self.count) } else { self.offset(i) };
-        let len = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize - off } else { (e & JENTRY_OFFLENMASK) as usize };
-        (e & JENTRY_TYPEMASK, off, len)
+        let off = self.offset(i);
+        (e & JENTRY_TYPEMASK, off, end_of(e, off) - off)
     }
 
     fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        unsafe { std::slice::from_raw_parts(self.data.add(off), len) }
+        unsafe { std::slice::from_raw_parts(self.data().add(off), len) }
     }
 
     /// The index of the pair whose key is `key`. Keys are sorted by length, then bytes: an object
     /// of one offset stride (32 pairs) is scanned with a running offset, lengths first and bytes
     /// compared only at equal lengths; a larger one is binary searched.
     fn find(&self, key: &[u8]) -> Option<usize> {
-        if self.count > JB_OFFSET_STRIDE {
+        if self.count() > JB_OFFSET_STRIDE {
             return self.search(key);
         }
         let mut off = 0usize;
-        for i in 0..self.count {
-            let e = self.entry(i);
-            let end = if e & JENTRY_HAS_OFF != 0 { (e & JENTRY_OFFLENMASK) as usize } else { off + (e & JENTRY_OFFLENMASK) as usize };
+        for i in 0..self.count() {
+            let end = end_of(self.entry(i), off);
             let len = end - off;
             if len > key.len() {
                 return None;
@@ -189,9 +185,50 @@ impl Object {
         None
     }
 
+    /// `Attributes::each_of` for an object of one offset stride: its keys and `names` are in
+    /// the same order (length, then bytes), so one pass over the keys with a running offset
+    /// meets every name, or passes the place where a missing one would be.
+    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
+        let count = self.count();
+        let mut n = 0;
+        // The running starts of key i and of its value (the values follow the keys).
+        let (mut off, mut value_off) = (0usize, self.offset(count));
+        for i in 0..count {
+            let Some(name) = names.get(n).map(|s| s.as_bytes()) else { return true };
+            let end = end_of(self.entry(i), off);
+            let value_entry = self.entry(count + i);
+            let value_end = end_of(value_entry, value_off);
+            let len = end - off;
+            if name.len() < len {
+                return false;
+            }
+            if name.len() == len {
+                let key = self.bytes(off, len);
+                if same_bytes(key, name) {
+                    // This key's value, for the name and its repeats.
+                    let value = unsafe { self.value_at(value_entry & JENTRY_TYPEMASK, value_off, value_end - value_off) };
+                    loop {
+                        if !f(n, &value) {
+                            return false;
+                        }
+                        n += 1;
+                        if !names.get(n).is_some_and(|m| same_bytes(m.as_bytes(), key)) {
+                            break;
+                        }
+                    }
+                } else if name < key {
+                    return false;
+                }
+            }
+            off = end;
+            value_off = value_end;
+        }
+        n == names.len()
+    }
+
     /// `find` by binary search.
     fn search(&self, key: &[u8]) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.count);
+        let (mut lo, mut hi) = (0, self.count());
         while lo < hi {
             let mid = (lo + hi) / 2;
             let (_, off, len) = self.child(mid);
@@ -210,14 +247,21 @@ impl Object {
     /// datum, which outlives the call.
     #[inline(always)]
     unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
-        let (kind, off, len) = self.child(self.count + i);
+        let (kind, off, len) = self.child(self.count() + i);
+        unsafe { self.value_at(kind, off, len) }
+    }
+
+    /// The value of type bits `kind` whose data is `len` bytes at `off`.
+    #[inline(always)]
+    unsafe fn value_at<'a>(&self, kind: u32, off: usize, len: usize) -> Attr<'a> {
+        let data = self.data();
         // Numerics and containers start at the next 4-byte boundary (INTALIGN); computed only
         // for them (a string's padding may lie past the object's end).
-        let aligned = || unsafe { self.data.add(off.next_multiple_of(4)) };
+        let aligned = || unsafe { data.add(off.next_multiple_of(4)) };
         match kind {
             // jsonb text is in the database encoding; pg_ab requires UTF-8.
             JENTRY_ISSTRING => {
-                let bytes = unsafe { std::slice::from_raw_parts(self.data.add(off), len) };
+                let bytes = unsafe { std::slice::from_raw_parts(data.add(off), len) };
                 // Attributes are mostly ASCII: checked word by word, then no UTF-8 decoding.
                 let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
                 Attr::String(text.map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
@@ -238,6 +282,14 @@ impl Object {
             _ => Attr::Null,
         }
     }
+}
+
+/// The end of a child's data from its JEntry and its start: the end offset it stores (one in
+/// every [`JB_OFFSET_STRIDE`] entries), else start plus the length it stores.
+#[inline(always)]
+fn end_of(entry: u32, start: usize) -> usize {
+    let n = (entry & JENTRY_OFFLENMASK) as usize;
+    if entry & JENTRY_HAS_OFF != 0 { n } else { start + n }
 }
 
 // A numeric's binary form (utils/adt/numeric.c, stable on disk): a varlena header, a 16-bit

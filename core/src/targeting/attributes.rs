@@ -75,6 +75,21 @@ pub trait Attributes {
     /// "os"]`), where a key holding the whole dotted name wins over the path through nested
     /// objects. `None` when missing.
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>>;
+
+    /// Each of `names` (one-part attribute names in [`key_order`], repeats allowed) in that
+    /// order, its value given to `f` with its index in `names`, until `f` returns false. False
+    /// when `f` did or a name is missing; true when every name was found and `f` accepted each.
+    /// A source whose keys are sorted the same way (jsonb's) finds them all in one pass; this
+    /// default looks each up with `attribute`.
+    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
+        names.iter().enumerate().all(|(i, name)| self.attribute(std::slice::from_ref(name)).is_some_and(|v| f(i, &v)))
+    }
+}
+
+/// The order of object keys in jsonb (utils/adt/jsonb_util.c, lengthCompareJsonbString):
+/// shorter first, then bytewise.
+pub fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 impl Attributes for Map<String, Value> {

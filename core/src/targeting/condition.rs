@@ -31,7 +31,7 @@
 //! with a string by `in`/`eq` is compared by its text.
 //! An array attribute matches when any element does (`not_in`, `neq`: when none is excluded).
 
-use super::attributes::{Attr, Attributes};
+use super::attributes::{self, Attr, Attributes};
 use crate::error::{AbError, AbResult};
 use crate::places::hierarchy;
 use chrono::DateTime;
@@ -51,6 +51,12 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub enum Condition {
     All(Vec<Condition>),
+    /// `all` of tests each on one attribute named without dots (the usual rule: "country in …,
+    /// plan = …, app_version ≥ …"), for sources that read such attributes in one ordered pass
+    /// (`Attributes::each_of`): `items` in the rule's order (as `All`'s, for explanations),
+    /// `names` their attribute names sorted by length, then bytes, and `tests[i]` the test of
+    /// `names[i]` with its case folding. Means exactly what `All(items)` means.
+    AllTests { items: Vec<Condition>, names: Vec<String>, tests: Vec<(Test, bool)> },
     Any(Vec<Condition>),
     Not(Box<Condition>),
     Segment(String),
@@ -179,7 +185,7 @@ impl Condition {
             return Err(invalid(path, format!("conditions nest deeper than {MAX_DEPTH} levels")));
         }
         let obj = object(v, path)?;
-        for (key, make) in [("all", Condition::All as fn(Vec<Condition>) -> Condition), ("any", Condition::Any)] {
+        for (key, make) in [("all", Condition::all as fn(Vec<Condition>) -> Condition), ("any", Condition::Any)] {
             if let Some(list) = obj.get(key) {
                 only_keys(obj, &[key], path)?;
                 let items = list.as_array().ok_or_else(|| invalid(&format!("{path}.{key}"), "must be an array of conditions"))?;
@@ -226,6 +232,27 @@ impl Condition {
         Ok(Condition::Test { attribute, test, case_insensitive })
     }
 
+    /// `all` of `items`: `AllTests` when every item is a test of one attribute named without
+    /// dots, else `All`.
+    fn all(items: Vec<Condition>) -> Condition {
+        let name = |c: &Condition| match c {
+            Condition::Test { attribute: Some(path), .. } if path.len() == 1 => Some(path[0].clone()),
+            _ => None,
+        };
+        let Some(names) = items.iter().map(name).collect::<Option<Vec<String>>>().filter(|n| !n.is_empty()) else {
+            return Condition::All(items);
+        };
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| attributes::key_order(&names[a], &names[b]));
+        let tests = order.iter().filter_map(|&i| match &items[i] {
+            Condition::Test { test, case_insensitive, .. } => Some((test.clone(), *case_insensitive)),
+            _ => None,
+        });
+        let tests = tests.collect();
+        let names = order.iter().map(|&i| names[i].clone()).collect();
+        Condition::AllTests { items, names, tests }
+    }
+
     /// Whether `unit` meets the condition. Never fails: see the module's rules for missing and
     /// mistyped attributes; an unknown segment, or segments nested past [`MAX_DEPTH`], match
     /// nothing.
@@ -239,6 +266,10 @@ impl Condition {
         }
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.matches_at(unit, resolver, depth + 1)),
+            Condition::AllTests { names, tests, .. } => unit.attributes.each_of(names, &mut |i, v| match (&tests[i], v) {
+                (_, Attr::Null) => false,
+                ((test, case_insensitive), v) => test.on_value(v, *case_insensitive, unit.now_micros),
+            }),
             Condition::Any(cs) => cs.iter().any(|c| c.matches_at(unit, resolver, depth + 1)),
             Condition::Not(c) => !c.matches_at(unit, resolver, depth + 1),
             Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
@@ -267,8 +298,8 @@ impl Condition {
             return (false, json!({"matched": false, "too_deep": true}));
         }
         let (matched, mut trace) = match self {
-            Condition::All(cs) | Condition::Any(cs) => {
-                let (key, stop_at) = if matches!(self, Condition::All(_)) { ("all", false) } else { ("any", true) };
+            Condition::All(cs) | Condition::AllTests { items: cs, .. } | Condition::Any(cs) => {
+                let (key, stop_at) = if matches!(self, Condition::Any(_)) { ("any", true) } else { ("all", false) };
                 let mut traces = Vec::new();
                 let mut result = !stop_at;
                 for c in cs {
@@ -332,7 +363,7 @@ impl Condition {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Condition)) {
         f(self);
         match self {
-            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.visit(f)),
+            Condition::All(cs) | Condition::AllTests { items: cs, .. } | Condition::Any(cs) => cs.iter().for_each(|c| c.visit(f)),
             Condition::Not(c) => c.visit(f),
             _ => {}
         }
