@@ -92,6 +92,7 @@ def per_call(builds: dict) -> None:
         for b in (["before", "after"] if r % 2 == 0 else ["after", "before"]):
             install(builds[b])
             with psycopg.connect(dbname=run.DB, autocommit=True) as conn:  # loads the library anew
+                targeting.in_memory(conn)
                 for _ in range(2):
                     for k, (sql, args) in statements.items():
                         best[b][k] = min(best[b][k], targeting.best(conn, sql, args))

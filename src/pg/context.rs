@@ -11,9 +11,10 @@ use crate::error::{AbError, Kind};
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
-use crate::targeting::attributes::{self, Attr, Attributes};
+use crate::targeting::attributes::{self, same_bytes, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::ffi::CStr;
 
@@ -206,15 +207,21 @@ impl Object {
                 let key = self.bytes(off, len);
                 if same_bytes(key, name) {
                     // This key's value, for the name and its repeats.
-                    let value = unsafe { self.value_at(value_entry & JENTRY_TYPEMASK, value_off, value_end - value_off) };
-                    loop {
-                        if !f(n, &value) {
-                            return false;
-                        }
+                    let (value, owns) = unsafe { self.value_at(value_entry & JENTRY_TYPEMASK, value_off, value_end - value_off) };
+                    let mut value = ManuallyDrop::new(value);
+                    let accepted = loop {
+                        let accepted = f(n, &value);
                         n += 1;
-                        if !names.get(n).is_some_and(|m| same_bytes(m.as_bytes(), key)) {
-                            break;
+                        if !accepted || !names.get(n).is_some_and(|m| same_bytes(m.as_bytes(), key)) {
+                            break accepted;
                         }
+                    };
+                    if owns {
+                        // SAFETY: dropped once, not used after.
+                        unsafe { ManuallyDrop::drop(&mut value) };
+                    }
+                    if !accepted {
+                        return false;
                     }
                 } else if name < key {
                     return false;
@@ -248,12 +255,15 @@ impl Object {
     #[inline(always)]
     unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
         let (kind, off, len) = self.child(self.count() + i);
-        unsafe { self.value_at(kind, off, len) }
+        unsafe { self.value_at(kind, off, len) }.0
     }
 
-    /// The value of type bits `kind` whose data is `len` bytes at `off`.
+    /// The value of type bits `kind` whose data is `len` bytes at `off`, and whether it owns
+    /// memory (a number with a fraction, a container, text that is not UTF-8): callers reading
+    /// many values skip dropping the others (the drop of an `Attr` dispatches on its kind, an
+    /// indirect branch that mispredicts as the kinds of a rule's attributes vary).
     #[inline(always)]
-    unsafe fn value_at<'a>(&self, kind: u32, off: usize, len: usize) -> Attr<'a> {
+    unsafe fn value_at<'a>(&self, kind: u32, off: usize, len: usize) -> (Attr<'a>, bool) {
         let data = self.data();
         // Numerics and containers start at the next 4-byte boundary (INTALIGN); computed only
         // for them (a string's padding may lie past the object's end).
@@ -264,22 +274,25 @@ impl Object {
                 let bytes = unsafe { std::slice::from_raw_parts(data.add(off), len) };
                 // Attributes are mostly ASCII: checked word by word, then no UTF-8 decoding.
                 let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
-                Attr::String(text.map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed))
+                match text {
+                    Ok(t) => (Attr::String(Cow::Borrowed(t)), false),
+                    Err(_) => (Attr::String(String::from_utf8_lossy(bytes)), true),
+                }
             }
             JENTRY_ISNUMERIC => match unsafe { numeric_parts(aligned()) } {
-                Some(n) => numeric_integer(&n).map_or_else(|| Attr::Number(Cow::Owned(numeric_text(&n))), Attr::Integer),
+                Some(n) => numeric_integer(&n).map_or_else(|| (Attr::Number(Cow::Owned(numeric_text(&n))), true), |i| (Attr::Integer(i), false)),
                 None => {
                     let datum = pg_sys::Datum::from(aligned() as pg_sys::Numeric);
                     let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
                     // NaN and the infinities (which JSON cannot hold) are no number.
                     let number = text.and_then(|t| t.to_str().ok()).filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()));
-                    number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string())))
+                    (number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string()))), true)
                 }
             },
-            JENTRY_ISBOOL_FALSE => Attr::Bool(false),
-            JENTRY_ISBOOL_TRUE => Attr::Bool(true),
-            JENTRY_ISCONTAINER => Attr::owned(parse(&unsafe { container_text(aligned() as *mut pg_sys::JsonbContainer) })),
-            _ => Attr::Null,
+            JENTRY_ISBOOL_FALSE => (Attr::Bool(false), false),
+            JENTRY_ISBOOL_TRUE => (Attr::Bool(true), false),
+            JENTRY_ISCONTAINER => (Attr::owned(parse(&unsafe { container_text(aligned() as *mut pg_sys::JsonbContainer) })), true),
+            _ => (Attr::Null, false),
         }
     }
 }
@@ -305,25 +318,6 @@ const NUMERIC_SHORT_DSCALE_SHIFT: u16 = 7;
 const NUMERIC_SHORT_WEIGHT_SIGN_MASK: u16 = 0x0040;
 const NUMERIC_SHORT_WEIGHT_MASK: u16 = 0x003F;
 const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
-
-/// `a == b` for two slices of equal length, without a call to `memcmp` for the short ones
-/// (attribute names: a call was most of a key comparison's cost).
-#[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
-    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
-    match n {
-        // Two overlapping loads cover any length from 4 to 16.
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        _ => a == b,
-    }
-}
 
 /// A numeric's parts, read in place (numeric.c's NumericVar without copying the digits).
 struct NumericParts<'a> {

@@ -137,7 +137,7 @@ struct FlagRow {
 impl From<FlagRow> for Flag {
     fn from(r: FlagRow) -> Flag {
         let hashing = hashing_of(&r.hashing, r.hashing_seed);
-        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on, targeted: r.targeted, hashing }
+        Flag { name: r.name, rollout_percentage: r.rollout_percentage, enabled: r.enabled, depends_on: r.depends_on, targeted: r.targeted, hashing, targeting: Default::default() }
     }
 }
 
@@ -235,6 +235,7 @@ pub fn load_test_config(test_id: &str) -> Option<TestConfig> {
             depends_on: vec![],
             targeted: false,
             hashing: Hashing::default(),
+            targeting: Default::default(),
         }),
     })
 }

@@ -16,8 +16,9 @@ use crate::targeting::condition::{Condition, Resolver, Unit};
 use crate::experiments::assign::TestConfig;
 use crate::experiments::events::TEST_UPDATE;
 use crate::experiments::lifecycle::unknown_test;
-use crate::targeting::rules::{self, Rule, TestDecision, TestTargeting};
-use crate::targeting::{overrides, segments};
+use crate::targeting::overrides::{self, unexpired};
+use crate::targeting::rules::{self, FlagTargeting, Rule, TestDecision, TestTargeting};
+use crate::targeting::segments;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
@@ -25,12 +26,6 @@ use std::cell::{OnceCell, RefCell};
 // foldhash, not SipHash: looked up several times per call; keys are names and unit ids.
 use foldhash::{HashMap, HashSet};
 use std::rc::Rc;
-
-/// A flag's overrides (unit → (value, expires_at in µs since the Unix epoch)) and ordered rules.
-struct FlagTargeting {
-    overrides: HashMap<String, (bool, Option<i64>)>,
-    rules: Vec<Rule>,
-}
 
 /// A test's overrides (unit → (variant, expires_at in µs since the Unix epoch)), audience and
 /// forced-variant rules.
@@ -155,11 +150,6 @@ fn load_test_overrides(test_id: &str) -> HashMap<String, (String, Option<i64>)> 
     store::deserialize(v.unwrap_or(json!({})), "overrides")
 }
 
-/// Whether an override expiring at `expires` (µs; `None`: never) still applies at `now`.
-fn unexpired(expires: Option<i64>, now: i64) -> bool {
-    expires.is_none_or(|e| now < e)
-}
-
 /// Every segment, for evaluation: read on first use.
 fn cached_segments() -> Rc<HashMap<String, Condition>> {
     with_cached(|c| c.segments.clone()).unwrap_or_else(|| fresh(load_segments, |c, s| c.segments = Some(s)))
@@ -186,6 +176,13 @@ impl Resolver for Lookups {
     }
 }
 
+/// A flag's targeting: kept with the cached flag (one lookup for both), else from the map of
+/// every flag's read since the configuration last changed (a flag evicted from the
+/// configuration cache and read again finds it there).
+fn targeting_of(flag: &Flag) -> &Rc<FlagTargeting> {
+    flag.targeting.get_or_init(|| flag_targeting(&flag.name))
+}
+
 fn flag_targeting(flag: &str) -> Rc<FlagTargeting> {
     with_cached(|c| c.flags.get(flag).cloned()).unwrap_or_else(|| {
         fresh(|| FlagTargeting { overrides: load_overrides(flag), rules: load_rules(flag) }, |c, t| {
@@ -203,16 +200,7 @@ pub(crate) fn now_micros() -> i64 {
 /// What targeting decides for `flag` and `unit`: an override of the unit that has not expired,
 /// else the flag's first rule that applies, else nothing (the percentage decides).
 pub(crate) fn decide(flag: &Flag, unit: &Unit) -> Option<Targeted> {
-    let t = flag_targeting(&flag.name);
-    if let Some((value, expires)) = t.overrides.get(unit.id) {
-        if unexpired(*expires, unit.now_micros) {
-            return Some(Targeted::Override(*value));
-        }
-    }
-    if t.rules.is_empty() {
-        return None;
-    }
-    rules::first_match(flag, &t.rules, unit, &Lookups::default()).map(|(index, on)| Targeted::Rule { index, on })
+    targeting_of(flag).decide(flag, unit, &Lookups::default())
 }
 
 fn load_test_targeting(test: &TestConfig) -> TestTargeting {
@@ -274,9 +262,8 @@ pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
 /// `decide` with its reasons, for `ab.explain_flag`: the unit's override (`{"value",
 /// "expires_at_micros"}`, or null) and the rules looked at (`rules::explain_rules`).
 pub(crate) fn explain_flag(flag: &Flag, unit: &Unit) -> Value {
-    let t = flag_targeting(&flag.name);
-    let over = t.overrides.get(unit.id).filter(|(_, e)| unexpired(*e, unit.now_micros));
-    if let Some((value, expires)) = over {
+    let t = targeting_of(flag);
+    if let Some((value, expires)) = t.override_of(unit.id, unit.now_micros) {
         return json!({"override": {"value": value, "expires_at_micros": expires}, "rules": []});
     }
     json!({"override": null, "rules": rules::explain_rules(flag, &t.rules, unit, &Lookups::default())})

@@ -814,6 +814,43 @@ mod tests {
                 assert_eq!(context.attribute(&path), None, "an array is not an object");
             }
             assert!(!matches!(context.attribute(&[keys[0].clone()]), Some(Attr::Null)));
+            // `each_of` (one ordered pass over the keys) agrees with a lookup per name: the
+            // values given and their order, and the result, for every name, every other one,
+            // repeated names, and names missing before, between and after the keys.
+            let near = |k: &String| format!("{}#", &k[..k.len() - 1]);
+            let sets: Vec<Vec<String>> = vec![
+                keys.clone(),
+                keys.iter().step_by(2).cloned().collect(),
+                keys.iter().flat_map(|k| [k.clone(), k.clone()]).collect(),
+                keys.iter().cloned().chain(["".into(), "k".into(), "zzzzzzzzzz".into(), "k1000".into(), near(&keys[n - 1])]).collect(),
+                vec![keys[n / 2].clone(), near(&keys[0])],
+                vec![],
+            ];
+            for mut names in sets {
+                names.sort_by(|a, b| crate::targeting::attributes::key_order(a, b));
+                let mut given = Vec::new();
+                let all = context.each_of(&names, &mut |i, v| {
+                    given.push((i, v.to_value()));
+                    true
+                });
+                let mut looked_up = Vec::new();
+                let found = names.iter().enumerate().all(|(i, name)| {
+                    context.attribute(std::slice::from_ref(name)).is_some_and(|v| {
+                        looked_up.push((i, v.to_value()));
+                        true
+                    })
+                });
+                assert_eq!((all, &given), (found, &looked_up), "{n} keys, names {names:?}");
+                // Stopped by its callback at the second name: false, nothing read after it.
+                if names.len() > 1 && found {
+                    let mut seen = 0;
+                    assert!(!context.each_of(&names, &mut |_, _| {
+                        seen += 1;
+                        seen < 2
+                    }));
+                    assert_eq!(seen, 2, "{n} keys");
+                }
+            }
         }
     }
 

@@ -316,6 +316,7 @@ mod tests {
                 depends_on: vec![],
                 targeted: false,
                 hashing: Hashing::default(),
+                targeting: Default::default(),
             }),
         }
     }
@@ -374,10 +375,11 @@ mod tests {
             depends_on: vec!["ff.entity_extraction_v1".into()],
             targeted: false,
             hashing: Hashing::default(),
+            targeting: Default::default(),
         };
         flags.insert(
             "ff.entity_extraction_v1".into(),
-            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![], targeted: false, hashing: Hashing::default() },
+            Flag { name: "ff.entity_extraction_v1".into(), rollout_percentage: 100, enabled: true, depends_on: vec![], targeted: false, hashing: Hashing::default(), targeting: Default::default() },
         );
         flags.insert(ROUTING_FLAG.into(), routing(25, true));
         let n = 20_000;

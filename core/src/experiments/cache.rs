@@ -139,7 +139,7 @@ mod tests {
     use super::*;
 
     fn flag(name: &str) -> Flag {
-        Flag { name: name.into(), rollout_percentage: 10, enabled: true, depends_on: vec![], targeted: false, hashing: Default::default() }
+        Flag { name: name.into(), rollout_percentage: 10, enabled: true, depends_on: vec![], targeted: false, hashing: Default::default(), targeting: Default::default() }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use crate::error::{AbError, AbResult, Kind};
 use crate::experiments::bucketing::Hashing;
+use crate::targeting::rules::FlagTargeting;
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -17,6 +19,27 @@ pub struct Flag {
     pub targeted: bool,
     /// Which hash buckets its units (`bucketing`): pg_ab's own unless imported from another tool.
     pub hashing: Hashing,
+    /// Its targeting, once a targeted evaluation has read it (`targeted` flags only).
+    pub targeting: TargetingSlot,
+}
+
+/// A flag's targeting kept with the cached flag, so a targeted evaluation finds it without a
+/// second lookup by name; filled by the caller's cache, which drops both together when the
+/// configuration changes. Not part of the flag's identity: any two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct TargetingSlot(OnceCell<Rc<FlagTargeting>>);
+
+impl TargetingSlot {
+    /// The targeting, read by `load` the first time.
+    pub fn get_or_init(&self, load: impl FnOnce() -> Rc<FlagTargeting>) -> &Rc<FlagTargeting> {
+        self.0.get_or_init(load)
+    }
+}
+
+impl PartialEq for TargetingSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Flag {
@@ -158,7 +181,8 @@ pub fn evaluate_targeted(
 ) -> (Evaluation, Option<Targeted>) {
     let own = if flag.enabled && flag.targeted { decide(flag) } else { None };
     let decide_deps = |f: &Flag| if f.targeted { decide(f) } else { None };
-    (evaluate_inner(flag, unit, lookup, true, 0, &|f: &Flag| if f.name == flag.name { own } else { decide_deps(f) }), own)
+    // The flag itself is the same object (no name comparison); a dependency is another flag.
+    (evaluate_inner(flag, unit, lookup, true, 0, &|f: &Flag| if std::ptr::eq(f, flag) || f.name == flag.name { own } else { decide_deps(f) }), own)
 }
 
 /// Evaluates a flag for a unit: its switch, its rollout bucket, then every dependency
@@ -228,6 +252,7 @@ mod tests {
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             targeted: false,
             hashing: Hashing::default(),
+            targeting: Default::default(),
         }
     }
 

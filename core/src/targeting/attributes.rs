@@ -86,6 +86,25 @@ pub trait Attributes {
     }
 }
 
+/// `a == b` for byte slices, without a call to `memcmp` for the short ones (attribute names and
+/// values: a call was most of a key comparison's cost).
+#[inline(always)]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        // Two overlapping loads cover any length from 4 to 16.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
 /// The order of object keys in jsonb (utils/adt/jsonb_util.c, lengthCompareJsonbString):
 /// shorter first, then bytewise.
 pub fn key_order(a: &str, b: &str) -> std::cmp::Ordering {

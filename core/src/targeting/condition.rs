@@ -31,7 +31,7 @@
 //! with a string by `in`/`eq` is compared by its text.
 //! An array attribute matches when any element does (`not_in`, `neq`: when none is excluded).
 
-use super::attributes::{self, Attr, Attributes};
+use super::attributes::{self, same_bytes, Attr, Attributes};
 use crate::error::{AbError, AbResult};
 use crate::places::hierarchy;
 use chrono::DateTime;
@@ -564,8 +564,10 @@ impl Test {
             (Test::Eq(x), _) => equal(v, x, ci),
             (Test::Neq(x), _) => !equal(v, x, ci),
             (Test::Contains(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.contains(x.as_str()))),
-            (Test::StartsWith(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.starts_with(x.as_str()))),
-            (Test::EndsWith(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.ends_with(x.as_str()))),
+            (Test::StartsWith(xs), Attr::String(s)) => folded(s, ci, |s| xs.iter().any(|x| s.get(..x.len()).is_some_and(|h| same_bytes(h.as_bytes(), x.as_bytes())))),
+            (Test::EndsWith(xs), Attr::String(s)) => {
+                folded(s, ci, |s| xs.iter().any(|x| s.len() >= x.len() && same_bytes(&s.as_bytes()[s.len() - x.len()..], x.as_bytes())))
+            }
             (Test::Regex(re), Attr::String(s)) => re.is_match(s),
             (Test::Number(ord, or_equal, x, exact), Attr::Number(t) | Attr::String(t)) => {
                 // Whole numbers exactly (2^53 + 1 > 2^53), others as doubles.
@@ -660,7 +662,7 @@ fn equal(v: &Attr, x: &Value, ci: bool) -> bool {
             (Some(a), Some(b)) => a == b,
             _ => as_number(a).is_some_and(|a| Some(a) == as_number(b.as_str())),
         },
-        (Attr::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { a == b },
+        (Attr::String(a), Value::String(b)) => if ci { a.to_lowercase() == *b } else { same_bytes(a.as_bytes(), b.as_bytes()) },
         (Attr::Bool(a), Value::Bool(b)) => a == b,
         (Attr::Integer(a), Value::Number(b)) => match whole(b.as_str()) {
             Some(b) => i128::from(*a) == b,

@@ -13,7 +13,8 @@
 //! rule applying, the flag's own percentage decides.
 
 use crate::error::{AbError, AbResult};
-use crate::experiments::flags::Flag;
+use crate::experiments::flags::{Flag, Targeted};
+use crate::targeting::overrides::unexpired;
 use crate::targeting::condition::{parse_time, Condition, Resolver, Unit};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -151,6 +152,33 @@ pub fn first_match(flag: &Flag, rules: &[Rule], unit: &Unit, resolver: &dyn Reso
         };
         (i, on)
     })
+}
+
+/// A flag's targeting as evaluation reads it: its overrides (unit id → (value, expiry in µs
+/// since the Unix epoch, `None`: never)) and its ordered rules.
+#[derive(Debug, Default)]
+pub struct FlagTargeting {
+    pub overrides: foldhash::HashMap<String, (bool, Option<i64>)>,
+    pub rules: Vec<Rule>,
+}
+
+impl FlagTargeting {
+    /// What targeting decides for `flag` and `unit`: the unit's override that has not expired
+    /// at `unit.now_micros`, else the first rule that applies (`first_match`), else `None` (the
+    /// flag's percentage decides).
+    pub fn decide(&self, flag: &Flag, unit: &Unit, resolver: &dyn Resolver) -> Option<Targeted> {
+        if let Some((value, expires)) = self.overrides.get(unit.id) {
+            if unexpired(*expires, unit.now_micros) {
+                return Some(Targeted::Override(*value));
+            }
+        }
+        first_match(flag, &self.rules, unit, resolver).map(|(index, on)| Targeted::Rule { index, on })
+    }
+
+    /// The unit's override that applies at `now`: (value, expiry).
+    pub fn override_of(&self, unit: &str, now: i64) -> Option<(bool, Option<i64>)> {
+        self.overrides.get(unit).copied().filter(|(_, e)| unexpired(*e, now))
+    }
 }
 
 /// `first_match` with its reasons, for `explain_flag`: one entry per rule looked at, up to the
@@ -310,7 +338,7 @@ mod tests {
     const DEC_2026: i64 = 1_796_083_200_000_000; // 2026-12-01T00:00:00Z
 
     fn flag(name: &str) -> Flag {
-        Flag { name: name.into(), rollout_percentage: 0, enabled: true, depends_on: vec![], targeted: true, hashing: Default::default() }
+        Flag { name: name.into(), rollout_percentage: 0, enabled: true, depends_on: vec![], targeted: true, hashing: Default::default(), targeting: Default::default() }
     }
 
     #[test]
