@@ -279,22 +279,41 @@ impl Object {
                     Err(_) => (Attr::String(String::from_utf8_lossy(bytes)), true),
                 }
             }
-            JENTRY_ISNUMERIC => match unsafe { numeric_parts(aligned()) } {
-                Some(n) => numeric_integer(&n).map_or_else(|| (Attr::Number(Cow::Owned(numeric_text(&n))), true), |i| (Attr::Integer(i), false)),
-                None => {
-                    let datum = pg_sys::Datum::from(aligned() as pg_sys::Numeric);
-                    let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
-                    // NaN and the infinities (which JSON cannot hold) are no number.
-                    let number = text.and_then(|t| t.to_str().ok()).filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()));
-                    (number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string()))), true)
-                }
-            },
+            JENTRY_ISNUMERIC => unsafe { numeric_value(aligned()) },
             JENTRY_ISBOOL_FALSE => (Attr::Bool(false), false),
             JENTRY_ISBOOL_TRUE => (Attr::Bool(true), false),
-            JENTRY_ISCONTAINER => (Attr::owned(parse(&unsafe { container_text(aligned() as *mut pg_sys::JsonbContainer) })), true),
+            JENTRY_ISCONTAINER => (unsafe { container_value(aligned()) }, true),
             _ => (Attr::Null, false),
         }
     }
+}
+
+/// A numeric value: a whole number of up to 16 digits by value, others by their text (owned).
+/// Out of line: the pass over a context's keys stays small.
+///
+/// # Safety
+/// `p` must point to a numeric datum of the context.
+#[inline(never)]
+unsafe fn numeric_value<'a>(p: *const u8) -> (Attr<'a>, bool) {
+    match unsafe { numeric_parts(p) } {
+        Some(n) => numeric_integer(&n).map_or_else(|| (Attr::Number(Cow::Owned(numeric_text(&n))), true), |i| (Attr::Integer(i), false)),
+        None => {
+            let datum = pg_sys::Datum::from(p as pg_sys::Numeric);
+            let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
+            // NaN and the infinities (which JSON cannot hold) are no number.
+            let number = text.and_then(|t| t.to_str().ok()).filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()));
+            (number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string()))), true)
+        }
+    }
+}
+
+/// A nested array or object, printed and parsed (as rare as dotted paths).
+///
+/// # Safety
+/// `p` must point to a container of the context.
+#[cold]
+unsafe fn container_value<'a>(p: *const u8) -> Attr<'a> {
+    Attr::owned(parse(&unsafe { container_text(p as *mut pg_sys::JsonbContainer) }))
 }
 
 /// The end of a child's data from its JEntry and its start: the end offset it stores (one in
