@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 use crate::targeting::attributes::{self, same_bytes, Attr, Attributes};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::mem::ManuallyDrop;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::ffi::CStr;
 
@@ -207,18 +207,22 @@ impl Object {
                 let key = self.bytes(off, len);
                 if same_bytes(key, name) {
                     // This key's value, for the name and its repeats.
-                    let (value, owns) = unsafe { self.value_at(value_entry & JENTRY_TYPEMASK, value_off, value_end - value_off) };
-                    let mut value = ManuallyDrop::new(value);
+                    // Built where it stays (`value_into`); dropped only when it owns memory (the
+                    // drop of an `Attr` dispatches on its kind through a jump table).
+                    let mut slot = MaybeUninit::uninit();
+                    let owns = unsafe { self.value_into(value_entry & JENTRY_TYPEMASK, value_off, value_end - value_off, &mut slot) };
+                    // SAFETY: value_into wrote it.
+                    let value = unsafe { slot.assume_init_ref() };
                     let accepted = loop {
-                        let accepted = f(n, &value);
+                        let accepted = f(n, value);
                         n += 1;
                         if !accepted || !names.get(n).is_some_and(|m| same_bytes(m.as_bytes(), key)) {
                             break accepted;
                         }
                     };
                     if owns {
-                        // SAFETY: dropped once, not used after.
-                        unsafe { ManuallyDrop::drop(&mut value) };
+                        // SAFETY: written by value_into, dropped once, not used after.
+                        unsafe { slot.assume_init_drop() };
                     }
                     if !accepted {
                         return false;
@@ -255,15 +259,18 @@ impl Object {
     #[inline(always)]
     unsafe fn value<'a>(&self, i: usize) -> Attr<'a> {
         let (kind, off, len) = self.child(self.count() + i);
-        unsafe { self.value_at(kind, off, len) }.0
+        let mut value = MaybeUninit::uninit();
+        unsafe { self.value_into(kind, off, len, &mut value) };
+        unsafe { value.assume_init() }
     }
 
-    /// The value of type bits `kind` whose data is `len` bytes at `off`, and whether it owns
-    /// memory (a number with a fraction, a container, text that is not UTF-8): callers reading
-    /// many values skip dropping the others (the drop of an `Attr` dispatches on its kind, an
-    /// indirect branch that mispredicts as the kinds of a rule's attributes vary).
+    /// Writes the value of type bits `kind` whose data is `len` bytes at `off` into `out`, and
+    /// says whether it owns memory (a number with a fraction, a container, text that is not
+    /// UTF-8). Written in place, field by field: a value built and then moved was copied in
+    /// pieces that the next reads of it stalled on (store forwarding fails on loads spanning
+    /// several stores: half of a condition's cost).
     #[inline(always)]
-    unsafe fn value_at<'a>(&self, kind: u32, off: usize, len: usize) -> (Attr<'a>, bool) {
+    unsafe fn value_into<'a>(&self, kind: u32, off: usize, len: usize, out: &mut MaybeUninit<Attr<'a>>) -> bool {
         let data = self.data();
         // Numerics and containers start at the next 4-byte boundary (INTALIGN); computed only
         // for them (a string's padding may lie past the object's end).
@@ -275,34 +282,62 @@ impl Object {
                 // Attributes are mostly ASCII: checked word by word, then no UTF-8 decoding.
                 let text = if bytes.is_ascii() { Ok(unsafe { std::str::from_utf8_unchecked(bytes) }) } else { std::str::from_utf8(bytes) };
                 match text {
-                    Ok(t) => (Attr::String(Cow::Borrowed(t)), false),
-                    Err(_) => (Attr::String(String::from_utf8_lossy(bytes)), true),
+                    Ok(t) => {
+                        out.write(Attr::String(Cow::Borrowed(t)));
+                        false
+                    }
+                    Err(_) => {
+                        out.write(Attr::String(String::from_utf8_lossy(bytes)));
+                        true
+                    }
                 }
             }
-            JENTRY_ISNUMERIC => unsafe { numeric_value(aligned()) },
-            JENTRY_ISBOOL_FALSE => (Attr::Bool(false), false),
-            JENTRY_ISBOOL_TRUE => (Attr::Bool(true), false),
-            JENTRY_ISCONTAINER => (unsafe { container_value(aligned()) }, true),
-            _ => (Attr::Null, false),
+            JENTRY_ISNUMERIC => match unsafe { numeric_value(aligned()) } {
+                Ok(n) => {
+                    out.write(Attr::Integer(n));
+                    false
+                }
+                Err(other) => {
+                    out.write(other);
+                    true
+                }
+            },
+            JENTRY_ISBOOL_FALSE => {
+                out.write(Attr::Bool(false));
+                false
+            }
+            JENTRY_ISBOOL_TRUE => {
+                out.write(Attr::Bool(true));
+                false
+            }
+            JENTRY_ISCONTAINER => {
+                out.write(unsafe { container_value(aligned()) });
+                true
+            }
+            _ => {
+                out.write(Attr::Null);
+                false
+            }
         }
     }
 }
 
-/// A numeric value: a whole number of up to 16 digits by value, others by their text (owned).
-/// Out of line: the pass over a context's keys stays small.
+/// A numeric value: a whole number of up to 16 digits by value (`Ok`), others by their text
+/// (owned; NaN and the infinities, which JSON cannot hold, as null). Out of line: the pass over
+/// a context's keys stays small.
 ///
 /// # Safety
 /// `p` must point to a numeric datum of the context.
 #[inline(never)]
-unsafe fn numeric_value<'a>(p: *const u8) -> (Attr<'a>, bool) {
+unsafe fn numeric_value<'a>(p: *const u8) -> Result<i64, Attr<'a>> {
     match unsafe { numeric_parts(p) } {
-        Some(n) => numeric_integer(&n).map_or_else(|| (Attr::Number(Cow::Owned(numeric_text(&n))), true), |i| (Attr::Integer(i), false)),
+        Some(n) => numeric_integer(&n).ok_or_else(|| Attr::Number(Cow::Owned(numeric_text(&n)))),
         None => {
             let datum = pg_sys::Datum::from(p as pg_sys::Numeric);
             let text = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(datum)]) };
             // NaN and the infinities (which JSON cannot hold) are no number.
             let number = text.and_then(|t| t.to_str().ok()).filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit()));
-            (number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string()))), true)
+            Err(number.map_or(Attr::Null, |t| Attr::Number(Cow::Owned(t.to_string()))))
         }
     }
 }
