@@ -153,12 +153,16 @@ impl Evaluation {
 }
 
 /// What targeting decided for a flag and a unit, in place of the flag's percentage: an override
-/// of the unit, or the first rule that matched it (its index in the flag's rules).
+/// of the unit, or the first rule that matched it (its index in the flag's rules, at most
+/// `rules::MAX_RULES`). Eight bytes with its `Option`, so it is passed in a register: a larger
+/// one went through memory, written by parts and read whole, a stall on every targeted call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Targeted {
     Override(bool),
-    Rule { index: usize, on: bool },
+    Rule { index: u32, on: bool },
 }
+
+const _: () = assert!(std::mem::size_of::<Option<Targeted>>() <= 8);
 
 impl Targeted {
     pub fn on(self) -> bool {

@@ -172,7 +172,8 @@ impl FlagTargeting {
                 return Some(Targeted::Override(*value));
             }
         }
-        first_match(flag, &self.rules, unit, resolver).map(|(index, on)| Targeted::Rule { index, on })
+        // At most MAX_RULES rules: the index fits.
+        first_match(flag, &self.rules, unit, resolver).map(|(index, on)| Targeted::Rule { index: index as u32, on })
     }
 
     /// The unit's override that applies at `now`: (value, expiry).
