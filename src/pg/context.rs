@@ -12,6 +12,7 @@ use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::nullable::Nullable;
 use pgrx::prelude::*;
 use crate::targeting::attributes::{self, same_bytes, Attr, Attributes};
+use crate::targeting::condition::Test;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -78,7 +79,20 @@ impl Attributes for Context {
         attributes::by_path(path, |key| object.find(key.as_bytes()).map(|i| unsafe { object.value(i) }))
     }
 
-    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
+    fn all_of(&self, names: &[String], tests: &[(Test, bool)], now_micros: i64) -> bool {
+        // The tests run inside the pass (a static call each, not through a closure object).
+        self.each_of(names, |i, v| tests.get(i).is_some_and(|(test, ci)| test.on_attr(v, *ci, now_micros)))
+    }
+}
+
+impl Context {
+    /// Each of `names` (one-part attribute names in `attributes::key_order`, repeats allowed)
+    /// in that order, its value given to `f` with its index in `names`, until `f` returns
+    /// false. False when `f` did or a name is missing; true when every name was found and `f`
+    /// accepted each. An object of one offset stride (32 pairs) is read in one pass over its
+    /// keys, a larger one by a binary search per name.
+    #[inline(always)]
+    pub fn each_of(&self, names: &[String], mut f: impl FnMut(usize, &Attr<'_>) -> bool) -> bool {
         let Some(object) = self.0.as_ref() else { return names.is_empty() };
         if object.count() > JB_OFFSET_STRIDE {
             return names.iter().enumerate().all(|(n, name)| object.find(name.as_bytes()).is_some_and(|i| f(n, &unsafe { object.value(i) })));
@@ -186,10 +200,11 @@ impl Object {
         None
     }
 
-    /// `Attributes::each_of` for an object of one offset stride: its keys and `names` are in
-    /// the same order (length, then bytes), so one pass over the keys with a running offset
-    /// meets every name, or passes the place where a missing one would be.
-    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
+    /// `Context::each_of` for an object of one offset stride: its keys and `names` are in the
+    /// same order (length, then bytes), so one pass over the keys with a running offset meets
+    /// every name, or passes the place where a missing one would be.
+    #[inline(always)]
+    fn each_of(&self, names: &[String], mut f: impl FnMut(usize, &Attr<'_>) -> bool) -> bool {
         let count = self.count();
         let mut n = 0;
         // The running starts of key i and of its value (the values follow the keys).

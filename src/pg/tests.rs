@@ -829,7 +829,7 @@ mod tests {
             for mut names in sets {
                 names.sort_by(|a, b| crate::targeting::attributes::key_order(a, b));
                 let mut given = Vec::new();
-                let all = context.each_of(&names, &mut |i, v| {
+                let all = context.each_of(&names, |i, v| {
                     given.push((i, v.to_value()));
                     true
                 });
@@ -841,10 +841,14 @@ mod tests {
                     })
                 });
                 assert_eq!((all, &given), (found, &looked_up), "{n} keys, names {names:?}");
+                // `all_of` (tests run in the pass) as the same tests after lookups: `exists` on
+                // every name holds when every name is found.
+                let exists = vec![(crate::targeting::condition::Test::Exists, false); names.len()];
+                assert_eq!(context.all_of(&names, &exists, 0), found, "{n} keys, names {names:?}");
                 // Stopped by its callback at the second name: false, nothing read after it.
                 if names.len() > 1 && found {
                     let mut seen = 0;
-                    assert!(!context.each_of(&names, &mut |_, _| {
+                    assert!(!context.each_of(&names, |_, _| {
                         seen += 1;
                         seen < 2
                     }));

@@ -3,6 +3,7 @@
 //! (`serde_json::Map`) is a source; the pgrx layer reads the `jsonb` context in place, so a call
 //! builds no map and copies no string it does not need.
 
+use super::condition::Test;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
 
@@ -76,13 +77,13 @@ pub trait Attributes {
     /// objects. `None` when missing.
     fn attribute(&self, path: &[String]) -> Option<Attr<'_>>;
 
-    /// Each of `names` (one-part attribute names in [`key_order`], repeats allowed) in that
-    /// order, its value given to `f` with its index in `names`, until `f` returns false. False
-    /// when `f` did or a name is missing; true when every name was found and `f` accepted each.
-    /// A source whose keys are sorted the same way (jsonb's) finds them all in one pass; this
-    /// default looks each up with `attribute`.
-    fn each_of(&self, names: &[String], f: &mut dyn FnMut(usize, &Attr<'_>) -> bool) -> bool {
-        names.iter().enumerate().all(|(i, name)| self.attribute(std::slice::from_ref(name)).is_some_and(|v| f(i, &v)))
+    /// Whether every test holds: `tests[i]` (a test and its case folding) on the attribute
+    /// `names[i]`; `names` are one-part names in [`key_order`], repeats allowed. A missing or
+    /// null attribute fails its test (`Test::on_attr`). A source whose keys are sorted the same
+    /// way (jsonb's) reads them all in one pass and runs the tests as it goes, stopping at the
+    /// first that fails; this default looks each name up with `attribute`.
+    fn all_of(&self, names: &[String], tests: &[(Test, bool)], now_micros: i64) -> bool {
+        names.iter().zip(tests).all(|(name, (test, ci))| self.attribute(std::slice::from_ref(name)).is_some_and(|v| test.on_attr(&v, *ci, now_micros)))
     }
 }
 

@@ -53,7 +53,7 @@ pub enum Condition {
     All(Vec<Condition>),
     /// `all` of tests each on one attribute named without dots (the usual rule: "country in …,
     /// plan = …, app_version ≥ …"), for sources that read such attributes in one ordered pass
-    /// (`Attributes::each_of`): `items` in the rule's order (as `All`'s, for explanations),
+    /// (`Attributes::all_of`): `items` in the rule's order (as `All`'s, for explanations),
     /// `names` their attribute names sorted by length, then bytes, and `tests[i]` the test of
     /// `names[i]` with its case folding. Means exactly what `All(items)` means.
     AllTests { items: Vec<Condition>, names: Vec<String>, tests: Vec<(Test, bool)> },
@@ -266,10 +266,7 @@ impl Condition {
         }
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.matches_at(unit, resolver, depth + 1)),
-            Condition::AllTests { names, tests, .. } => unit.attributes.each_of(names, &mut |i, v| match (&tests[i], v) {
-                (_, Attr::Null) => false,
-                ((test, case_insensitive), v) => test.on_value(v, *case_insensitive, unit.now_micros),
-            }),
+            Condition::AllTests { names, tests, .. } => unit.attributes.all_of(names, tests, unit.now_micros),
             Condition::Any(cs) => cs.iter().any(|c| c.matches_at(unit, resolver, depth + 1)),
             Condition::Not(c) => !c.matches_at(unit, resolver, depth + 1),
             Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
@@ -540,6 +537,13 @@ impl Test {
             Test::After(t) => subject > at(t),
             _ => false,
         }
+    }
+
+    /// The test on an attribute's value (`ci`: case folded; `now`: the transaction's start, µs
+    /// since the Unix epoch): null matches no test, as a missing attribute does.
+    #[inline]
+    pub fn on_attr(&self, v: &Attr, ci: bool, now: i64) -> bool {
+        !matches!(v, Attr::Null) && self.on_value(v, ci, now)
     }
 
     fn on_value(&self, v: &Attr, ci: bool, now: i64) -> bool {
