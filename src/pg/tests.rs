@@ -842,7 +842,7 @@ mod tests {
                 });
                 assert_eq!((all, &given), (found, &looked_up), "{n} keys, names {names:?}");
                 // `all_of` (tests run in the pass) as the same tests after lookups: `exists` on
-                // every name holds when every name is found.
+                // every name holds when every name is found (non-ASCII names below).
                 let exists = vec![(crate::targeting::condition::Test::Exists, false); names.len()];
                 assert_eq!(context.all_of(&names, &exists, 0), found, "{n} keys, names {names:?}");
                 // Stopped by its callback at the second name: false, nothing read after it.
@@ -856,6 +856,27 @@ mod tests {
                 }
             }
         }
+        // Non-ASCII names: jsonb orders keys by byte length, then bytes, and so does
+        // `key_order` ("é" is two bytes: after "z", before "zzz").
+        let text = std::ffi::CString::new(r#"{"é": 1, "z": 2, "zz": 3, "éé": 4, "ü1": 5, "zzz": 6}"#).unwrap();
+        let datum = unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[text.as_c_str().into_datum()]) }.unwrap();
+        let context = unsafe { Context::from_datum(datum, false) };
+        let mut names: Vec<String> = ["zzz", "é", "ü1", "éé", "z", "zz", "ü"].iter().map(|s| s.to_string()).collect();
+        names.sort_by(|a, b| crate::targeting::attributes::key_order(a, b));
+        let mut given = Vec::new();
+        assert!(!context.each_of(&names, |i, v| {
+            given.push((names[i].clone(), v.to_value()));
+            true
+        }), "\"ü\" is missing");
+        let present: Vec<String> = names.iter().filter(|n| *n != "ü").cloned().collect();
+        given.clear();
+        assert!(context.each_of(&present, |i, v| {
+            given.push((present[i].clone(), v.to_value()));
+            true
+        }));
+        let want: Vec<(String, serde_json::Value)> = present.iter().map(|n| (n.clone(), context.attribute(std::slice::from_ref(n)).unwrap().to_value())).collect();
+        assert_eq!(given, want);
+        assert_eq!(given.len(), 6);
     }
 
     /// Results built with `pushJsonbValue` (json.rs, `Jsonb`) are the very values `jsonb_in`
