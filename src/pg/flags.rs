@@ -278,7 +278,7 @@ fn explain_flag_in_context(name: Option<&str>, user_id: Option<&str>, context: O
     let (evaluation, decided) = evaluate_flag(&flag, unit, &context);
     let decided_by = match decided {
         Some(Targeted::Override(v)) => json!({"override": v}),
-        Some(Targeted::Rule { index, .. }) => json!({"rule": targeting::rule_id(name, index as usize), "index": index}),
+        Some(Targeted::Rule { index, .. }) => json!({"rule": targeting::rule_id(&flag, index as usize), "index": index}),
         None => Value::Null,
     };
     let mut out = json!({"override": null, "rules": []});

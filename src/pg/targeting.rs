@@ -254,9 +254,10 @@ pub(crate) fn explain_test(test: &TestConfig, unit: &str, attributes: &dyn Attri
     out
 }
 
-/// The id of a flag's rule by its index.
-pub(crate) fn rule_id(flag: &str, index: usize) -> Option<String> {
-    flag_targeting(flag).rules.get(index).map(|r| r.id.clone())
+/// The id of a flag's rule by its index, from the rules that decided (kept with the flag: a
+/// newer configuration accepted meanwhile could hold other rules at that index).
+pub(crate) fn rule_id(flag: &Flag, index: usize) -> Option<String> {
+    targeting_of(flag).rules.get(index).map(|r| r.id.clone())
 }
 
 /// `decide` with its reasons, for `ab.explain_flag`: the unit's override (`{"value",

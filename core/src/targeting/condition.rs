@@ -266,7 +266,8 @@ impl Condition {
         }
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.matches_at(unit, resolver, depth + 1)),
-            Condition::AllTests { names, tests, .. } => unit.attributes.all_of(names, tests, unit.now_micros),
+            // Its tests sit one level down, as `All`'s children do: past the limit, none holds.
+            Condition::AllTests { names, tests, .. } => depth < MAX_DEPTH && unit.attributes.all_of(names, tests, unit.now_micros),
             Condition::Any(cs) => cs.iter().any(|c| c.matches_at(unit, resolver, depth + 1)),
             Condition::Not(c) => !c.matches_at(unit, resolver, depth + 1),
             Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
@@ -962,6 +963,26 @@ mod tests {
         assert!(!c(json!({"segment": "loop"})).matches(&unit, &r), "a cycle ends, matching nothing");
         let both = c(json!({"all": [{"segment": "eu"}, {"not": {"in_list": "beta"}}]}));
         assert_eq!((both.segments(), both.lists()), (vec!["eu"], vec!["beta"]));
+    }
+
+    /// Segments naming segments past MAX_DEPTH match nothing, whichever form the innermost `all`
+    /// takes (tests of one-part names, evaluated in one pass, or any other), and explanations
+    /// say the same as the decision.
+    #[test]
+    fn segments_nested_past_the_limit_match_nothing() {
+        let a = attrs(json!({"a": 1, "b": {"c": 2}}));
+        let unit = Unit { id: "u1", attributes: &a, now_micros: NOW };
+        for inner in [json!({"all": [{"attribute": "a", "op": "exists"}]}), json!({"all": [{"attribute": "b.c", "op": "exists"}]})] {
+            for (links, reachable) in [(MAX_DEPTH - 1, true), (MAX_DEPTH, false), (MAX_DEPTH + 1, false)] {
+                // s1 → s2 → … → s{links} → inner: the inner `all` at depth `links`.
+                let mut segments: HashMap<String, Condition> = (1..links).map(|k| (format!("s{k}"), Condition::parse(&json!({"segment": format!("s{}", k + 1)}), "s").unwrap())).collect();
+                segments.insert(format!("s{links}"), Condition::parse(&inner, "s").unwrap());
+                let r = Fixed { segments, lists: HashMap::new() };
+                let c = Condition::parse(&json!({"segment": "s1"}), "when").unwrap();
+                assert_eq!(c.matches(&unit, &r), reachable, "{inner} behind {links} segments");
+                assert_eq!(c.explain(&unit, &r).0, reachable, "{inner} behind {links} segments, explained");
+            }
+        }
     }
 
     #[test]
