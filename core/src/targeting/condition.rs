@@ -235,21 +235,15 @@ impl Condition {
     /// `all` of `items`: `AllTests` when every item is a test of one attribute named without
     /// dots, else `All`.
     fn all(items: Vec<Condition>) -> Condition {
-        let name = |c: &Condition| match c {
-            Condition::Test { attribute: Some(path), .. } if path.len() == 1 => Some(path[0].clone()),
+        let one_name_test = |c: &Condition| match c {
+            Condition::Test { attribute: Some(path), test, case_insensitive } if path.len() == 1 => Some((path[0].clone(), (test.clone(), *case_insensitive))),
             _ => None,
         };
-        let Some(names) = items.iter().map(name).collect::<Option<Vec<String>>>().filter(|n| !n.is_empty()) else {
+        let Some(mut sorted) = items.iter().map(one_name_test).collect::<Option<Vec<_>>>().filter(|t| !t.is_empty()) else {
             return Condition::All(items);
         };
-        let mut order: Vec<usize> = (0..names.len()).collect();
-        order.sort_by(|&a, &b| attributes::key_order(&names[a], &names[b]));
-        let tests = order.iter().filter_map(|&i| match &items[i] {
-            Condition::Test { test, case_insensitive, .. } => Some((test.clone(), *case_insensitive)),
-            _ => None,
-        });
-        let tests = tests.collect();
-        let names = order.iter().map(|&i| names[i].clone()).collect();
+        sorted.sort_by(|(a, _), (b, _)| attributes::key_order(a, b));
+        let (names, tests) = sorted.into_iter().unzip();
         Condition::AllTests { items, names, tests }
     }
 
@@ -273,10 +267,9 @@ impl Condition {
             Condition::Segment(name) => resolver.segment(name).is_some_and(|c| c.matches_at(unit, resolver, depth + 1)),
             Condition::InList(list) => resolver.list_contains(list, unit.id),
             Condition::Test { attribute: None, test, .. } => test.on_time(unit.now_micros, unit.now_micros),
-            Condition::Test { attribute: Some(path), test, case_insensitive } => match unit.attributes.attribute(path) {
-                None | Some(Attr::Null) => false,
-                Some(v) => test.on_value(&v, *case_insensitive, unit.now_micros),
-            },
+            Condition::Test { attribute: Some(path), test, case_insensitive } => {
+                unit.attributes.attribute(path).is_some_and(|v| test.on_attr(&v, *case_insensitive, unit.now_micros))
+            }
         }
     }
 
@@ -325,10 +318,7 @@ impl Condition {
             Condition::Test { attribute: None, test, .. } => (test.on_time(unit.now_micros, unit.now_micros), json!({"op": test.op(), "read": "now"})),
             Condition::Test { attribute: Some(path), test, case_insensitive } => {
                 let read = unit.attributes.attribute(path);
-                let m = match &read {
-                    None | Some(Attr::Null) => false,
-                    Some(v) => test.on_value(v, *case_insensitive, unit.now_micros),
-                };
+                let m = read.as_ref().is_some_and(|v| test.on_attr(v, *case_insensitive, unit.now_micros));
                 (m, json!({"attribute": path.join("."), "op": test.op(), "read": read.map_or(Value::Null, |v| v.to_value())}))
             }
         };

@@ -167,10 +167,8 @@ impl FlagTargeting {
     /// at `unit.now_micros`, else the first rule that applies (`first_match`), else `None` (the
     /// flag's percentage decides).
     pub fn decide(&self, flag: &Flag, unit: &Unit, resolver: &dyn Resolver) -> Option<Targeted> {
-        if let Some((value, expires)) = self.overrides.get(unit.id) {
-            if unexpired(*expires, unit.now_micros) {
-                return Some(Targeted::Override(*value));
-            }
+        if let Some((value, _)) = self.override_of(unit.id, unit.now_micros) {
+            return Some(Targeted::Override(value));
         }
         // At most MAX_RULES rules: the index fits.
         first_match(flag, &self.rules, unit, resolver).map(|(index, on)| Targeted::Rule { index: index as u32, on })
