@@ -1,10 +1,12 @@
 """Same-run comparison of two builds of pg_ab's library: the hot path and the whole extraction
 pipeline (1 KB and 10 KB texts).
 
-Usage: compare.py BEFORE.so AFTER.so (run through `bench/run.sh compare REV`, which builds REV's
-library and starts the private cluster). Both builds must have the same SQL functions: only the
-library file is swapped (replaced atomically, so no running backend sees a changed file; each
-pgbench run opens new connections, which load the file then in place).
+Usage: compare.py BEFORE.so AFTER.so [BEFORE_stats.sql AFTER_stats.sql] (run through `bench/run.sh
+compare REV`, which builds REV's library and starts the private cluster). Both builds must have the
+same SQL functions: only the library file is swapped (replaced atomically, so no running backend
+sees a changed file; each pgbench run opens new connections, which load the file then in place) —
+except the statistics fold trigger's function, which each build's sql/stats.sql defines and which
+is put in place with its library (PL/pgSQL before session 15, the library's since).
 
 For ROUNDS rounds, in alternating order (ABBA…), each build runs `SELECT 1` and the hot-path
 scripts with pgbench (-M prepared, 4 clients, BENCH_SECONDS each); every figure is a ratio to
@@ -44,17 +46,35 @@ def pct(r: float) -> str:
     return f"{r:6.1%}" if r >= 0.1 else f"{r:6.3%}"
 
 
+def fold_function(stats_sql: Path) -> str:
+    """The `CREATE OR REPLACE FUNCTION ab.fold_metrics()` of a build's sql/stats.sql (up to the
+    trigger that runs it), with the library named as the extension script would."""
+    text = stats_sql.read_text()
+    start = text.index("CREATE FUNCTION ab.fold_metrics()")
+    body = text[start:text.index("CREATE TRIGGER metrics_fold", start)].strip()
+    return body.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1).replace("'MODULE_PATHNAME'", "'$libdir/pg_ab'")
+
+
+FOLDS: dict = {}
+
+
 def install(library: Path) -> None:
-    """Puts `library` in place of pg_ab.so: a copy renamed over it (a new inode)."""
+    """Puts `library` in place of pg_ab.so: a copy renamed over it (a new inode); and its build's
+    fold function, when given."""
     pkglibdir = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip()
     target = Path(pkglibdir) / "pg_ab.so"
     staging = target.with_suffix(".so.new")
     shutil.copyfile(library, staging)
     os.replace(staging, target)
+    if library in FOLDS:
+        with psycopg.connect(dbname=run.DB, autocommit=True) as conn:
+            conn.execute(FOLDS[library])
 
 
 def main() -> None:
     builds = {"before": Path(sys.argv[1]), "after": Path(sys.argv[2])}
+    if len(sys.argv) > 4:
+        FOLDS.update({builds["before"]: fold_function(Path(sys.argv[3])), builds["after"]: fold_function(Path(sys.argv[4]))})
     ratios = {b: {key: [] for key, *_ in SCRIPTS} for b in builds}
     install(builds["after"])
     with psycopg.connect(dbname=run.DB, autocommit=True) as conn:

@@ -3,7 +3,8 @@ same run — COPY into a plain table of the same shape (its columns, defaults an
 trigger, no partitions).
 
 Measured: the floor; COPY into ab.metrics (the statistics fold runs once per COPY); the same
-COPY with the fold trigger disabled (what the fold costs); ab.submit_extraction_metrics_batch
+COPY with the fold trigger disabled (what the fold costs); single-row INSERTs from one client
+with synchronous_commit off, the fold on and off (what it costs per insert); ab.submit_extraction_metrics_batch
 with 1,000 items per call from 1 and 4 clients; single-row ab.submit_extraction_metrics and a
 plain INSERT with pgbench at 4, 16 and 64 clients; exposures (ab.assign_and_log on a test that
 logs them) against ab.assign. The seed's rate is 42,726 requests/s; targets: the batch path
@@ -127,6 +128,15 @@ def main():
         copy_unfolded = best(copy_metrics)
     finally:
         conn.execute("ALTER TABLE ab.metrics ENABLE TRIGGER metrics_fold")
+    # The fold's cost per single-row insert: one row per transaction from one client with
+    # synchronous_commit off (so the WAL flush does not hide it), fold on and off in turn.
+    single = {True: [], False: []}
+    for r in range(4):
+        on = r % 2 == 0
+        conn.execute(f"ALTER TABLE ab.metrics {'ENABLE' if on else 'DISABLE'} TRIGGER metrics_fold")
+        fresh_metrics()
+        single[on].append(bench.pgbench("metrics_insert.sql", options="-c synchronous_commit=off", clients=1))
+    conn.execute("ALTER TABLE ab.metrics ENABLE TRIGGER metrics_fold")
     work = batches(ROWS)
 
     def batch_run(clients):
@@ -152,6 +162,9 @@ def main():
     print(f"  COPY into ab.metrics, COPYs of {BATCH:,} rows           {copy_chunked:10,.0f} rows/s   {copy_chunked / floor_rps:5.2f} x floor")
     print(f"  the same one COPY with the fold trigger disabled   {copy_unfolded:10,.0f} rows/s   "
           f"(the fold: {1e6 / copy_rps - 1e6 / copy_unfolded:5.2f} us per row)")
+    with_fold, without_fold = 1e3 / max(single[True]), 1e3 / max(single[False])
+    print(f"  single-row INSERT, 1 client, synchronous_commit off: {with_fold:.3f} ms with the fold, "
+          f"{without_fold:.3f} ms without (the fold: {with_fold - without_fold:.3f} ms per insert)")
     print(f"  (a jsonb[] parameter of 1,000 items, parsed only   {array_param:10,.0f} rows/s)")
     for clients, rps in ((1, batch1), (4, batch4)):
         print(f"  submit_extraction_metrics_batch, {BATCH:,}/call, {clients} client{'s' if clients > 1 else ' '}"

@@ -25,6 +25,8 @@ if [ "$part" = compare ]; then
         cp "$ROOT/.run/compare/target/release/libpg_ab.so" "$before/libpg_ab.so"
         git -C "$ROOT" worktree remove --force "$before/src"
     fi
+    # Its fold trigger's SQL: compare.py puts each build's in place with its library.
+    git -C "$ROOT" show "$rev:sql/stats.sql" > "$before/stats.sql"
 fi
 want() { [ "$part" = all ] || [ "$part" = "$1" ]; }
 setup
@@ -35,7 +37,7 @@ fresh_database pg_ab_bench
 python_env
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
 if [ "$part" = compare ]; then
-    "$PY" "$ROOT/bench/compare.py" "$before/libpg_ab.so" "$ROOT/target/release/libpg_ab.so"
+    "$PY" "$ROOT/bench/compare.py" "$before/libpg_ab.so" "$ROOT/target/release/libpg_ab.so" "$before/stats.sql" "$ROOT/sql/stats.sql"
 fi
 if want hotpath; then BENCH_SERVER_LOG="$ROOT/.run/bench/server.log" "$PY" "$ROOT/bench/run.py"; echo; fi
 # The extraction part of run.py alone (run.py itself runs it after the hot path).

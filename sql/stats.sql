@@ -26,8 +26,8 @@ CREATE TABLE ab.metric_stats (
     dedup_sumsq       double precision NOT NULL,
     latency_sketch    bigint[] NOT NULL,   -- counts per log bucket (core/src/analysis/stats.rs, sketch)
     last_recorded_at  timestamptz NOT NULL,  -- for ab.health()'s metrics freshness
-    -- Each metric's sum and sum of squares are of its deviations from this shift (the smallest
-    -- value of the first batch folded into the row): a constant metric sums to exactly 0, so
+    -- Each metric's sum and sum of squares are of its deviations from this shift (a value of
+    -- the first statement folded into the row): a constant metric sums to exactly 0, so
     -- its variance is exactly 0 (core/src/analysis/stats.rs, Moments). 0 in rows folded before 0.2.0.
     latency_shift     double precision NOT NULL DEFAULT 0,
     entities_shift    double precision NOT NULL DEFAULT 0,
@@ -40,77 +40,13 @@ CREATE AGGREGATE ab.sketch_sum(bigint[]) (
     SFUNC = ab._sketch_add, STYPE = bigint[], INITCOND = '{}', PARALLEL = SAFE
 );
 
--- Each batch's sums are of deviations from the batch's smallest value per metric, and a row
--- that already holds some moves the batch's sums to its own shift (Moments::add in
+-- The fold (src/pg/fold.rs, the logic in core/src/analysis/fold.rs): one pass over the
+-- statement's new rows, summed per test, variant and hour, and one upsert per group
+-- (src/pg/queries/fold_metric_stats.sql). Each group's sums are of deviations from its first
+-- value per metric; a row that already holds some moves them to its own shift (Moments::add in
 -- core/src/analysis/stats.rs, the same formula).
 CREATE FUNCTION ab.fold_metrics() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO ab.metric_stats AS s (test_id, variant, hour, shard, requests, successes, errors,
-        latency_n, latency_sum, latency_sumsq, entities_n, entities_sum, entities_sumsq,
-        confidence_n, confidence_sum, confidence_sumsq, dedup_n, dedup_sum, dedup_sumsq,
-        latency_sketch, last_recorded_at, latency_shift, entities_shift, confidence_shift, dedup_shift)
-    SELECT test_id, variant, hour, (pg_backend_pid() % 16)::smallint,
-           count(*),
-           count(*) FILTER (WHERE kind = 'extraction' AND extraction_success IS NOT FALSE),
-           count(*) FILTER (WHERE kind = 'error'),
-           count(latency),
-           coalesce(sum(latency - latency_k), 0), coalesce(sum((latency - latency_k) ^ 2), 0),
-           count(entities_processed),
-           coalesce(sum(entities_processed - entities_k), 0), coalesce(sum((entities_processed - entities_k) ^ 2), 0),
-           count(average_confidence),
-           coalesce(sum(average_confidence - confidence_k), 0), coalesce(sum((average_confidence - confidence_k) ^ 2), 0),
-           count(deduplication_rate),
-           coalesce(sum(deduplication_rate - dedup_k), 0), coalesce(sum((deduplication_rate - dedup_k) ^ 2), 0),
-           ab._latency_sketch(array_agg(latency) FILTER (WHERE latency IS NOT NULL)),
-           max(recorded_at),
-           coalesce(min(latency_k), 0), coalesce(min(entities_k), 0), coalesce(min(confidence_k), 0), coalesce(min(dedup_k), 0)
-    FROM (SELECT test_id, variant, kind, extraction_success, recorded_at, date_trunc('hour', recorded_at) AS hour,
-                 CASE WHEN kind = 'extraction' THEN latency_ms END AS latency,
-                 entities_processed::float8 AS entities_processed, average_confidence, deduplication_rate,
-                 min(latency_ms) FILTER (WHERE kind = 'extraction') OVER w AS latency_k,
-                 min(entities_processed::float8) OVER w AS entities_k,
-                 min(average_confidence) OVER w AS confidence_k,
-                 min(deduplication_rate) OVER w AS dedup_k
-          FROM new_metrics
-          WINDOW w AS (PARTITION BY test_id, variant, date_trunc('hour', recorded_at))) m
-    GROUP BY test_id, variant, hour
-    ON CONFLICT (test_id, variant, hour, shard) DO UPDATE SET
-        requests = s.requests + excluded.requests,
-        successes = s.successes + excluded.successes,
-        errors = s.errors + excluded.errors,
-        latency_n = s.latency_n + excluded.latency_n,
-        latency_shift = CASE WHEN s.latency_n = 0 THEN excluded.latency_shift ELSE s.latency_shift END,
-        latency_sum = CASE WHEN s.latency_n = 0 THEN excluded.latency_sum
-                        ELSE s.latency_sum + excluded.latency_sum + excluded.latency_n * (excluded.latency_shift - s.latency_shift) END,
-        latency_sumsq = CASE WHEN s.latency_n = 0 THEN excluded.latency_sumsq
-                          ELSE s.latency_sumsq + excluded.latency_sumsq + 2 * (excluded.latency_shift - s.latency_shift) * excluded.latency_sum
-                               + excluded.latency_n * (excluded.latency_shift - s.latency_shift) ^ 2 END,
-        entities_n = s.entities_n + excluded.entities_n,
-        entities_shift = CASE WHEN s.entities_n = 0 THEN excluded.entities_shift ELSE s.entities_shift END,
-        entities_sum = CASE WHEN s.entities_n = 0 THEN excluded.entities_sum
-                        ELSE s.entities_sum + excluded.entities_sum + excluded.entities_n * (excluded.entities_shift - s.entities_shift) END,
-        entities_sumsq = CASE WHEN s.entities_n = 0 THEN excluded.entities_sumsq
-                          ELSE s.entities_sumsq + excluded.entities_sumsq + 2 * (excluded.entities_shift - s.entities_shift) * excluded.entities_sum
-                               + excluded.entities_n * (excluded.entities_shift - s.entities_shift) ^ 2 END,
-        confidence_n = s.confidence_n + excluded.confidence_n,
-        confidence_shift = CASE WHEN s.confidence_n = 0 THEN excluded.confidence_shift ELSE s.confidence_shift END,
-        confidence_sum = CASE WHEN s.confidence_n = 0 THEN excluded.confidence_sum
-                        ELSE s.confidence_sum + excluded.confidence_sum + excluded.confidence_n * (excluded.confidence_shift - s.confidence_shift) END,
-        confidence_sumsq = CASE WHEN s.confidence_n = 0 THEN excluded.confidence_sumsq
-                          ELSE s.confidence_sumsq + excluded.confidence_sumsq + 2 * (excluded.confidence_shift - s.confidence_shift) * excluded.confidence_sum
-                               + excluded.confidence_n * (excluded.confidence_shift - s.confidence_shift) ^ 2 END,
-        dedup_n = s.dedup_n + excluded.dedup_n,
-        dedup_shift = CASE WHEN s.dedup_n = 0 THEN excluded.dedup_shift ELSE s.dedup_shift END,
-        dedup_sum = CASE WHEN s.dedup_n = 0 THEN excluded.dedup_sum
-                        ELSE s.dedup_sum + excluded.dedup_sum + excluded.dedup_n * (excluded.dedup_shift - s.dedup_shift) END,
-        dedup_sumsq = CASE WHEN s.dedup_n = 0 THEN excluded.dedup_sumsq
-                          ELSE s.dedup_sumsq + excluded.dedup_sumsq + 2 * (excluded.dedup_shift - s.dedup_shift) * excluded.dedup_sum
-                               + excluded.dedup_n * (excluded.dedup_shift - s.dedup_shift) ^ 2 END,
-        latency_sketch = ab._sketch_add(s.latency_sketch, excluded.latency_sketch),
-        last_recorded_at = greatest(s.last_recorded_at, excluded.last_recorded_at);
-    RETURN NULL;
-END $$;
+LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'fold_metrics_wrapper';
 
 CREATE TRIGGER metrics_fold AFTER INSERT ON ab.metrics
     REFERENCING NEW TABLE AS new_metrics

@@ -16,7 +16,7 @@ pgrx::extension_sql_file!("../sql/assign.sql", name = "assign", requires = ["sch
 pgrx::extension_sql_file!("../sql/entities.sql", name = "entities", requires = ["schema", pg::hierarchy::place_keys]);
 pgrx::extension_sql_file!("../sql/cache.sql", name = "cache_triggers", requires = ["schema", pg::cache::invalidate_config_cache]);
 pgrx::extension_sql_file!("../sql/relay.sql", name = "relay", requires = ["schema"]);
-pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["entities", pg::analysis::_sketch_add, pg::analysis::_latency_sketch]);
+pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["entities", pg::analysis::_sketch_add]);
 pgrx::extension_sql_file!("../sql/hierarchy.sql", name = "hierarchy", requires = ["entities", "cache_triggers", pg::hierarchy::_resolve_name]);
 pgrx::extension_sql_file!("../sql/defaults.sql", name = "defaults", requires = ["entities", "stats"]);
 pgrx::extension_sql_file!("../sql/targeting.sql", name = "targeting", requires = ["schema", "assign", "cache_triggers"]);

@@ -19,8 +19,8 @@ use crate::experiments::assign::{AUTO_ROLLBACK_FLAG, RISK_MONITORING_FLAG};
 use crate::experiments::events;
 use crate::experiments::lifecycle::unknown_test;
 
-/// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty); used by the
-/// metrics trigger.
+/// Counts per sketch bucket of the latencies (NULLs skipped, a NULL array is empty), as
+/// `ab.metric_stats.latency_sketch` holds them; 0.1.0's PL/pgSQL fold trigger calls it.
 #[pg_extern(immutable, parallel_safe)]
 fn _latency_sketch(latencies: Option<Vec<Option<f64>>>) -> Vec<i64> {
     sketch::of(latencies.unwrap_or_default().into_iter().flatten())

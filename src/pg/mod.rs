@@ -9,6 +9,7 @@ pub mod extraction;
 pub mod events;
 pub mod ffi;
 pub mod flags;
+pub mod fold;
 pub mod hash;
 pub mod health;
 pub mod hierarchy;

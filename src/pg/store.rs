@@ -73,6 +73,15 @@ pub fn kept_one<T: pgrx::datum::FromDatum + pgrx::IntoDatum>(
     .or_raise()
 }
 
+/// Runs a statement that returns no rows through a plan prepared once per backend.
+pub fn kept_exec(sql: &'static str, types: &[pgrx::PgOid], args: &[DatumWithOid]) {
+    Spi::connect_mut(|c| {
+        let plan = kept_plan(c, sql, types, true)?;
+        c.update(&*plan, None, args).map(|_| ())
+    })
+    .or_raise()
+}
+
 /// Runs `sql` through a plan prepared once per backend; yields at most one jsonb value.
 pub fn kept_json(sql: &'static str, types: &[pgrx::PgOid], mutating: bool, args: &[DatumWithOid]) -> Option<Value> {
     kept_one::<JsonB>(sql, types, mutating, args).map(|j| j.0)

@@ -1,8 +1,11 @@
 """Batch ingest: ab.submit_extraction_metrics_batch and COPY into ab.metrics fold into the same
 statistics as one call per row — ab.evaluate over the same requests is equal, figure by figure —
-and a bad item anywhere in a batch stores nothing and names the item."""
+and a bad item anywhere in a batch stores nothing and names the item. The fold itself holds what
+the raw rows say, whatever way they came in."""
 import json
+import math
 import random
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -110,3 +113,91 @@ def test_a_bad_item_stores_nothing_and_is_named(connect):
         client.submit_extraction_metrics_batch("t_bad", [{"variant": "llm_v2", "latency_ms": -2}])
     assert e.value.sqlstate == "22003" and "metrics[1]" in str(e.value)
     assert one(conn, "SELECT count(*) FROM ab.metrics WHERE test_id = 't_bad'") == 5
+
+
+def sketch_bucket(ms):
+    """core/src/analysis/stats.rs, sketch::bucket, written again: log buckets of ratio 1.1 from 0.001 ms."""
+    if ms <= 0.001:
+        return 0
+    return min(math.ceil(math.log(ms / 0.001) / math.log(1.1)), 255)
+
+
+def test_the_fold_holds_what_the_rows_say(connect):
+    """ab.metric_stats against the raw rows of ab.metrics, per variant and hour of the session's
+    time zone (half an hour off UTC, so hours are not UTC's): counts exactly; each metric's mean
+    and variance as PostgreSQL's avg() and var_samp() give them over the rows; the latency sketch
+    bucket by bucket; the newest recorded_at. Rows come one per INSERT, in multi-row INSERTs that
+    span hours, and by COPY; with error rows, NULL metrics and every extraction_success."""
+    conn = connect()
+    make_test(conn, "t_fold")
+    conn.execute("SET TimeZone = 'Asia/Kolkata'")
+    rng = random.Random(3)
+    start = datetime(2026, 12, 1, 10, 10, tzinfo=timezone.utc)
+    rows = []
+    for _ in range(900):
+        error = rng.random() < 0.1
+        rows.append((start + timedelta(seconds=rng.randrange(0, 3 * 3600)), "t_fold", rng.choice(VARIANTS),
+                     "error" if error else "extraction",
+                     round(rng.lognormvariate(0, 0.8), 4) if rng.random() < 0.9 else None,
+                     rng.randrange(0, 7) if rng.random() < 0.8 else None,
+                     round(rng.uniform(0.5, 1), 4) if rng.random() < 0.8 else None,
+                     # a constant metric: its variance must come out exactly 0
+                     0.25 if rng.random() < 0.5 else None,
+                     rng.choice([True, False, None])))
+    cols = ("recorded_at, test_id, variant, kind, latency_ms, entities_processed, average_confidence, "
+            "deduplication_rate, extraction_success")
+    insert = f"INSERT INTO ab.metrics ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    for r in rows[:200]:
+        conn.execute(insert, r)
+    for i in range(200, 600, 50):
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO ab.metrics ({cols}) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * 50),
+                        [v for r in rows[i:i + 50] for v in r])
+    with conn.cursor().copy(f"COPY ab.metrics ({cols}) FROM STDIN") as cp:
+        for r in rows[600:]:
+            cp.write_row(r)
+
+    expected = {}
+    for variant, hour, *figures in conn.execute("""
+            SELECT variant, date_trunc('hour', recorded_at), count(*),
+                   count(*) FILTER (WHERE kind = 'extraction' AND extraction_success IS NOT FALSE),
+                   count(*) FILTER (WHERE kind = 'error'),
+                   count(latency_ms) FILTER (WHERE kind = 'extraction'), avg(latency_ms) FILTER (WHERE kind = 'extraction'),
+                   var_samp(latency_ms) FILTER (WHERE kind = 'extraction'),
+                   count(entities_processed), avg(entities_processed), var_samp(entities_processed::float8),
+                   count(average_confidence), avg(average_confidence), var_samp(average_confidence),
+                   count(deduplication_rate), avg(deduplication_rate), var_samp(deduplication_rate),
+                   array_agg(latency_ms) FILTER (WHERE kind = 'extraction' AND latency_ms IS NOT NULL), max(recorded_at)
+            FROM ab.metrics WHERE test_id = 't_fold' GROUP BY 1, 2""").fetchall():
+        expected[(variant, hour)] = figures
+    assert sum(f[0] for f in expected.values()) == len(rows)
+    assert len({h for _, h in expected}) >= 4  # hours of Kolkata: the rows span four of them
+
+    stored = conn.execute("""
+            SELECT variant, hour, count(*) OVER (PARTITION BY variant, hour), requests, successes, errors,
+                   latency_n, latency_shift, latency_sum, latency_sumsq, entities_n, entities_shift, entities_sum, entities_sumsq,
+                   confidence_n, confidence_shift, confidence_sum, confidence_sumsq, dedup_n, dedup_shift, dedup_sum, dedup_sumsq,
+                   latency_sketch, last_recorded_at
+            FROM ab.metric_stats WHERE test_id = 't_fold'""").fetchall()
+    assert {(r[0], r[1]) for r in stored} == set(expected)
+    for variant, hour, shards, requests, successes, errors, *rest in stored:
+        assert shards == 1  # one connection: one shard row per group
+        want = expected[(variant, hour)]
+        assert (requests, successes, errors) == tuple(want[:3])
+        for m in range(4):
+            n, shift, total, squares = rest[4 * m: 4 * m + 4]
+            want_n, want_mean, want_var = want[3 + 3 * m: 6 + 3 * m]
+            assert n == want_n, (variant, hour, m)
+            if n:
+                assert shift + total / n == pytest.approx(float(want_mean), rel=1e-12), (variant, hour, m)
+            if n > 1:
+                var = max((squares - total * total / n) / (n - 1), 0)
+                assert var == pytest.approx(want_var, rel=1e-9, abs=1e-15), (variant, hour, m)
+                if m == 3:
+                    assert var == 0 and total == 0 and squares == 0  # the constant metric
+        latencies, newest = want[15], want[16]
+        buckets = [0] * (max(map(sketch_bucket, latencies), default=-1) + 1)
+        for ms in latencies or []:
+            buckets[sketch_bucket(ms)] += 1
+        assert rest[16] == buckets, (variant, hour)
+        assert rest[17] == newest

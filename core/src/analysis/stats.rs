@@ -6,8 +6,8 @@
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 /// Count, and sum and sum of squares of the deviations from `shift`, of one metric in one
-/// variant. `shift` is any value near the data (pg_ab's fold uses the smallest value of the
-/// batch a row was made from); shifting keeps the variance exact where it matters most: a
+/// variant. `shift` is any value near the data (pg_ab's fold uses the first value of the
+/// statement a row was made from, [`Moments::push`]); shifting keeps the variance exact where it matters most: a
 /// constant metric equal to the shift sums to exactly 0, however it is rounded. This is the
 /// "shifted data" algorithm, and [`Moments::add`] is Chan, Golub & LeVeque's (1983) pairwise
 /// combination moved to a common shift.
@@ -29,6 +29,18 @@ impl Moments {
             sumsq: xs.iter().map(|x| (x - shift) * (x - shift)).sum(),
             shift,
         }
+    }
+
+    /// Adds one observation; the first sets the shift (the "shifted data" algorithm with K the
+    /// first value, as Wikipedia's "Algorithms for calculating variance" gives it).
+    pub fn push(&mut self, x: f64) {
+        if self.n == 0.0 {
+            self.shift = x;
+        }
+        let d = x - self.shift;
+        self.n += 1.0;
+        self.sum += d;
+        self.sumsq += d * d;
     }
 
     /// Adds `other`'s observations, moving them to this side's shift (or taking `other` whole
