@@ -1,9 +1,9 @@
 //! The statistics fold trigger (`ab.fold_metrics()`, sql/stats.sql): after each statement that
 //! inserts into `ab.metrics`, its new rows are read from the transition table in one pass, summed
 //! per test, variant and hour (`analysis::fold`), and each group is added to this backend's shard
-//! row of `ab.metric_stats` with one upsert through a plan kept per backend. Before 0.2.0 this was
-//! a PL/pgSQL function running a window, a sort and 25 aggregates per statement: 2.4 µs per row
-//! of a COPY and about 0.12 ms per single-row insert (BENCHMARKS.md, session 15).
+//! row of `ab.metric_stats` with one upsert through a plan kept per backend. In 0.1.0 this was a
+//! PL/pgSQL function running a window, a sort and 25 aggregates per statement (what each costs:
+//! BENCHMARKS.md, session 15).
 
 use super::error::raise;
 use super::ffi::{FLOAT8, TEXT};
@@ -76,8 +76,12 @@ fn fold_metrics<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a,
     // REFERENCING NEW TABLE, the transition table's tuplestore, valid for this call.
     let fold = unsafe { read_new_rows(data.tg_newtable, (*data.tg_relation).rd_att) };
     let shard = (unsafe { pg_sys::MyProcPid } % 16) as i16;
-    for g in fold.groups() {
-        upsert(&g, shard);
+    // In key order, as the old fold's GROUP BY wrote them: two statements of backends sharing a
+    // shard lock the same rows in the same order, so they queue instead of deadlocking.
+    let mut groups = fold.groups();
+    groups.sort_unstable_by(|a, b| (&a.test_id, &a.variant, a.hour).cmp(&(&b.test_id, &b.variant, b.hour)));
+    for g in &groups {
+        upsert(g, shard);
     }
     Ok(None)
 }
@@ -89,16 +93,26 @@ unsafe fn read_new_rows(table: *mut pg_sys::Tuplestorestate, desc: pg_sys::Tuple
     let last = cols.last() as i32;
     let hour_unit = "hour".into_datum();
     let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-    // A read pointer of our own, as a NamedTuplestoreScan takes one: another trigger on the same
-    // statement may read the same tuplestore.
-    let pointer = pg_sys::tuplestore_alloc_read_pointer(table, 0);
+    // A read pointer of our own, rewindable, as a NamedTuplestoreScan takes one: another trigger
+    // on the same statement may read the same tuplestore.
+    let pointer = pg_sys::tuplestore_alloc_read_pointer(table, pg_sys::EXEC_FLAG_REWIND as i32);
     pg_sys::tuplestore_select_read_pointer(table, pointer);
     pg_sys::tuplestore_rescan(table);
     let mut fold = Fold::default();
     // Rows of one statement usually share their recorded_at (the default now()): the hour is
     // computed once per distinct value in a row.
     let mut hour_of: Option<(i64, i64)> = None;
+    // What a row's reading allocates (date_trunc's lower-cased unit, a detoasted text) is freed
+    // with the row: a statement of millions of rows must not hold it all until the trigger ends.
+    let per_row = pg_sys::AllocSetContextCreateInternal(
+        pg_sys::CurrentMemoryContext,
+        c"pg_ab fold row".as_ptr(),
+        pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+        pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+        pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+    );
     while pg_sys::tuplestore_gettupleslot(table, true, false, slot) {
+        let outer = pg_sys::MemoryContextSwitchTo(per_row);
         if ((*slot).tts_nvalid as i32) < last {
             pg_sys::slot_getsomeattrs_int(slot, last);
         }
@@ -132,7 +146,10 @@ unsafe fn read_new_rows(table: *mut pg_sys::Tuplestorestate, desc: pg_sys::Tuple
             average_confidence: float(cols.average_confidence),
             deduplication_rate: float(cols.deduplication_rate),
         });
+        pg_sys::MemoryContextSwitchTo(outer);
+        pg_sys::MemoryContextReset(per_row);
     }
+    pg_sys::MemoryContextDelete(per_row);
     pg_sys::ExecDropSingleTupleTableSlot(slot);
     fold
 }
