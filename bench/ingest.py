@@ -7,7 +7,8 @@ printed, for comparison with the earlier figures.
 
 Measured: the floor; COPY into ab.metrics (the statistics fold runs once per COPY); the same
 COPY with the fold trigger disabled (what the fold costs); single-row INSERTs from one client
-with synchronous_commit off, the fold on and off (what it costs per insert); ab.submit_extraction_metrics_batch
+with synchronous_commit off, the fold on, off, and 0.1.0's PL/pgSQL fold in its place (what each
+costs per insert; 0.1.0's also per row of the COPY); ab.submit_extraction_metrics_batch
 with 1,000 items per call from 1 and 4 clients; single-row ab.submit_extraction_metrics and a
 plain INSERT with pgbench at 4, 16 and 64 clients; exposures (ab.assign_and_log on a test that
 logs them) against ab.assign. The seed's rate is 42,726 requests/s; targets: the batch path
@@ -21,10 +22,14 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 
 import run as bench
+from compare import fold_function
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = int(os.environ.get("BENCH_INGEST_ROWS", "200000"))
 BATCH = 1000
@@ -140,14 +145,23 @@ def main():
     finally:
         conn.execute("ALTER TABLE ab.metrics ENABLE TRIGGER metrics_fold")
     # The fold's cost per single-row insert: one row per transaction from one client with
-    # synchronous_commit off (so the WAL flush does not hide it), fold on and off in turn.
-    single = {True: [], False: []}
-    for r in range(4):
-        on = r % 2 == 0
-        conn.execute(f"ALTER TABLE ab.metrics {'ENABLE' if on else 'DISABLE'} TRIGGER metrics_fold")
-        fresh_metrics()
-        single[on].append(bench.pgbench("metrics_insert.sql", options="-c synchronous_commit=off", clients=1))
+    # synchronous_commit off (so the WAL flush does not hide it), fold on and off in turn. And
+    # against the previous release's fold (0.1.0's PL/pgSQL function, from its install script),
+    # put in place in turn: per single-row insert and per row of the one COPY.
+    ours = fold_function(ROOT / "sql" / "stats.sql")
+    released = fold_function(ROOT / "sql" / "pg_ab--0.1.0.sql")
+    single = {"on": [], "off": [], "0.1.0": []}
+    copies = {"on": [], "0.1.0": []}
+    for r in range(6):
+        for fold in (("on", "off", "0.1.0") if r % 2 == 0 else ("0.1.0", "off", "on")):
+            conn.execute(f"ALTER TABLE ab.metrics {'DISABLE' if fold == 'off' else 'ENABLE'} TRIGGER metrics_fold")
+            conn.execute(released if fold == "0.1.0" else ours)
+            fresh_metrics()
+            single[fold].append(bench.pgbench("metrics_insert.sql", options="-c synchronous_commit=off", clients=1))
+            if fold != "off" and r < 4:
+                copies[fold].append(copy_metrics())
     conn.execute("ALTER TABLE ab.metrics ENABLE TRIGGER metrics_fold")
+    conn.execute(ours)
     work = batches(ROWS)
 
     def batch_run(clients):
@@ -174,9 +188,12 @@ def main():
     print(f"  COPY into ab.metrics, COPYs of {BATCH:,} rows           {copy_chunked:10,.0f} rows/s   {copy_chunked / floor_rps:5.2f} x floor ({copy_chunked / bare_rps:.2f} x bare)")
     print(f"  the same one COPY with the fold trigger disabled   {copy_unfolded:10,.0f} rows/s   "
           f"(the fold: {1e6 / copy_rps - 1e6 / copy_unfolded:5.2f} us per row)")
-    with_fold, without_fold = 1e3 / max(single[True]), 1e3 / max(single[False])
-    print(f"  single-row INSERT, 1 client, synchronous_commit off: {with_fold:.3f} ms with the fold, "
-          f"{without_fold:.3f} ms without (the fold: {with_fold - without_fold:.3f} ms per insert)")
+    ms = {k: 1e3 / max(v) for k, v in single.items()}
+    print(f"  single-row INSERT, 1 client, synchronous_commit off: {ms['on']:.3f} ms with the fold, "
+          f"{ms['off']:.3f} ms without (the fold: {ms['on'] - ms['off']:.3f} ms per insert)")
+    print(f"    with 0.1.0's PL/pgSQL fold: {ms['0.1.0']:.3f} ms (its fold: {ms['0.1.0'] - ms['off']:.3f} ms per insert); "
+          f"the one COPY with it {max(copies['0.1.0']):,.0f} rows/s ({1e6 / max(copies['0.1.0']) - 1e6 / copy_unfolded:.2f} us per row), "
+          f"with this fold {max(copies['on']):,.0f} rows/s ({1e6 / max(copies['on']) - 1e6 / copy_unfolded:.2f} us per row)")
     print(f"  (a jsonb[] parameter of 1,000 items, parsed only   {array_param:10,.0f} rows/s)")
     for clients, rps in ((1, batch1), (4, batch4)):
         print(f"  submit_extraction_metrics_batch, {BATCH:,}/call, {clients} client{'s' if clients > 1 else ' '}"
