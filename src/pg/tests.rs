@@ -910,4 +910,64 @@ mod tests {
         let nul = std::panic::catch_unwind(|| Jsonb(serde_json::json!({"a": "x\u{0}y"})).into_datum());
         assert!(nul.is_err(), "a NUL character is refused");
     }
+
+    /// jsonb arguments read straight from the container (json.rs, `read_jsonb`) are the values
+    /// serde_json parses from `jsonb_out`'s text, as they were read before: for the cases of the
+    /// test above, 2,000 random values (nested arrays and objects, integers past 64 bits,
+    /// fractions, exponents, escapes, non-ASCII and astral text, empty keys), and nesting at the
+    /// limit — both read 127 levels, both refuse 128 and more.
+    #[pg_test]
+    fn jsonb_arguments_read_directly_equal_serde_json_parsing() {
+        use super::super::json::JsonArg;
+        fn jsonb(text: &str) -> pg_sys::Datum {
+            let cstr = std::ffi::CString::new(text).unwrap();
+            unsafe { pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[cstr.as_c_str().into_datum()]) }.unwrap()
+        }
+        fn both(text: &str) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+            let d = jsonb(text);
+            let printed = unsafe { pgrx::direct_function_call::<&std::ffi::CStr>(pg_sys::jsonb_out, &[Some(d)]) }.unwrap().to_str().unwrap().to_owned();
+            let parsed = serde_json::from_str::<serde_json::Value>(&printed).ok();
+            let read = PgTryBuilder::new(|| unsafe { JsonArg::from_polymorphic_datum(d, false, pg_sys::JSONBOID) }.map(|a| a.0))
+                .catch_others(|_| None)
+                .execute();
+            (read, parsed)
+        }
+        // A small xorshift generator: the same values every run.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        fn value(next: &mut dyn FnMut(u64) -> u64, depth: u32) -> String {
+            const STRINGS: [&str; 8] = ["", "a", "quote \\\" back \\\\ tab \\t nl \\n", "é日本語", "😀 \\ud83d\\ude00", "\\u0001x", "0.5", "key"];
+            const NUMBERS: [&str; 10] = ["0", "-7", "12345678901234567890123", "0.1", "-2.50", "1e-7", "6.02E+23", "1e400", "9223372036854775807", "3.141592653589793238462643383279"];
+            match next(if depth > 4 { 5 } else { 7 }) {
+                0 => "null".into(),
+                1 => if next(2) == 0 { "true".into() } else { "false".into() },
+                2 | 3 => NUMBERS[next(NUMBERS.len() as u64) as usize].into(),
+                4 => format!("\"{}\"", STRINGS[next(STRINGS.len() as u64) as usize]),
+                5 => format!("[{}]", (0..next(4)).map(|_| value(next, depth + 1)).collect::<Vec<_>>().join(", ")),
+                _ => format!(
+                    "{{{}}}",
+                    (0..next(4)).map(|i| format!("\"{}{i}\": {}", STRINGS[next(STRINGS.len() as u64) as usize], value(next, depth + 1))).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        let mut texts: Vec<String> = (0..2000).map(|_| value(&mut next, 0)).collect();
+        texts.extend(["null", "1.50", "\"top\"", "[]", "{}", r#"{"b": 1, "a": [1, {"z": null}], "": "e"}"#].map(String::from));
+        for text in &texts {
+            let (read, parsed) = both(text);
+            assert!(parsed.is_some(), "{text}: serde_json reads it");
+            assert_eq!(read, parsed, "{text}");
+        }
+        for depth in [126, 127, 128, 129, 200] {
+            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let (read, parsed) = both(&text);
+            assert_eq!(read.is_some(), parsed.is_some(), "{depth} levels: both read it or both refuse it");
+            assert_eq!(read.is_some(), depth < 128, "{depth} levels");
+            assert_eq!(read, parsed);
+        }
+    }
 }

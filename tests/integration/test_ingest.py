@@ -201,3 +201,41 @@ def test_the_fold_holds_what_the_rows_say(connect):
             buckets[sketch_bucket(ms)] += 1
         assert rest[16] == buckets, (variant, hour)
         assert rest[17] == newest
+
+
+def test_the_batch_keeps_privileges_row_level_security_and_read_only_transactions(connect):
+    """The batch stores its rows through COPY's insert path, which by itself checks none of these:
+    a read-only transaction refuses (25006), a role without INSERT on ab.metrics is refused
+    (42501), and where row-level security is on for the caller the rows go through an INSERT, so
+    the policies apply — nothing stored by a refused call."""
+    conn = connect()
+    make_test(conn, "t_ok")
+    make_test(conn, "t_no")
+    conn.execute("SELECT ab.create_roles()")
+    good = json.dumps([{"variant": "llm_v2", "latency_ms": 1.5}] * 3)
+    batch = "SELECT ab.submit_extraction_metrics_batch(%s, %s::jsonb)"
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="submit_extraction_metrics_batch"):
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(batch, ("t_ok", good))
+    conn.execute("GRANT EXECUTE ON FUNCTION ab.submit_extraction_metrics_batch(text, jsonb) TO ab_reader")
+    conn.execute("SET ROLE ab_reader")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="metrics"):
+        conn.execute(batch, ("t_ok", good))
+    conn.execute("RESET ROLE")
+    assert one(conn, "SELECT count(*) FROM ab.metrics") == 0
+
+    conn.execute("ALTER TABLE ab.metrics ENABLE ROW LEVEL SECURITY")
+    conn.execute("CREATE POLICY write_ok ON ab.metrics FOR INSERT TO ab_writer WITH CHECK (test_id = 't_ok')")
+    conn.execute("CREATE POLICY read_all ON ab.metrics FOR SELECT TO ab_writer USING (true)")
+    conn.execute("SET ROLE ab_writer")
+    assert one(conn, batch, "t_ok", good) == 3
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        conn.execute(batch, ("t_no", good))
+    conn.execute("RESET ROLE")
+    assert one(conn, "SELECT count(*) FROM ab.metrics") == 3
+    assert one(conn, "SELECT sum(requests) FROM ab.metric_stats") == 3
+    conn.execute("ALTER TABLE ab.metrics DISABLE ROW LEVEL SECURITY")
+    # Without row-level security the same call goes through COPY, and its rows are folded once.
+    assert one(conn, batch, "t_no", good) == 3
+    assert one(conn, "SELECT sum(requests) FROM ab.metric_stats WHERE test_id = 't_no'") == 3
