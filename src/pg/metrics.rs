@@ -5,9 +5,9 @@ use super::error::{raise, require_primary, required, OrRaise};
 use super::extraction::record_extraction;
 use super::ffi::{BOOL_ARRAY, FLOAT8, FLOAT8_ARRAY, INT4, INT4_ARRAY, TEXT, TEXT_ARRAY};
 use super::json::JsonArg;
-use super::{cache, copy, store};
+use super::{cache, store};
 use crate::experiments::lifecycle::{not_a_variant, unknown_test};
-use crate::extraction::metrics::{batch_from_json, copy_rows, BatchItem, ErrorMetrics, ExtractionMetrics, COPY_COLUMNS};
+use crate::extraction::metrics::{batch_from_json, ErrorMetrics, ExtractionMetrics};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -57,23 +57,7 @@ fn submit_extraction_metrics_batch(test_id: Option<&str>, metrics: Option<JsonAr
     if items.is_empty() {
         return 0;
     }
-    // COPY's insert path; an INSERT … SELECT of the columns unnested where row-level security
-    // is on (COPY FROM does not apply policies).
-    let rows = copy_rows(test_id, &items);
-    let stored = match copy::copy_from_memory(c"ab.submit_extraction_metrics_batch", "ab", "metrics", &COPY_COLUMNS, rows) {
-        Some(n) => n as i64,
-        None => insert_batch(test_id, &items),
-    };
-    if stored != items.len() as i64 {
-        // A BEFORE INSERT trigger dropped rows: as for one row, an error, never a short count.
-        raise(crate::error::AbError::wrong_state(format!("{} of {} rows were inserted into ab.metrics", stored, items.len()))
-            .with_hint("a BEFORE INSERT trigger on ab.metrics returned NULL: pg_ab needs every row it writes there"));
-    }
-    stored
-}
-
-/// A batch's rows by one `INSERT … SELECT` of its columns unnested; returns the rows stored.
-fn insert_batch(test_id: &str, items: &[BatchItem]) -> i64 {
+    // Columns, unnested by one INSERT … SELECT.
     let variants: Vec<&str> = items.iter().map(|i| i.variant.as_str()).collect();
     let latency: Vec<f64> = items.iter().map(|i| i.metrics.latency_ms).collect();
     let entities: Vec<i32> = items.iter().map(|i| i.metrics.entities_processed).collect();
@@ -86,7 +70,13 @@ fn insert_batch(test_id: &str, items: &[BatchItem]) -> i64 {
         true,
         &[test_id.into(), variants.into(), latency.into(), entities.into(), confidence.into(), dedup.into(), success.into()],
     );
-    store::inserted(stored, "ab.metrics")
+    let stored = store::inserted(stored, "ab.metrics");
+    if stored != items.len() as i64 {
+        // A BEFORE INSERT trigger dropped rows: as for one row, an error, never a short count.
+        raise(crate::error::AbError::wrong_state(format!("{} of {} rows were inserted into ab.metrics", stored, items.len()))
+            .with_hint("a BEFORE INSERT trigger on ab.metrics returned NULL: pg_ab needs every row it writes there"));
+    }
+    stored
 }
 
 /// Records a failed request. Keys: error_type (required), error_message, extraction_time_ms,

@@ -4,7 +4,6 @@ pub mod analysis;
 pub mod assign;
 pub mod cache;
 pub mod context;
-pub mod copy;
 pub mod error;
 pub mod extraction;
 pub mod events;

@@ -154,55 +154,6 @@ pub fn batch_from_json(batch: &Value) -> AbResult<Vec<BatchItem>> {
         .collect()
 }
 
-/// The columns [`copy_rows`] writes, in its order.
-pub const COPY_COLUMNS: [&str; 8] =
-    ["test_id", "variant", "kind", "latency_ms", "entities_processed", "average_confidence", "deduplication_rate", "extraction_success"];
-
-/// A batch of one test as rows of `ab.metrics` in COPY's text format (PostgreSQL's "COPY", File
-/// Formats, Text Format): columns [`COPY_COLUMNS`] separated by tabs, `\N` for NULL, a backslash,
-/// tab, newline or carriage return in a text written as `\\`, `\t`, `\n`, `\r`; numbers as
-/// Rust prints them (the shortest text that reads back as the same double, which `float8in`
-/// does).
-pub fn copy_rows(test_id: &str, items: &[BatchItem]) -> Vec<u8> {
-    use std::io::Write;
-    fn text(out: &mut Vec<u8>, s: &str) {
-        for b in s.bytes() {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                _ => out.push(b),
-            }
-        }
-    }
-    fn number(out: &mut Vec<u8>, x: Option<f64>) {
-        match x {
-            Some(x) => {
-                let _ = write!(out, "{x}");
-            }
-            None => out.extend_from_slice(b"\\N"),
-        }
-    }
-    let mut test = Vec::new();
-    text(&mut test, test_id);
-    let mut out = Vec::with_capacity(items.len() * (test.len() + 64));
-    for item in items {
-        let m = &item.metrics;
-        out.extend_from_slice(&test);
-        out.push(b'\t');
-        text(&mut out, &item.variant);
-        out.extend_from_slice(b"\textraction\t");
-        number(&mut out, Some(m.latency_ms));
-        let _ = write!(out, "\t{}\t", m.entities_processed);
-        number(&mut out, m.average_confidence);
-        out.push(b'\t');
-        number(&mut out, m.deduplication_rate);
-        out.extend_from_slice(if m.extraction_success { b"\tt\n" } else { b"\tf\n" });
-    }
-    out
-}
-
 impl ErrorMetrics {
     /// Reads `{error_type (required, not blank), error_message, extraction_time_ms (≥ 0),
     /// content_length (whole, ≥ 0)}`.
@@ -229,23 +180,6 @@ impl ErrorMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_rows_escape_text_and_write_nulls_and_round_trip_numbers() {
-        let item = |variant: &str, latency_ms: f64, confidence: Option<f64>, ok: bool| BatchItem {
-            variant: variant.into(),
-            metrics: ExtractionMetrics { latency_ms, entities_processed: 7, average_confidence: confidence, deduplication_rate: None, extraction_success: ok },
-        };
-        let rows = copy_rows("t\\1", &[item("a\tb\nc\rd", 0.1 + 0.2, Some(1e-7), true), item("v", 1e21, None, false)]);
-        let text = String::from_utf8(rows).unwrap();
-        let lines: Vec<&str> = text.split_terminator('\n').collect();
-        assert_eq!(lines.len(), 2);
-        let first: Vec<&str> = lines[0].split('\t').collect();
-        assert_eq!(first, ["t\\\\1", "a\\tb\\nc\\rd", "extraction", "0.30000000000000004", "7", "0.0000001", "\\N", "t"]);
-        assert_eq!(first[3].parse::<f64>().unwrap(), 0.1 + 0.2);
-        assert_eq!(lines[1].split('\t').collect::<Vec<_>>(), ["t\\\\1", "v", "extraction", "1000000000000000000000", "7", "\\N", "\\N", "f"]);
-        assert_eq!(first.len(), COPY_COLUMNS.len());
-    }
     use serde_json::json;
 
     fn kind(v: Value) -> Kind {
