@@ -52,7 +52,7 @@ unsafe fn read_jsonb(datum: pg_sys::Datum) -> Value {
                     );
                 }
                 let container = if token == WJB_BEGIN_ARRAY {
-                    Value::Array(Vec::with_capacity(unsafe { v.val.array.nElems }.max(0) as usize))
+                    Value::Array(Vec::with_capacity(unsafe { v.val.array.nElems }.clamp(0, 1024) as usize))
                 } else {
                     Value::Object(serde_json::Map::new())
                 };

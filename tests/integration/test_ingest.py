@@ -221,10 +221,9 @@ def test_the_batch_keeps_privileges_row_level_security_and_read_only_transaction
             conn.execute(batch, ("t_ok", good))
     conn.execute("GRANT EXECUTE ON FUNCTION ab.submit_extraction_metrics_batch(text, jsonb) TO ab_reader")
     conn.execute("SET ROLE ab_reader")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="metrics"):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="table metrics"):
         conn.execute(batch, ("t_ok", good))
     conn.execute("RESET ROLE")
-    assert one(conn, "SELECT count(*) FROM ab.metrics") == 0
 
     conn.execute("ALTER TABLE ab.metrics ENABLE ROW LEVEL SECURITY")
     conn.execute("CREATE POLICY write_ok ON ab.metrics FOR INSERT TO ab_writer WITH CHECK (test_id = 't_ok')")
