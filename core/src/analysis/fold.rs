@@ -111,6 +111,7 @@ pub struct Fold {
 }
 
 impl Fold {
+    /// Adds one row to its group (test id, variant and hour; a new group when it has none).
     pub fn add(&mut self, row: &MetricRow) {
         if let Some(i) = self.last {
             let g = &mut self.groups[i];
@@ -137,6 +138,7 @@ impl Fold {
         self.last = Some(i);
     }
 
+    /// The groups, in the order their first rows came.
     pub fn groups(self) -> Vec<Group> {
         self.groups
     }
