@@ -12,6 +12,10 @@ pub const BOOL: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLOID);
 pub const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
 pub const INT4_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4ARRAYOID);
 pub const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
+pub const INT2: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT2OID);
+pub const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+pub const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
 
 /// `PG_FUNCTION_INFO_V1(name)` for each hand-written function: PostgreSQL looks the record up
 /// as `pg_finfo_<name>`.

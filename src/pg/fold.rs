@@ -6,14 +6,14 @@
 //! BENCHMARKS.md, session 15).
 
 use super::error::raise;
-use super::ffi::{FLOAT8, TEXT};
+use super::ffi::{FLOAT8, INT2, INT8, INT8_ARRAY, TEXT, TIMESTAMPTZ};
 use super::store::kept_exec;
 use crate::analysis::fold::{Fold, Group, Kind, MetricRow};
 use crate::analysis::stats::Moments;
 use crate::error::AbError;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::{PgBuiltInOids, PgOid};
+use pgrx::PgOid;
 
 const UPSERT: &str = include_str!("queries/fold_metric_stats.sql");
 
@@ -163,10 +163,6 @@ unsafe fn text<'a>(datum: Option<pg_sys::Datum>) -> &'a [u8] {
 }
 
 fn upsert(g: &Group, shard: i16) {
-    const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
-    const INT2: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT2OID);
-    const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
-    const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
     const TYPES: [PgOid; 25] = [
         TEXT, TEXT, TIMESTAMPTZ, INT2, INT8, INT8, INT8, INT8, FLOAT8, FLOAT8, INT8, FLOAT8, FLOAT8, INT8, FLOAT8, FLOAT8, INT8, FLOAT8, FLOAT8, INT8_ARRAY, TIMESTAMPTZ, FLOAT8,
         FLOAT8, FLOAT8, FLOAT8,
